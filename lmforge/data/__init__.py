@@ -1,0 +1,19 @@
+"""Data layer: every input format becomes one of a few canonical row shapes, then tokens.
+
+Canonical rows (what `formats.to_canonical` yields, what templates and stages consume):
+
+- ``pretrain``:   ``{"text": str}``
+- ``chat``:       ``{"messages": [Message, ...], "tools": str | None}``
+                  where ``Message = {"role": "system"|"user"|"assistant"|"tool", "content": str,
+                  "reasoning_content": str | None, "tool_calls": str | None}``; ``tools`` and
+                  ``tool_calls`` are JSON strings (OpenAI tool specs / calls), as MiniMind stores them.
+- ``preference``: ``{"prompt": [Message], "chosen": [Message], "rejected": [Message]}``
+                  (chosen/rejected hold the assistant turn(s) only).
+- ``kto``:        ``{"prompt": [Message], "completion": [Message], "label": bool}``
+- ``prompt``:     ``{"prompt": [Message], "answer": str | None}`` (RL prompts, optional ground truth).
+
+Modules: formats.py (detect + validate + convert), load.py (files, registry, sampling, mixing,
+val split, streaming), template.py (ChatML rendering and loss masks), packing.py, synth.py.
+"""
+
+KINDS = ("pretrain", "chat", "preference", "kto", "prompt")
