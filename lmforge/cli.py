@@ -1,0 +1,315 @@
+"""`lmforge` command line: a literal table of subcommands → handler functions.
+
+Imports are lazy (inside handlers) so `lmforge --help` stays fast. User mistakes surface as
+`LmforgeError` and are printed as one line (exit status 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+# (command words) → (one-line summary, handler name in this module)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("tokenizer", "train"): ("train a byte-level BPE tokenizer (vocab 6400, ChatML + think + tool tokens)",
+                             "cmd_tokenizer_train"),
+    ("init",): ("create a from-scratch model folder from a preset or explicit sizes", "cmd_init"),
+    ("data", "synth"): ("generate the bundled synthetic corpora (zh + en)", "cmd_data_synth"),
+    ("data", "check"): ("validate a dataset for a stage: counts, problems, token lengths", "cmd_data_check"),
+    ("data", "convert"): ("pre-tokenise a dataset for a stage into a reusable Arrow cache", "cmd_data_convert"),
+    ("train",): ("run a training stage: pretrain, sft, distill-reason", "cmd_train"),
+    ("chat",): ("interactive streaming chat in the terminal", "cmd_chat"),
+    ("infer",): ("batch inference over CSV/JSONL, outputs in input order", "cmd_infer"),
+    ("pipeline",): ("run the stages of a pipeline YAML in order, skipping finished ones", "cmd_pipeline"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: lmforge COMMAND [CONFIG.yaml] [--key value ...]", "", "commands:"]
+    for words, (summary, _) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<18} {summary}")
+    lines += ["", "Every command takes --help. Flags and YAML keys are the same; flags win."]
+    return "\n".join(lines)
+
+
+def _wants_help(argv: list[str]) -> bool:
+    return "--help" in argv or "-h" in argv
+
+
+def _print_help(prog: str, summary: str, groups: list[type], **kw) -> int:
+    from lmforge.config.loader import format_help
+
+    print(format_help(prog, summary, groups, **kw))
+    return 0
+
+
+# --- handlers ----------------------------------------------------------------------------------
+def cmd_tokenizer_train(argv: list[str]) -> int:
+    from lmforge.commands import TokenizerTrainArgs
+    from lmforge.config.loader import resolve
+
+    if _wants_help(argv):
+        return _print_help("lmforge tokenizer train", COMMANDS[("tokenizer", "train")][0], [TokenizerTrainArgs])
+    cfg = resolve([TokenizerTrainArgs], argv)
+    files = _expand_files(cfg["dataset"], "tokenizer train --dataset")
+    from lmforge.models.tokenizer import train_tokenizer
+    from lmforge.runs import mark_finished
+
+    out = train_tokenizer(files, cfg["output_dir"], vocab_size=cfg["vocab_size"],
+                          min_frequency=cfg["min_frequency"], max_chars=cfg["max_chars"])
+    mark_finished(out, {"command": "tokenizer train"})
+    print(f"tokenizer written to {out}")
+    return 0
+
+
+def _expand_files(spec: str | None, what: str) -> list[str]:
+    from pathlib import Path
+
+    from lmforge.errors import LmforgeError
+
+    if not spec:
+        raise LmforgeError(f"{what} is required")
+    files: list[str] = []
+    for part in spec.split(","):
+        p = Path(part.strip())
+        if p.is_dir():
+            files += sorted(str(f) for f in p.iterdir() if f.suffix in (".txt", ".jsonl", ".json"))
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise LmforgeError(f"{what}: {p} not found")
+    return files
+
+
+def cmd_init(argv: list[str]) -> int:
+    from lmforge.commands import InitArgs
+    from lmforge.config.loader import resolve
+    from lmforge.config.schema import ModelArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge init", COMMANDS[("init",)][0], [InitArgs, ModelArgs])
+    cfg = resolve([InitArgs, ModelArgs], argv)
+    from lmforge.models.presets import count_parameters
+    from lmforge.runs import mark_finished
+
+    cfg.values.setdefault("save_dir", "out")
+    cfg.values["seed"] = cfg["seed"]
+    cfg.values["model_name_or_path"] = None
+    tokenizer, model, _ = load_tokenizer_and_model(cfg)
+    model.save_pretrained(cfg["output_dir"])
+    tokenizer.save_pretrained(cfg["output_dir"])
+    mark_finished(cfg["output_dir"], {"command": "init"})
+    print(f"{type(model).__name__} with {count_parameters(model) / 1e6:.2f}M parameters → {cfg['output_dir']}")
+    return 0
+
+
+def cmd_data_synth(argv: list[str]) -> int:
+    from lmforge.commands import SynthArgs
+    from lmforge.config.loader import resolve
+
+    if _wants_help(argv):
+        return _print_help("lmforge data synth", COMMANDS[("data", "synth")][0], [SynthArgs])
+    cfg = resolve([SynthArgs], argv)
+    from lmforge.data.synth import synth
+    from lmforge.runs import mark_finished
+
+    files = synth(cfg["output_dir"], seed=cfg["seed"], scale=cfg["scale"], lang=cfg["lang"])
+    mark_finished(cfg["output_dir"], {"command": "data synth", "files": files})
+    for name, path in files.items():
+        print(f"{name:<12} {path}")
+    return 0
+
+
+def cmd_data_check(argv: list[str]) -> int:
+    from lmforge.commands import DataCheckArgs
+    from lmforge.config.loader import resolve
+    from lmforge.config.schema import DataArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge data check", COMMANDS[("data", "check")][0], [DataCheckArgs, DataArgs])
+    cfg = resolve([DataCheckArgs, DataArgs], argv)
+    from lmforge.data.check import check_dataset, format_report
+    from lmforge.errors import LmforgeError
+    from lmforge.models.tokenizer import load_tokenizer
+    from lmforge.stages import get_stage
+
+    if not cfg.get("dataset"):
+        raise LmforgeError("data check: --dataset is required")
+    kind = get_stage(cfg["stage"]).DATA_KIND
+    report = check_dataset(cfg["dataset"], kind, tokenizer=load_tokenizer(cfg.get("tokenizer_path")),
+                           max_length=cfg["max_length"], fmt=cfg.get("format"), text_column=cfg.get("text_column"),
+                           system=cfg.get("system"), dataset_dir=cfg.get("dataset_dir"))
+    print(format_report(report))
+    return 1 if report.get("num_bad") else 0
+
+
+def cmd_data_convert(argv: list[str]) -> int:
+    from lmforge.errors import LmforgeError
+
+    stage = argv[0] if argv and not argv[0].startswith("-") else None
+    if _wants_help(argv) and not stage:
+        print("usage: lmforge data convert STAGE [CONFIG.yaml] --dataset D --tokenized_path DIR [flags of "
+              "`lmforge train STAGE`]\n\nTokenise once; `lmforge train STAGE --tokenized_path DIR` reuses it.")
+        return 0
+    if not stage:
+        raise LmforgeError("data convert: name the stage first, e.g. `lmforge data convert sft --dataset ...`")
+    if _wants_help(argv):
+        return cmd_train(argv)
+    from lmforge.pipeline import StageContext, load_data, resolve_train_config
+
+    module, cfg = resolve_train_config(stage, argv[1:])
+    if not cfg.get("tokenized_path"):
+        raise LmforgeError("data convert: --tokenized_path is required (where the cache is written)")
+
+    ctx = StageContext(stage=stage, cfg=cfg, run_dir="")
+    from lmforge.models.load import load_tokenizer_for, resolve_model_path
+    from lmforge.models.tokenizer import load_tokenizer
+
+    if cfg.get("tokenizer_path"):
+        ctx.tokenizer = load_tokenizer(cfg["tokenizer_path"])
+    elif cfg.get("model_name_or_path"):
+        ctx.tokenizer = load_tokenizer_for(resolve_model_path(cfg["model_name_or_path"], save_dir=cfg["save_dir"],
+                                                              hidden_size=cfg["hidden_size"], use_moe=cfg["use_moe"]))
+    else:
+        ctx.tokenizer = load_tokenizer(None)
+    rows, _ = load_data(ctx, module.DATA_KIND)
+    ds = module.prepare(ctx, rows)
+    print(f"{len(ds)} training sequences cached in {cfg['tokenized_path']}")
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    from lmforge.errors import LmforgeError
+
+    stage = argv[0] if argv and not argv[0].startswith("-") else None
+    if not stage:
+        from lmforge.stages import STAGES
+
+        if _wants_help(argv) or not argv:
+            print("usage: lmforge train STAGE [CONFIG.yaml] [--key value ...]\n\nstages: " + ", ".join(STAGES)
+                  + "\n\n`lmforge train STAGE --help` lists every flag with its default.")
+            return 0
+        raise LmforgeError("train: name a stage first, e.g. `lmforge train sft --dataset data.jsonl`")
+    if _wants_help(argv):
+        from lmforge.pipeline import GROUPS, stage_defaults
+        from lmforge.stages import get_stage
+
+        module = get_stage(stage)
+        summary = (module.__doc__ or "").strip()
+        return _print_help(f"lmforge train {stage}", summary, [*GROUPS, module.Args], include_hf=True,
+                           defaults=stage_defaults(module))
+    from lmforge.pipeline import run_train
+
+    run_dir = run_train(stage, argv[1:])
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_chat(argv: list[str]) -> int:
+    from lmforge.config.loader import resolve
+    from lmforge.infer.args import GenerationArgs
+    from lmforge.infer.chat import ChatArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge chat", COMMANDS[("chat",)][0], [ChatArgs, GenerationArgs])
+    cfg = resolve([ChatArgs, GenerationArgs], argv)
+    from lmforge.infer.chat import run_chat
+
+    return run_chat(cfg.group(ChatArgs), cfg.group(GenerationArgs)) or 0
+
+
+def cmd_infer(argv: list[str]) -> int:
+    from lmforge.config.loader import resolve
+    from lmforge.infer.args import GenerationArgs
+    from lmforge.infer.batch import InferArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge infer", COMMANDS[("infer",)][0], [InferArgs, GenerationArgs])
+    cfg = resolve([InferArgs, GenerationArgs], argv)
+    from lmforge.infer.batch import run_infer
+
+    out = run_infer(cfg.group(InferArgs), cfg.group(GenerationArgs))
+    print(f"predictions written to {out}")
+    return 0
+
+
+def cmd_pipeline(argv: list[str]) -> int:
+    from lmforge.commands import PipelineArgs
+    from lmforge.config.loader import resolve
+
+    if _wants_help(argv):
+        return _print_help("lmforge pipeline FILE.yaml", COMMANDS[("pipeline",)][0], [PipelineArgs])
+    cfg = resolve([PipelineArgs], argv, yaml_positional=False)
+    from lmforge.errors import LmforgeError
+    from lmforge.pipeline_file import run_pipeline_file
+
+    if len(cfg.positionals) != 1:
+        raise LmforgeError("pipeline: give exactly one pipeline YAML file")
+    return run_pipeline_file(cfg.positionals[0], dry_run=cfg["dry_run"])
+
+
+# --- entry point -------------------------------------------------------------------------------
+def find_command(argv: list[str]) -> tuple[tuple[str, ...] | None, list[str]]:
+    for n in (2, 1):
+        words = tuple(argv[:n])
+        if words in COMMANDS:
+            return words, argv[n:]
+    return None, argv
+
+
+def dispatch(argv: list[str]) -> int:
+    words, rest = find_command(argv)
+    if words is None:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(_usage())
+            return 0
+        if argv[0] in ("--version", "-V"):
+            from lmforge import __version__
+
+            print(f"lmforge {__version__}")
+            return 0
+        groups = sorted({w[0] for w in COMMANDS if len(w) == 2 and w[0] == argv[0]})
+        if groups:
+            subs = [w[1] for w in COMMANDS if w[0] == argv[0]]
+            print(f"usage: lmforge {argv[0]} {{{','.join(subs)}}} ...", file=sys.stderr)
+            return 2
+        import difflib
+
+        names = [" ".join(w) for w in COMMANDS]
+        near = difflib.get_close_matches(argv[0], [w[0] for w in COMMANDS], n=1)
+        hint = f" Did you mean `lmforge {near[0]}`?" if near else ""
+        print(f"lmforge: unknown command {argv[0]!r}.{hint} Commands: {', '.join(names)}", file=sys.stderr)
+        return 2
+    handler: Callable[[list[str]], int] = globals()[COMMANDS[words][1]]
+    return handler(rest)
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("LMFORGE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="[lmforge] %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    from lmforge.errors import LmforgeError
+
+    try:
+        code = dispatch(argv)
+    except LmforgeError as e:
+        print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

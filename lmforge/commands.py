@@ -1,0 +1,41 @@
+"""Flag groups of the non-training commands (tokenizer, init, data, pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmforge.config.fields import arg
+
+
+@dataclass
+class TokenizerTrainArgs:
+    dataset: str | None = arg(None, "Text to learn from: .txt/.jsonl files or folders, comma-separated")
+    output_dir: str = arg("out/tokenizer", "Where the tokenizer folder is written")
+    vocab_size: int = arg(6400, "Vocabulary size, special tokens included (MiniMind: 6400)")
+    min_frequency: int = arg(2, "Ignore merges seen fewer times than this")
+    max_chars: int | None = arg(None, "Read at most this many characters of text (default: all)")
+
+
+@dataclass
+class InitArgs:
+    output_dir: str = arg("out/init", "Folder for the new model (HF format)")
+    seed: int = arg(42, "Seed of the random initialisation")
+
+
+@dataclass
+class SynthArgs:
+    output_dir: str = arg("data/synth", "Folder for the generated corpora")
+    seed: int = arg(0, "Same seed, same bytes")
+    scale: float = arg(1.0, "Multiply the number of rows (1.0 ≈ a few MB, a CPU demo's worth)")
+    lang: str = arg("both", "Languages: both, en, zh", choices=("both", "en", "zh"))
+
+
+@dataclass
+class DataCheckArgs:
+    stage: str = arg("sft", "Check against this stage's format (pretrain, sft, distill-reason, ...)")
+    tokenizer_path: str | None = arg(None, "Tokenizer for the length histogram (default: lmforge's)")
+
+
+@dataclass
+class PipelineArgs:
+    dry_run: bool = arg(False, "Print the stages and their state (done / resumable / new) and exit")

@@ -1,0 +1,78 @@
+"""Compatibility names: MiniMind, ms-swift and LLaMA-Factory flags mapped onto lmforge's keys.
+
+Each alias maps to (native key, value transform). The table is shown by `--help` and in docs/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def _none_if_none(v: Any) -> Any:
+    return None if isinstance(v, str) and v.lower() in ("none", "null", "") else v
+
+
+def _resume(v: Any) -> Any:
+    # MiniMind: --from_resume 1 → continue from the newest checkpoint.
+    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", ""):
+        return None
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes"):
+        return "latest"
+    return "latest" if v else None
+
+
+def _wandb(v: Any) -> Any:
+    on = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+    return "wandb" if on else "none"
+
+
+def _dtype(v: Any) -> Any:
+    table = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "half": "float16", "float": "float32"}
+    return table.get(str(v).lower(), v)
+
+
+def _tuner(v: Any) -> Any:
+    return {"lora": "lora", "full": "full", "freeze": "freeze", "qlora": "lora"}.get(str(v).lower(), v)
+
+
+# alias → (native key, or several: the first one the command has wins; value transform)
+ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = {
+    # MiniMind trainer scripts (reference/seed_001)
+    "epochs": ("num_train_epochs", None),
+    "batch_size": ("per_device_train_batch_size", None),
+    "accumulation_steps": ("gradient_accumulation_steps", None),
+    "grad_clip": ("max_grad_norm", None),
+    "log_interval": ("logging_steps", None),
+    "save_interval": ("save_steps", None),
+    "num_workers": ("dataloader_num_workers", None),
+    "max_seq_len": ("max_length", None),
+    "data_path": ("dataset", None),
+    "from_weight": ("model_name_or_path", _none_if_none),
+    "from_resume": ("resume_from_checkpoint", _resume),
+    "use_wandb": ("report_to", _wandb),
+    # ms-swift / LLaMA-Factory
+    "model": ("model_name_or_path", _none_if_none),
+    "model_name_or_path": ("model", _none_if_none),  # chat / infer call it --model
+    "load_from": (("model", "model_name_or_path"), _none_if_none),  # MiniMind eval script
+    "model_id_or_path": ("model_name_or_path", _none_if_none),
+    "ckpt_dir": ("model_name_or_path", _none_if_none),
+    "sft_type": ("tuner", _tuner),
+    "finetuning_type": ("tuner", _tuner),
+    "train_type": ("tuner", _tuner),
+    "cutoff_len": ("max_length", None),
+    "max_seq_length": ("max_length", None),
+    "dataset_test_ratio": ("val_size", None),
+    "default_system": ("system", None),
+    "template_system": ("system", None),
+    # transformers 4.x names that users still type (v5 folded the ratio into warmup_steps < 1)
+    "warmup_ratio": ("warmup_steps", None),
+    "evaluation_strategy": ("eval_strategy", None),
+}
+
+VALUE_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
+    "dtype": _dtype,
+    "model_name_or_path": _none_if_none,
+    "resume_from_checkpoint": lambda v: _none_if_none(_resume(v) if str(v).lower() in
+                                                     ("0", "1", "true", "false") else v),
+}

@@ -1,0 +1,115 @@
+"""`lmforge data check`: validate a dataset against a stage's format and summarise it.
+
+The report counts rows, rows per detected format and bad rows (with their one-line messages),
+and, given a tokenizer, a token-length histogram and how many rows exceed `max_length`.
+Rows are rendered with the tokenizer's chat template when it has one (else plain ChatML), so the
+lengths are the ones training will see, up to the template's own extras.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmforge.data.load import load_rows
+
+
+def _clean(messages: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if v is not None} for m in messages]
+
+
+def _render(messages: list[dict], tokenizer: Any) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(_clean(messages), tokenize=False)
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def _texts(row: dict, kind: str, tokenizer: Any) -> list[str]:
+    """The sequence(s) a row becomes; preference/KTO rows give one per side."""
+    if kind == "pretrain":
+        return [row["text"]]
+    if kind == "chat":
+        return [_render(row["messages"], tokenizer)]
+    if kind == "preference":
+        return [_render(row["prompt"] + row[side], tokenizer) for side in ("chosen", "rejected")]
+    if kind == "kto":
+        return [_render(row["prompt"] + row["completion"], tokenizer)]
+    return [_render(row["prompt"], tokenizer)]
+
+
+def _histogram(lengths: list[int]) -> list[tuple[int, int, int]]:
+    """(low, high, count) buckets with power-of-two edges from 32 up to the longest row."""
+    edges = [0, 32]
+    while edges[-1] < max(lengths):
+        edges.append(edges[-1] * 2)
+    counts = [0] * (len(edges) - 1)
+    for n in lengths:
+        i = next(j for j in range(len(edges) - 1) if n <= edges[j + 1])
+        counts[i] += 1
+    return [(edges[i], edges[i + 1], c) for i, c in enumerate(counts)]
+
+
+def check_dataset(
+    spec: str,
+    kind: str,
+    *,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    batch_size: int = 1000,
+    **load_kwargs: Any,
+) -> dict:
+    """Load `spec` with bad rows skipped and counted; return the report dict (see `format_report`)."""
+    load_kwargs.setdefault("skip_bad_rows", True)
+    ds, stats = load_rows(spec, kind, **load_kwargs)
+    report: dict[str, Any] = {
+        "spec": spec,
+        "kind": kind,
+        "num_rows": len(ds),
+        "num_bad": stats.num_bad,
+        "bad_rows": list(stats.bad_examples),
+        "formats": dict(stats.formats),
+    }
+    if tokenizer is None or len(ds) == 0:
+        return report
+    lengths: list[int] = []
+    for start in range(0, len(ds), batch_size):
+        rows = ds.select(range(start, min(start + batch_size, len(ds))))
+        texts = [t for row in rows for t in _texts(row, kind, tokenizer)]
+        per_side = len(texts) // len(rows)
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for i in range(len(rows)):  # a preference row is as long as its longer side
+            lengths.append(max(len(e) for e in encoded[i * per_side : (i + 1) * per_side]))
+    report["lengths"] = {
+        "min": min(lengths),
+        "max": max(lengths),
+        "mean": sum(lengths) / len(lengths),
+        "p95": sorted(lengths)[int(0.95 * (len(lengths) - 1))],
+        "histogram": _histogram(lengths),
+    }
+    if max_length:
+        report["max_length"] = max_length
+        report["num_over_max_length"] = sum(n > max_length for n in lengths)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as the few aligned lines `lmforge data check` prints."""
+    lines = [f"{report['spec']}  ({report['kind']})"]
+    formats = ", ".join(f"{name} {count}" for name, count in sorted(report["formats"].items())) or "-"
+    lines.append(f"  rows: {report['num_rows']}   bad: {report['num_bad']}   formats: {formats}")
+    for msg in report["bad_rows"]:
+        lines.append(f"  bad: {msg}")
+    if report["num_bad"] > len(report["bad_rows"]):
+        lines.append(f"  ... and {report['num_bad'] - len(report['bad_rows'])} more bad rows")
+    lengths = report.get("lengths")
+    if lengths:
+        lines.append(
+            f"  tokens per row: min {lengths['min']}  mean {lengths['mean']:.1f}  "
+            f"p95 {lengths['p95']}  max {lengths['max']}"
+        )
+        width = max(c for _, _, c in lengths["histogram"]) or 1
+        for low, high, count in lengths["histogram"]:
+            bar = "#" * round(40 * count / width)
+            lines.append(f"  {low:>7}-{high:<7} {count:>9}  {bar}")
+    if "num_over_max_length" in report:
+        lines.append(f"  over max_length {report['max_length']}: {report['num_over_max_length']} rows")
+    return "\n".join(lines)

@@ -1,0 +1,574 @@
+"""Detect, validate and convert every supported input row to a canonical row (see `lmforge.data`).
+
+One row in, one canonical row out, or one `DataError` naming file:line, the field and what was
+expected. Formats by kind (names are what `--format` accepts and what `data check` counts):
+
+- pretrain:   ``text`` (``{"text"}``, ``.txt`` lines, or any column via ``text_column``)
+- chat:       ``minimind`` (``conversations`` of role/content), ``openai`` (``messages``),
+              ``sharegpt`` (``conversations`` of from/value), ``alpaca``, ``csv`` (mdl-toolkit)
+- preference: ``minimind`` (``chosen``/``rejected`` full conversations), ``trl`` (``prompt`` +
+              ``chosen``/``rejected``), ``sharegpt`` (``conversations`` + chosen/rejected turns),
+              ``alpaca`` (``instruction`` + chosen/rejected strings)
+- kto:        ``trl`` (``prompt, completion, label``), ``sharegpt`` (``messages`` + ``kto_tag``)
+- prompt:     ``minimind`` (RLAIF: last assistant turn is a placeholder), ``openai``, ``trl``
+
+ShareGPT role names follow LLaMA-Factory's ``tags`` (role_tag, content_tag, user_tag,
+assistant_tag, system_tag, observation_tag, function_tag); a registry entry may override them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from lmforge.errors import DataError
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("text",),
+    "chat": ("minimind", "openai", "sharegpt", "alpaca", "csv"),
+    "preference": ("minimind", "trl", "sharegpt", "alpaca"),
+    "kto": ("trl", "sharegpt"),
+    "prompt": ("minimind", "openai", "trl"),
+}
+
+_FORMAT_HINTS = {
+    "text": '{"text"}',
+    "minimind": '{"conversations": [{role, content}]}',
+    "openai": '{"messages": [{role, content}]}',
+    "sharegpt": '{"conversations": [{from, value}]}',
+    "alpaca": "{instruction, input, output}",
+    "csv": "{user_prompt, prediction}",
+    "trl": "{prompt, ...}",
+}
+_PREF_HINTS = {
+    "minimind": '{"chosen": [msgs], "rejected": [msgs]}',
+    "trl": "{prompt, chosen, rejected}",
+    "sharegpt": "{conversations, chosen, rejected}",
+    "alpaca": "{instruction, chosen, rejected}",
+}
+_KTO_HINTS = {"trl": "{prompt, completion, label}", "sharegpt": "{messages, kto_tag}"}
+
+ROLES = ("system", "user", "assistant", "tool")
+
+_SHAREGPT_TAGS = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "system_tag": "system",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+}
+
+
+def _got(value: Any) -> str:
+    """Short description of a bad value for the `; got ...` part of an error."""
+    name = type(value).__name__
+    if value is None:
+        return "null"
+    if isinstance(value, (str, int, float, bool)):
+        text = repr(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return f"{name} {text[:40]}" + ("..." if len(text) > 40 else "")
+    return name
+
+
+class _Ctx:
+    """Where a row came from, so every error can name file:line."""
+
+    def __init__(self, path: str, line: int | None, tags: dict | None = None):
+        self.path, self.line = path, line
+        self.tags = tags
+
+    def err(self, field: str, expected: str, got: Any = ...) -> DataError:
+        return DataError(self.path, self.line, field, expected, "" if got is ... else _got(got))
+
+
+def message(
+    role: str, content: str, reasoning_content: str | None = None, tool_calls: str | None = None
+) -> dict:
+    """A canonical message (all four keys always present, so Arrow sees one schema)."""
+    return {
+        "role": role,
+        "content": content,
+        "reasoning_content": reasoning_content,
+        "tool_calls": tool_calls,
+    }
+
+
+def parse_json_line(text: str, path: str, line: int | None) -> dict:
+    """Parse one JSONL line into a dict or raise a one-line `DataError`."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(
+            path, line, "json", f"must be a valid JSON object ({e.msg} at column {e.colno})"
+        ) from None
+    if not isinstance(row, dict):
+        raise DataError(path, line, "row", "must be a JSON object", _got(row))
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# detection
+
+
+def detect_format(row: dict, kind: str, *, text_column: str | None = None) -> str:
+    """Name of the format `row` is in for `kind` (one of `FORMATS[kind]`), or "" if none matches."""
+    if kind not in FORMATS:
+        raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(FORMATS)}")
+    keys = row.keys()
+    if kind == "pretrain":
+        return "text" if (text_column or "text") in keys else ""
+    convs = row.get("conversations")
+    conv_fmt = ""
+    if "conversations" in keys:
+        first = convs[0] if isinstance(convs, list) and convs else None
+        conv_fmt = (
+            "sharegpt" if isinstance(first, dict) and ("from" in first or "value" in first) else "minimind"
+        )
+    if kind == "chat":
+        if "messages" in keys:
+            return "openai"
+        if conv_fmt:
+            return conv_fmt
+        if "instruction" in keys or "output" in keys:
+            return "alpaca"
+        if "user_prompt" in keys or "prediction" in keys:
+            return "csv"
+        return ""
+    if kind == "preference":
+        if "chosen" not in keys and "rejected" not in keys:
+            return ""
+        if "prompt" in keys:
+            return "trl"
+        if "conversations" in keys or "messages" in keys:
+            return "sharegpt"
+        if "instruction" in keys:
+            return "alpaca"
+        return "minimind"
+    if kind == "kto":
+        if "completion" in keys:
+            return "trl"
+        if "messages" in keys or "conversations" in keys:
+            return "sharegpt"
+        return "trl" if "prompt" in keys else ""
+    # kind == "prompt"
+    if "conversations" in keys:
+        return "minimind"
+    if "messages" in keys:
+        return "openai"
+    if "prompt" in keys:
+        return "trl"
+    return ""
+
+
+def _no_format_error(row: dict, kind: str, ctx: _Ctx) -> DataError:
+    hints = {"preference": _PREF_HINTS, "kto": _KTO_HINTS}.get(kind, _FORMAT_HINTS)
+    listed = ", ".join(f"{f} {hints[f]}" for f in FORMATS[kind])
+    keys = "[" + ", ".join(list(row)[:8]) + "]"
+    return DataError(
+        ctx.path, ctx.line, "row", f"matches no {kind} format (expected {listed})", f"keys {keys}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# messages
+
+
+def _text(value: Any, field: str, ctx: _Ctx, *, allow_none: bool = False) -> str:
+    """A string field; OpenAI content-part lists are joined."""
+    if isinstance(value, str):
+        return value
+    if value is None and allow_none:
+        return ""
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        parts = []
+        for p in value:
+            if p.get("type", "text") == "text" and isinstance(p.get("text"), str):
+                parts.append(p["text"])
+        return "".join(parts)
+    raise ctx.err(field, "must be a string", value)
+
+
+def _json_str(value: Any, field: str, ctx: _Ctx) -> str | None:
+    """tools / tool_calls: a JSON string (validated) or a list/dict (serialised)."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            raise ctx.err(field, "must be valid JSON (a list of OpenAI tool specs / calls)", value) from None
+        return value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    raise ctx.err(field, "must be a JSON string or a list", value)
+
+
+def _role_map(tags: dict) -> dict[str, str]:
+    return {
+        tags["user_tag"]: "user",
+        tags["assistant_tag"]: "assistant",
+        tags["system_tag"]: "system",
+        tags["observation_tag"]: "tool",
+        tags["function_tag"]: "function_call",
+    }
+
+
+def _one_message(turn: Any, field: str, ctx: _Ctx, out: list[dict], tools: list) -> None:
+    """Append the canonical form of one turn (role/content or from/value dict) to `out`."""
+    tags = ctx.tags
+    if not isinstance(turn, dict):
+        raise ctx.err(field, "must be a {role, content} object", turn)
+    if tags is None:
+        tags = _SHAREGPT_TAGS if "from" in turn else None
+    if tags is not None and tags.get("role_tag", "from") in turn:
+        role_key, content_key, roles = tags["role_tag"], tags["content_tag"], _role_map(tags)
+    else:
+        role_key, content_key, roles = "role", "content", {r: r for r in ROLES}
+        roles.update({"function": "tool", "observation": "tool", "human": "user", "gpt": "assistant"})
+    if role_key not in turn:
+        raise ctx.err(f"{field}.{role_key}", "is missing")
+    raw_role = turn[role_key]
+    role = roles.get(raw_role) if isinstance(raw_role, str) else None
+    if role is None:
+        names = ROLES if role_key == "role" else tuple(roles)
+        raise ctx.err(f"{field}.{role_key}", f"must be one of {', '.join(names)}", raw_role)
+    if content_key not in turn and not turn.get("tool_calls"):
+        raise ctx.err(f"{field}.{content_key}", "is missing")
+    content = _text(turn.get(content_key), f"{field}.{content_key}", ctx, allow_none=True)
+    if role == "function_call":  # ShareGPT: the assistant's tool call is a turn of its own
+        calls = _json_str(content, f"{field}.{content_key}", ctx)
+        parsed = json.loads(calls) if calls else []
+        calls = json.dumps(parsed if isinstance(parsed, list) else [parsed], ensure_ascii=False)
+        out.append(message("assistant", "", tool_calls=calls))
+        return
+    if role == "system" and turn.get("tools") is not None:
+        tools.append(_json_str(turn["tools"], f"{field}.tools", ctx))
+    reasoning = turn.get("reasoning_content")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise ctx.err(f"{field}.reasoning_content", "must be a string", reasoning)
+    calls = _json_str(turn.get("tool_calls"), f"{field}.tool_calls", ctx)
+    out.append(message(role, content, reasoning or None, calls))
+
+
+def parse_messages(value: Any, field: str, ctx: _Ctx, *, tools: list | None = None) -> list[dict]:
+    """A list of turns in any supported dialect → canonical messages (no ordering checks)."""
+    if not isinstance(value, list):
+        raise ctx.err(field, "must be a list of {role, content}", value)
+    out: list[dict] = []
+    sink = tools if tools is not None else []
+    for i, turn in enumerate(value):
+        _one_message(turn, f"{field}[{i}]", ctx, out, sink)
+    return out
+
+
+def _check_order(msgs: list[dict], field: str, ctx: _Ctx, *, strict: bool) -> None:
+    """System first only; user opens; tool follows an assistant/tool; strict → user/assistant alternate."""
+    prev = None
+    for i, m in enumerate(msgs):
+        role = m["role"]
+        where = f"{field}[{i}].role"
+        if role == "system" and i != 0:
+            raise ctx.err(where, "may be system only for the first turn", role)
+        if role == "tool" and prev not in ("assistant", "tool"):
+            raise ctx.err(where, "tool turns must follow an assistant turn", role)
+        if role == "assistant" and prev in (None, "system"):
+            raise ctx.err(where, "must not open the conversation (a user turn comes first)", role)
+        if strict and prev not in (None, "system"):
+            allowed = {"user": ("assistant",), "assistant": ("user", "tool"), "tool": ("assistant", "tool")}
+            ok = allowed.get(role, ())
+            # two assistant turns in a row are fine when the first one is a tool call (ShareGPT function_call)
+            if role == "assistant" and prev == "assistant" and msgs[i - 1]["tool_calls"]:
+                ok = ("assistant",)
+            if prev not in ok:
+                raise DataError(
+                    ctx.path, ctx.line, where, "must alternate user/assistant", f"{prev} then {role}"
+                )
+        prev = role
+
+
+def _with_system(msgs: list[dict], system: str | None) -> list[dict]:
+    if system and not (msgs and msgs[0]["role"] == "system"):
+        return [message("system", system)] + msgs
+    return msgs
+
+
+def _prompt_from(value: Any, field: str, ctx: _Ctx) -> list[dict]:
+    """A prompt given as a string (one user turn) or as messages."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ctx.err(field, "must not be empty")
+        return [message("user", value)]
+    msgs = parse_messages(value, field, ctx)
+    if not msgs:
+        raise ctx.err(field, "must not be empty")
+    _check_order(msgs, field, ctx, strict=False)
+    return msgs
+
+
+def _completion_from(value: Any, field: str, ctx: _Ctx) -> list[dict]:
+    """A completion given as a string (one assistant turn), a turn dict, or assistant messages."""
+    if isinstance(value, str):
+        return [message("assistant", value)]
+    msgs = parse_messages([value] if isinstance(value, dict) else value, field, ctx)
+    if not msgs:
+        raise ctx.err(field, "must not be empty")
+    for i, m in enumerate(msgs):
+        if m["role"] not in ("assistant", "tool"):
+            raise ctx.err(f"{field}[{i}].role", "must be assistant (the response only)", m["role"])
+    return msgs
+
+
+def _require(row: dict, key: str, ctx: _Ctx) -> Any:
+    if key not in row or row[key] is None:
+        raise ctx.err(key, "is missing")
+    return row[key]
+
+
+def _last_assistant(msgs: list[dict]) -> int:
+    return max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-kind converters
+
+
+def _chat_messages(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> tuple[list[dict], str | None]:
+    """Messages + tools JSON for the chat-like formats (shared by chat, prompt and kto)."""
+    tools: list = []
+    if fmt in ("minimind", "sharegpt", "openai"):
+        key = (
+            "messages"
+            if fmt == "openai" or ("messages" in row and "conversations" not in row)
+            else "conversations"
+        )
+        msgs = parse_messages(_require(row, key, ctx), key, ctx, tools=tools)
+        if not msgs:
+            raise ctx.err(key, "must not be an empty conversation")
+        system = row.get("system")
+        if system and msgs[0]["role"] != "system":
+            msgs = [message("system", _text(system, "system", ctx))] + msgs
+        _check_order(msgs, key, ctx, strict=fmt == "sharegpt")
+    elif fmt == "alpaca":
+        msgs = []
+        if row.get("system"):
+            msgs.append(message("system", _text(row["system"], "system", ctx)))
+        history = row.get("history") or []
+        if not isinstance(history, list):
+            raise ctx.err("history", "must be a list of [query, response] pairs", history)
+        for i, pair in enumerate(history):
+            if not (
+                isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(s, str) for s in pair)
+            ):
+                raise ctx.err(f"history[{i}]", "must be a [query, response] pair of strings", pair)
+            msgs += [message("user", pair[0]), message("assistant", pair[1])]
+        instruction = _text(_require(row, "instruction", ctx), "instruction", ctx)
+        query = row.get("input") or ""
+        query = _text(query, "input", ctx)
+        user = "\n".join(s for s in (instruction, query) if s)
+        if not user.strip():
+            raise ctx.err("instruction", "must not be empty")
+        msgs.append(message("user", user))
+        if row.get("output") is not None:
+            msgs.append(message("assistant", _text(row["output"], "output", ctx)))
+    elif fmt == "csv":
+        msgs = []
+        system = row.get("system_prompt") or opts.get("system_prompt")
+        if system:
+            msgs.append(message("system", _text(system, "system_prompt", ctx)))
+        user = row.get("user_prompt") or opts.get("user_prompt")
+        if not user:
+            raise ctx.err("user_prompt", "is missing (add the column or pass --user_prompt)")
+        msgs.append(message("user", _text(user, "user_prompt", ctx)))
+        if row.get("prediction") not in (None, ""):
+            msgs.append(message("assistant", _text(row["prediction"], "prediction", ctx)))
+    else:
+        raise ctx.err("format", f"is not a chat format (expected one of {', '.join(FORMATS['chat'])})", fmt)
+    row_tools = _json_str(row.get("tools"), "tools", ctx)
+    tools_json = row_tools or next((t for t in tools if t), None)
+    return _with_system(msgs, opts.get("system")), tools_json
+
+
+def _to_chat(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+    msgs, tools = _chat_messages(row, fmt, ctx, opts)
+    if _last_assistant(msgs) < 0:
+        field = {"alpaca": "output", "csv": "prediction"}.get(
+            fmt, "messages" if fmt == "openai" else "conversations"
+        )
+        raise ctx.err(field, "must contain an assistant turn (nothing to train on)")
+    out = {"messages": msgs, "tools": tools}
+    if fmt == "csv" and row.get("audio"):
+        audio = _text(row["audio"], "audio", ctx)
+        base_dir = opts.get("base_dir")
+        out["audio"] = os.path.join(base_dir, audio) if base_dir and not os.path.isabs(audio) else audio
+    return out
+
+
+def _split_prompt(msgs: list[dict], field: str, ctx: _Ctx) -> tuple[list[dict], list[dict]]:
+    """(turns before the last assistant turn, the rest) for preference / KTO conversations."""
+    i = _last_assistant(msgs)
+    if i < 0:
+        raise ctx.err(field, "must contain an assistant turn")
+    if i == 0 or not any(m["role"] == "user" for m in msgs[:i]):
+        raise ctx.err(field, "must have a user turn before the last assistant turn")
+    return msgs[:i], msgs[i:]
+
+
+def _to_preference(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+    if fmt == "minimind":
+        sides = {}
+        for key in ("chosen", "rejected"):
+            msgs = parse_messages(_require(row, key, ctx), key, ctx)
+            if not msgs:
+                raise ctx.err(key, "must not be an empty conversation")
+            _check_order(msgs, key, ctx, strict=False)
+            sides[key] = _split_prompt(msgs, key, ctx)
+        prompt = sides["chosen"][0]
+        if [(m["role"], m["content"]) for m in sides["rejected"][0]] != [
+            (m["role"], m["content"]) for m in prompt
+        ]:
+            raise ctx.err(
+                "rejected", 'must share the prompt of "chosen" (every turn before the last assistant turn)'
+            )
+        chosen, rejected = sides["chosen"][1], sides["rejected"][1]
+    else:
+        if fmt == "trl":
+            prompt = _prompt_from(_require(row, "prompt", ctx), "prompt", ctx)
+        elif fmt in ("sharegpt", "alpaca"):
+            prompt, _ = _chat_messages(row, fmt if fmt == "alpaca" else "sharegpt", ctx, {})
+            if prompt[-1]["role"] == "assistant":
+                raise ctx.err("conversations", "must end with the user turn that chosen/rejected answer")
+        else:
+            raise ctx.err("format", f"is not a preference format ({', '.join(FORMATS['preference'])})", fmt)
+        chosen = _completion_from(_require(row, "chosen", ctx), "chosen", ctx)
+        rejected = _completion_from(_require(row, "rejected", ctx), "rejected", ctx)
+    return {"prompt": _with_system(prompt, opts.get("system")), "chosen": chosen, "rejected": rejected}
+
+
+def parse_label(value: Any, field: str, ctx: _Ctx) -> bool:
+    """KTO label: a bool, 0/1, or "true"/"false" (also "1"/"0", "yes"/"no")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise ctx.err(field, "must be a boolean (true/false or 1/0)", value)
+
+
+def _to_kto(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+    if fmt == "trl":
+        prompt = _prompt_from(_require(row, "prompt", ctx), "prompt", ctx)
+        completion = _completion_from(_require(row, "completion", ctx), "completion", ctx)
+        label = parse_label(_require(row, "label", ctx), "label", ctx)
+    elif fmt == "sharegpt":
+        msgs, _ = _chat_messages(row, "sharegpt", ctx, {})
+        key = "kto_tag" if "kto_tag" in row else "label"
+        prompt, completion = _split_prompt(
+            msgs, "conversations" if "conversations" in row else "messages", ctx
+        )
+        label = parse_label(_require(row, key, ctx), key, ctx)
+    else:
+        raise ctx.err("format", f"is not a kto format ({', '.join(FORMATS['kto'])})", fmt)
+    return {"prompt": _with_system(prompt, opts.get("system")), "completion": completion, "label": label}
+
+
+def _answer(row: dict, ctx: _Ctx) -> str | None:
+    """Optional ground truth: `answer` or `gt`; a list gives its only element or the elements joined."""
+    key = "answer" if row.get("answer") is not None else "gt"
+    value = row.get(key)
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if not all(isinstance(v, (str, int, float)) for v in value):
+            raise ctx.err(key, "must be a string or a list of strings", value)
+        return "\n".join(str(v) for v in value) if value else None
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ctx.err(key, "must be a string or a list of strings", value)
+
+
+def _to_prompt(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+    if fmt == "trl":
+        prompt = _prompt_from(_require(row, "prompt", ctx), "prompt", ctx)
+    elif fmt in ("minimind", "openai"):
+        key = "messages" if fmt == "openai" else "conversations"
+        msgs = parse_messages(_require(row, key, ctx), key, ctx)
+        if not msgs:
+            raise ctx.err(key, "must not be an empty conversation")
+        if row.get("system") and msgs[0]["role"] != "system":
+            msgs = [message("system", _text(row["system"], "system", ctx))] + msgs
+        _check_order(msgs, key, ctx, strict=False)
+        # RLAIF rows end with an assistant placeholder ("无"); the prompt is everything before it
+        prompt = msgs[: _last_assistant(msgs)] if msgs[-1]["role"] == "assistant" else msgs
+        if not prompt or prompt[-1]["role"] not in ("user", "tool"):
+            raise ctx.err(
+                key, "must end with a user turn (optionally followed by a placeholder assistant turn)"
+            )
+    else:
+        raise ctx.err("format", f"is not a prompt format ({', '.join(FORMATS['prompt'])})", fmt)
+    return {"prompt": _with_system(prompt, opts.get("system")), "answer": _answer(row, ctx)}
+
+
+def _to_pretrain(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+    column = opts.get("text_column") or "text"
+    value = _require(row, column, ctx)
+    if not isinstance(value, str):
+        raise ctx.err(column, "must be a string", value)
+    if not value.strip():
+        raise ctx.err(column, "must not be empty")
+    return {"text": value}
+
+
+_CONVERTERS = {
+    "pretrain": _to_pretrain,
+    "chat": _to_chat,
+    "preference": _to_preference,
+    "kto": _to_kto,
+    "prompt": _to_prompt,
+}
+
+
+def to_canonical(
+    row: dict,
+    kind: str,
+    fmt: str | None = None,
+    *,
+    path: str = "<row>",
+    line: int | None = None,
+    system: str | None = None,
+    text_column: str | None = None,
+    system_prompt: str | None = None,
+    user_prompt: str | None = None,
+    base_dir: str | None = None,
+    tags: dict | None = None,
+) -> dict:
+    """Convert one input row to the canonical row of `kind`, or raise `DataError` (file:line, field).
+
+    `fmt` skips detection. `system` is inserted as the first turn when the row has none
+    (LLaMA-Factory's `default_system`). `system_prompt`/`user_prompt` are the CSV defaults used
+    when those columns are missing or empty; `base_dir` resolves relative CSV `audio` paths.
+    `tags` overrides the ShareGPT role/content key names (LLaMA-Factory registry `tags`).
+    """
+    if kind not in _CONVERTERS:
+        raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(FORMATS)}")
+    ctx = _Ctx(path, line, {**_SHAREGPT_TAGS, **tags} if tags else None)
+    if not isinstance(row, dict):
+        raise ctx.err("row", "must be a JSON object", row)
+    fmt = fmt or detect_format(row, kind, text_column=text_column)
+    if not fmt:
+        raise _no_format_error(row, kind, ctx)
+    if fmt not in FORMATS[kind]:
+        raise ValueError(
+            f"--format {fmt!r} is not a {kind} format; expected one of {', '.join(FORMATS[kind])}"
+        )
+    opts = {
+        "system": system,
+        "text_column": text_column,
+        "system_prompt": system_prompt,
+        "user_prompt": user_prompt,
+        "base_dir": base_dir,
+    }
+    return _CONVERTERS[kind](row, fmt, ctx, opts)

@@ -1,0 +1,184 @@
+"""Pack tokenised documents into full fixed-length rows, and the collators that batch them.
+
+`pack_documents` concatenates the documents of each `.map` batch (greedy, as HF's run_clm and
+MiniMind's pretrain data do) and cuts the stream into rows of exactly `seq_len` tokens. Each row
+carries `position_ids` that restart at 0 at every document start and at every row start (a
+document cut by a row boundary continues as a fresh run). With no attention mask, transformers 5
+turns such position_ids into a block-diagonal mask (`masking_utils.find_packed_sequence_indices`),
+and flash-attention varlen kernels read the same runs: no token attends across documents.
+The label of every run's first token is -100, so no token is trained to follow another document.
+
+Remainder policy: the last partial row of every map batch is padded (pad_id, labels -100, its
+own position run) rather than dropped, so no document token is lost; the waste is at most one
+row per `batch_size` documents and is reported in `PackStats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datasets
+    import pyarrow as pa
+    import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class PackStats:
+    """What packing produced; `padding_waste` is the padded fraction of all row positions."""
+
+    num_docs: int
+    num_sequences: int
+    num_tokens: int
+    num_padding: int
+    seq_len: int
+
+    @property
+    def padding_waste(self) -> float:
+        total = self.num_sequences * self.seq_len
+        return self.num_padding / total if total else 0.0
+
+
+def _pack_batch(batch: pa.Table, seq_len: int, pad_id: int) -> pa.Table:
+    """Concatenate one batch of documents and cut it into `seq_len` rows (numpy on Arrow buffers)."""
+    import numpy as np
+    import pyarrow as pa
+
+    docs = batch.column("input_ids").combine_chunks()
+    ids = docs.flatten().to_numpy(zero_copy_only=False).astype(np.int32)  # (N,) all tokens, in order
+    lengths = docs.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    total = len(ids)
+    num_rows = -(-total // seq_len)
+    idx = np.arange(total)
+    doc_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    row_start = (idx // seq_len) * seq_len
+    positions = (idx - np.maximum(doc_start, row_start)).astype(np.int32)  # restart at docs and rows
+    labels = ids.copy()
+    labels[positions == 0] = IGNORE_INDEX
+    pad = num_rows * seq_len - total
+    if pad:
+        ids = np.concatenate([ids, np.full(pad, pad_id, dtype=np.int32)])
+        labels = np.concatenate([labels, np.full(pad, IGNORE_INDEX, dtype=np.int32)])
+        positions = np.concatenate([positions, np.arange(pad, dtype=np.int32)])  # padding: a run of its own
+    offsets = pa.array(np.arange(0, num_rows * seq_len + 1, seq_len, dtype=np.int32))
+    columns = {"input_ids": ids, "labels": labels, "position_ids": positions}
+    return pa.table({k: pa.ListArray.from_arrays(offsets, pa.array(v)) for k, v in columns.items()})
+
+
+def _count_tokens(ds: datasets.Dataset, column: str = "input_ids") -> int:
+    import pyarrow.compute as pc
+
+    total = 0
+    for table in ds.select_columns([column]).with_format("arrow").iter(batch_size=65536):
+        total += int(pc.sum(pc.list_value_length(table[column])).as_py() or 0)
+    return total
+
+
+def pack_documents(
+    ds: datasets.Dataset,
+    seq_len: int,
+    *,
+    pad_id: int = 0,
+    num_proc: int | None = None,
+    batch_size: int = 1000,
+) -> tuple[datasets.Dataset, PackStats]:
+    """Pack `ds` (column `input_ids`, one document per row, bos/eos included) into `seq_len` rows.
+
+    Output columns: `input_ids`, `labels`, `position_ids` (int32 lists of exactly `seq_len`).
+    """
+    from datasets import Features, List, Value
+
+    if seq_len < 2:
+        raise ValueError(f"--max_seq_len must be at least 2 to pack; got {seq_len}")
+    if "input_ids" not in ds.column_names:
+        raise ValueError(f"pack_documents needs an 'input_ids' column; got {ds.column_names}")
+    features = Features({k: List(Value("int32")) for k in ("input_ids", "labels", "position_ids")})
+    packed = (
+        ds.with_format("arrow")
+        .map(
+            _pack_batch,
+            batched=True,
+            batch_size=batch_size,
+            fn_kwargs={"seq_len": seq_len, "pad_id": pad_id},
+            remove_columns=ds.column_names,
+            features=features,
+            num_proc=num_proc,
+            desc="Packing",
+        )
+        .with_format(None)
+    )
+    num_tokens = _count_tokens(ds)
+    stats = PackStats(
+        num_docs=len(ds),
+        num_sequences=len(packed),
+        num_tokens=num_tokens,
+        num_padding=len(packed) * seq_len - num_tokens,
+        seq_len=seq_len,
+    )
+    return packed, stats
+
+
+def padding_waste_unpacked(lengths: Sequence[int], max_len: int) -> float:
+    """Fraction of positions that are padding when every row is padded (or cut) to `max_len`.
+
+    This is what MiniMind's pad-every-row-to-max_seq_len loader spends, for comparison.
+    """
+    if not len(lengths):
+        return 0.0
+    used = sum(min(int(n), max_len) for n in lengths)
+    return 1.0 - used / (len(lengths) * max_len)
+
+
+def add_lengths(
+    ds: datasets.Dataset, column: str = "input_ids", *, num_proc: int | None = None
+) -> datasets.Dataset:
+    """Add a `lengths` column (for `group_by_length` / `length_column_name="lengths"`)."""
+    return ds.map(
+        lambda b: {"lengths": [len(x) for x in b[column]]}, batched=True, num_proc=num_proc, desc="Lengths"
+    )
+
+
+class PackedCollator:
+    """Stack packed rows into (B, T) long tensors; no attention_mask, so position_ids drive masking."""
+
+    keys = ("input_ids", "labels", "position_ids")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        return {
+            k: torch.tensor([f[k] for f in features], dtype=torch.long) for k in self.keys if k in features[0]
+        }
+
+
+class PaddingCollator:
+    """Right-pad variable-length rows: input_ids with `pad_id`, labels with -100, plus attention_mask.
+
+    Rows without `labels` train on every token. `pad_to_multiple_of` rounds the batch length up
+    (8 or 64 suits tensor cores).
+    """
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None, label_pad_id: int = IGNORE_INDEX):
+        self.pad_id, self.pad_to_multiple_of, self.label_pad_id = pad_id, pad_to_multiple_of, label_pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = -(-longest // m) * m
+        batch = len(features)
+        input_ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)  # (B, T)
+        labels = torch.full((batch, longest), self.label_pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+            labels[i, :n] = torch.as_tensor(f.get("labels", f["input_ids"]), dtype=torch.long)
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

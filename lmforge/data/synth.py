@@ -1,0 +1,451 @@
+"""Deterministic synthetic corpora (Chinese and English) in MiniMind file formats.
+
+``synth(out_dir)`` writes a small world a ~1-3M parameter model can learn in a few CPU minutes:
+a fixed fact table (countries → capitals, animals → sounds, things → colours), small
+arithmetic (a + b, a - b with numbers below 20) and templated dialogue (greetings, "who are you").
+Pretraining prose states the facts many ways; SFT asks them as questions with one consistent short
+answer each, so a demo chat visibly shows what was learned (see ``eval_questions``).
+
+Files (same seed → byte-identical files): ``pretrain.jsonl`` ``{"text"}``, ``sft.jsonl``
+``{"conversations": [{"role", "content"}, ...]}``, ``reasoning.jsonl`` (assistant content
+``<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>``), ``dpo.jsonl`` ``{"chosen", "rejected"}``,
+``rlaif.jsonl`` (last assistant turn ``"无"`` plus ``"gt": [answer]``), ``kto.jsonl``
+``{"prompt": [msgs], "completion": [msgs], "label": bool}`` and ``tokenizer_corpus.txt``
+(plain text for ``tokenizer train``). Only the standard library is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+
+# (country, capital, 国家, 首都)
+COUNTRIES = (
+    ("France", "Paris", "法国", "巴黎"),
+    ("Germany", "Berlin", "德国", "柏林"),
+    ("Italy", "Rome", "意大利", "罗马"),
+    ("Spain", "Madrid", "西班牙", "马德里"),
+    ("Japan", "Tokyo", "日本", "东京"),
+    ("China", "Beijing", "中国", "北京"),
+    ("Russia", "Moscow", "俄罗斯", "莫斯科"),
+    ("Egypt", "Cairo", "埃及", "开罗"),
+    ("Canada", "Ottawa", "加拿大", "渥太华"),
+    ("Australia", "Canberra", "澳大利亚", "堪培拉"),
+    ("Brazil", "Brasilia", "巴西", "巴西利亚"),
+    ("India", "New Delhi", "印度", "新德里"),
+    ("Mexico", "Mexico City", "墨西哥", "墨西哥城"),
+    ("Korea", "Seoul", "韩国", "首尔"),
+    ("Thailand", "Bangkok", "泰国", "曼谷"),
+    ("Greece", "Athens", "希腊", "雅典"),
+    ("Portugal", "Lisbon", "葡萄牙", "里斯本"),
+    ("Norway", "Oslo", "挪威", "奥斯陆"),
+    ("Sweden", "Stockholm", "瑞典", "斯德哥尔摩"),
+    ("Finland", "Helsinki", "芬兰", "赫尔辛基"),
+    ("Poland", "Warsaw", "波兰", "华沙"),
+    ("Austria", "Vienna", "奥地利", "维也纳"),
+    ("Ireland", "Dublin", "爱尔兰", "都柏林"),
+    ("Kenya", "Nairobi", "肯尼亚", "内罗毕"),
+    ("Argentina", "Buenos Aires", "阿根廷", "布宜诺斯艾利斯"),
+    ("Peru", "Lima", "秘鲁", "利马"),
+    ("Turkey", "Ankara", "土耳其", "安卡拉"),
+    ("Vietnam", "Hanoi", "越南", "河内"),
+    ("Cuba", "Havana", "古巴", "哈瓦那"),
+    ("Chile", "Santiago", "智利", "圣地亚哥"),
+)
+# (animal with article, sound, 动物, 叫声)
+ANIMALS = (
+    ("a dog", "woof", "狗", "汪汪"),
+    ("a cat", "meow", "猫", "喵喵"),
+    ("a cow", "moo", "牛", "哞哞"),
+    ("a duck", "quack", "鸭子", "嘎嘎"),
+    ("a sheep", "baa", "羊", "咩咩"),
+    ("a pig", "oink", "猪", "哼哼"),
+    ("a frog", "ribbit", "青蛙", "呱呱"),
+    ("an owl", "hoot", "猫头鹰", "咕咕"),
+    ("a bee", "buzz", "蜜蜂", "嗡嗡"),
+    ("a mouse", "squeak", "老鼠", "吱吱"),
+    ("a lion", "roar", "狮子", "吼吼"),
+    ("a rooster", "cock-a-doodle-doo", "公鸡", "喔喔"),
+)
+# (thing, colour, 东西, 颜色)
+COLOURS = (
+    ("the sky", "blue", "天空", "蓝色"),
+    ("grass", "green", "草", "绿色"),
+    ("snow", "white", "雪", "白色"),
+    ("a banana", "yellow", "香蕉", "黄色"),
+    ("coal", "black", "煤", "黑色"),
+    ("a tomato", "red", "西红柿", "红色"),
+    ("an orange", "orange", "橙子", "橙色"),
+    ("milk", "white", "牛奶", "白色"),
+    ("a lemon", "yellow", "柠檬", "黄色"),
+    ("the sea", "blue", "大海", "蓝色"),
+    ("a leaf", "green", "叶子", "绿色"),
+    ("a strawberry", "red", "草莓", "红色"),
+)
+FACTS = {"countries": COUNTRIES, "animals": ANIMALS, "colours": COLOURS}
+"""The fact table every corpus is generated from."""
+
+MODEL_NAME = "lmforge-tiny"
+IDENTITY = {
+    "en": f"I am {MODEL_NAME}, a small model trained with lmforge.",
+    "zh": f"我是 {MODEL_NAME}，一个用 lmforge 训练的小模型。",
+}
+SYSTEM_PROMPTS = {
+    "en": ("You are a helpful assistant.", f"You are {MODEL_NAME}. Answer briefly."),
+    "zh": ("你是一个乐于助人的助手。", f"你是 {MODEL_NAME}，请简短回答。"),
+}
+MAX_NUMBER = 20
+
+Item = tuple[str, str]  # (question, answer)
+
+
+def _cap(s: str) -> str:
+    return s[0].upper() + s[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Question / answer generators: each takes an rng and a language, returns (question, answer).
+
+
+def _qa_capital(rng: random.Random, lang: str, row: tuple | None = None) -> Item:
+    c, cap, zc, zcap = row or rng.choice(COUNTRIES)
+    if lang == "zh":
+        q = rng.choice((f"{zc}的首都是哪里？", f"{zc}的首都是什么？", f"请问{zc}的首都是哪个城市？"))
+        return q, f"{zc}的首都是{zcap}。"
+    q = rng.choice(
+        (f"What is the capital of {c}?", f"Which city is the capital of {c}?", f"Tell me the capital of {c}.")
+    )
+    return q, f"The capital of {c} is {cap}."
+
+
+def _qa_sound(rng: random.Random, lang: str, row: tuple | None = None) -> Item:
+    a, s, za, zs = row or rng.choice(ANIMALS)
+    if lang == "zh":
+        return rng.choice((f"{za}怎么叫？", f"{za}的叫声是什么？")), f"{za}的叫声是{zs}。"
+    return rng.choice((f"What sound does {a} make?", f"What does {a} say?")), f"{_cap(a)} says {s}."
+
+
+def _qa_colour(rng: random.Random, lang: str, row: tuple | None = None) -> Item:
+    t, col, zt, zcol = row or rng.choice(COLOURS)
+    if lang == "zh":
+        return rng.choice((f"{zt}是什么颜色的？", f"{zt}是什么颜色？")), f"{zt}是{zcol}的。"
+    return rng.choice((f"What colour is {t}?", f"What color is {t}?")), f"{_cap(t)} is {col}."
+
+
+def _arith(rng: random.Random) -> tuple[int, str, int, int]:
+    a, b = rng.randrange(MAX_NUMBER), rng.randrange(MAX_NUMBER)
+    if rng.random() < 0.5:
+        return a, "+", b, a + b
+    a, b = max(a, b), min(a, b)
+    return a, "-", b, a - b
+
+
+def _qa_math(rng: random.Random, lang: str, problem: tuple | None = None) -> Item:
+    a, op, b, c = problem or _arith(rng)
+    if lang == "zh":
+        word = "加" if op == "+" else "减"
+        q = rng.choice((f"{a} {word} {b} 等于几？", f"{a} {op} {b} 等于多少？", f"计算 {a} {op} {b}。"))
+        return q, f"{a} {op} {b} = {c}。"
+    word = "plus" if op == "+" else "minus"
+    q = rng.choice((f"What is {a} {op} {b}?", f"How much is {a} {word} {b}?", f"Calculate {a} {op} {b}."))
+    return q, f"{a} {op} {b} = {c}."
+
+
+def _qa_identity(rng: random.Random, lang: str) -> Item:
+    if lang == "zh":
+        return rng.choice(("你是谁？", "你叫什么名字？", "介绍一下你自己。", "你是什么模型？")), IDENTITY[
+            "zh"
+        ]
+    q = rng.choice(("Who are you?", "What is your name?", "Introduce yourself.", "What are you?"))
+    return q, IDENTITY["en"]
+
+
+def _qa_social(rng: random.Random, lang: str) -> Item:
+    if lang == "zh":
+        kind = rng.choice(
+            (
+                (("你好！", "您好！", "早上好！", "嗨！"), "你好！有什么可以帮你的吗？"),
+                (("谢谢！", "谢谢你！", "非常感谢！"), "不客气！"),
+                (("再见！", "拜拜！"), "再见！祝你愉快。"),
+            )
+        )
+    else:
+        kind = rng.choice(
+            (
+                (("Hello!", "Hi!", "Good morning!", "Hey there!"), "Hello! How can I help you today?"),
+                (("Thank you!", "Thanks!", "Thanks a lot!"), "You're welcome!"),
+                (("Goodbye!", "Bye!", "See you later!"), "Goodbye! Have a nice day."),
+            )
+        )
+    return rng.choice(kind[0]), kind[1]
+
+
+# (generator, weight) for SFT questions
+_SFT_MIX: tuple[tuple[Callable[[random.Random, str], Item], float], ...] = (
+    (_qa_capital, 0.35),
+    (_qa_math, 0.25),
+    (_qa_sound, 0.13),
+    (_qa_colour, 0.10),
+    (_qa_identity, 0.09),
+    (_qa_social, 0.08),
+)
+
+
+def _pick_lang(rng: random.Random, lang: str) -> str:
+    return rng.choice(("en", "zh")) if lang == "both" else lang
+
+
+def _sft_qa(rng: random.Random, lang: str) -> Item:
+    gens, weights = zip(*_SFT_MIX)
+    return rng.choices(gens, weights=weights)[0](rng, lang)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretraining prose
+
+
+def _sentence(rng: random.Random, lang: str) -> str:
+    kind = rng.random()
+    if kind < 0.4:
+        c, cap, zc, zcap = rng.choice(COUNTRIES)
+        if lang == "zh":
+            return rng.choice(
+                (
+                    f"{zc}的首都是{zcap}。",
+                    f"{zcap}是{zc}的首都。",
+                    f"{zc}的首都叫{zcap}。",
+                    f"去{zc}旅行可以参观首都{zcap}。",
+                )
+            )
+        return rng.choice(
+            (
+                f"The capital of {c} is {cap}.",
+                f"{cap} is the capital of {c}.",
+                f"{cap} is the capital city of {c}.",
+                f"If you travel to {c}, you can visit its capital, {cap}.",
+                f"People in {c} call {cap} their capital.",
+            )
+        )
+    if kind < 0.55:
+        a, s, za, zs = rng.choice(ANIMALS)
+        if lang == "zh":
+            return rng.choice((f"{za}的叫声是{zs}。", f"{za}会发出{zs}的叫声。", f"听，{za}在叫：{zs}。"))
+        return rng.choice(
+            (f"{_cap(a)} says {s}.", f"The sound {a} makes is {s}.", f"When {a} speaks, it goes {s}.")
+        )
+    if kind < 0.67:
+        t, col, zt, zcol = rng.choice(COLOURS)
+        if lang == "zh":
+            return rng.choice((f"{zt}是{zcol}的。", f"{zt}的颜色是{zcol}。"))
+        return rng.choice((f"{_cap(t)} is {col}.", f"The colour of {t} is {col}."))
+    if kind < 0.87:
+        a, op, b, c = _arith(rng)
+        if lang == "zh":
+            word = "加" if op == "+" else "减"
+            return rng.choice((f"{a}{word}{b}等于{c}。", f"{a} {op} {b} = {c}。"))
+        word = "plus" if op == "+" else "minus"
+        return rng.choice((f"{a} {word} {b} equals {c}.", f"{a} {op} {b} = {c}."))
+    if kind < 0.92:
+        if lang == "zh":
+            return rng.choice((f"{MODEL_NAME} 是一个用 lmforge 训练的小模型。", IDENTITY["zh"]))
+        return rng.choice((f"{MODEL_NAME} is a small model trained with lmforge.", IDENTITY["en"]))
+    q, a = _sft_qa(rng, lang)
+    return f"问：{q} 答：{a}" if lang == "zh" else f"Q: {q} A: {a}"
+
+
+def _pretrain_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        doc_lang = _pick_lang(rng, lang)
+        sentences = [_sentence(rng, doc_lang) for _ in range(rng.randint(5, 12))]
+        yield {"text": ("" if doc_lang == "zh" else " ").join(sentences)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat-shaped corpora
+
+
+def _sft_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        row_lang = _pick_lang(rng, lang)
+        messages = []
+        if rng.random() < 0.25:
+            messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS[row_lang])})
+        num_turns = 1 if rng.random() < 0.75 else rng.randint(2, 3)
+        for _ in range(num_turns):
+            q, a = _sft_qa(rng, row_lang)
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        yield {"conversations": messages}
+
+
+def _think_math(rng: random.Random, lang: str) -> tuple[str, str, str]:
+    a, op, b, c = problem = _arith(rng)
+    q, answer = _qa_math(rng, lang, problem)
+    if lang == "zh":
+        step = f"需要计算 {a} {'加' if op == '+' else '减'} {b}。"
+        if op == "+":
+            trace = f"{step}从 {a} 开始，再数 {b} 个，得到 {c}。所以 {a} + {b} = {c}。"
+        else:
+            trace = f"{step}从 {a} 里拿走 {b} 个，剩下 {c}。所以 {a} - {b} = {c}。"
+    else:
+        if op == "+":
+            trace = f"I need to add {a} and {b}. Starting at {a} and counting {b} more gives {c}. So {a} + {b} = {c}."
+        else:
+            trace = (
+                f"I need to subtract {b} from {a}. Taking {b} away from {a} leaves {c}. So {a} - {b} = {c}."
+            )
+    return q, trace, answer
+
+
+def _think_capital(rng: random.Random, lang: str) -> tuple[str, str, str]:
+    row = rng.choice(COUNTRIES)
+    q, answer = _qa_capital(rng, lang, row)
+    if lang == "zh":
+        trace = f"问题问的是{row[2]}的首都。我记得{row[2]}的首都是{row[3]}。"
+    else:
+        trace = f"The question asks for the capital of {row[0]}. I remember that the capital of {row[0]} is {row[1]}."
+    return q, trace, answer
+
+
+def _reasoning_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        row_lang = _pick_lang(rng, lang)
+        make = _think_math if rng.random() < 0.75 else _think_capital
+        q, trace, answer = make(rng, row_lang)
+        content = f"<think>\n{trace}\n</think>\n<answer>\n{answer}\n</answer>"
+        yield {"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": content}]}
+
+
+def _wrong_pair(rng: random.Random, lang: str) -> tuple[str, str, str]:
+    """A question, its correct answer and a plausible wrong one."""
+    kind = rng.random()
+    if kind < 0.45:
+        a, op, b, c = problem = _arith(rng)
+        q, good = _qa_math(rng, lang, problem)
+        wrong = c + rng.choice((-3, -2, -1, 1, 2, 3))
+        return q, good, good.replace(f"= {c}", f"= {wrong}")
+    if kind < 0.85:
+        row, other = rng.sample(COUNTRIES, 2)
+        q, good = _qa_capital(rng, lang, row)
+        bad = good.replace(row[3], other[3]) if lang == "zh" else good.replace(row[1], other[1])
+        return q, good, bad
+    row, other = rng.sample(ANIMALS, 2)
+    q, good = _qa_sound(rng, lang, row)
+    bad = (
+        good.replace(row[3], other[3]) if lang == "zh" else good.replace(f"says {row[1]}", f"says {other[1]}")
+    )
+    return q, good, bad
+
+
+def _dpo_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        q, good, bad = _wrong_pair(rng, _pick_lang(rng, lang))
+        user = {"role": "user", "content": q}
+        yield {
+            "chosen": [user, {"role": "assistant", "content": good}],
+            "rejected": [user, {"role": "assistant", "content": bad}],
+        }
+
+
+def _kto_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        q, good, bad = _wrong_pair(rng, _pick_lang(rng, lang))
+        label = rng.random() < 0.5
+        yield {
+            "prompt": [{"role": "user", "content": q}],
+            "completion": [{"role": "assistant", "content": good if label else bad}],
+            "label": label,
+        }
+
+
+def _rlaif_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        row_lang = _pick_lang(rng, lang)
+        a, op, b, c = problem = _arith(rng)
+        q, _ = _qa_math(rng, row_lang, problem)
+        messages = []
+        if rng.random() < 0.2:
+            messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS[row_lang])})
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": "无"}]
+        yield {"conversations": messages, "gt": [str(c)]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+# name → (file, generator, rows at scale 1.0)
+_CORPORA = {
+    "pretrain": ("pretrain.jsonl", _pretrain_rows, 9000),
+    "sft": ("sft.jsonl", _sft_rows, 4000),
+    "reasoning": ("reasoning.jsonl", _reasoning_rows, 1500),
+    "dpo": ("dpo.jsonl", _dpo_rows, 1500),
+    "rlaif": ("rlaif.jsonl", _rlaif_rows, 1000),
+    "kto": ("kto.jsonl", _kto_rows, 1500),
+}
+LANGS = ("both", "en", "zh")
+
+
+def _write_jsonl(path: str, rows: Iterator[dict]) -> list[dict]:
+    kept = []
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            kept.append(row)
+    return kept
+
+
+def _write_tokenizer_corpus(path: str, pretrain: list[dict], chats: list[dict]) -> None:
+    """Plain text for ``tokenizer train``: the prose, then every chat turn as ``role`` + content lines."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for row in pretrain:
+            f.write(row["text"] + "\n")
+        for row in chats:
+            for message in row["conversations"]:
+                f.write(message["role"] + "\n" + message["content"] + "\n")
+
+
+def synth(out_dir: str, seed: int = 0, scale: float = 1.0, lang: str = "both") -> dict[str, str]:
+    """Write the synthetic corpora into ``out_dir``; returns ``{name: path}``.
+
+    ``scale`` multiplies every row count (1.0: ~9k pretrain docs ≈ 2.5 MB, 4k SFT conversations,
+    1-1.5k rows for the others); ``lang`` is "both", "en" or "zh". Each file has its own random
+    stream derived from ``seed``, so files are byte-identical across runs.
+    """
+    if lang not in LANGS:
+        raise ValueError(f'data synth: --lang must be one of {", ".join(LANGS)}; got "{lang}"')
+    if scale <= 0:
+        raise ValueError(f"data synth: --scale must be > 0; got {scale}")
+    os.makedirs(out_dir, exist_ok=True)
+    paths: dict[str, str] = {}
+    written: dict[str, list[dict]] = {}
+    for name, (file_name, make_rows, base_rows) in _CORPORA.items():
+        rng = random.Random(f"lmforge-synth-{seed}-{name}")  # str seeds hash with sha512: stable
+        paths[name] = os.path.join(out_dir, file_name)
+        written[name] = _write_jsonl(paths[name], make_rows(rng, max(1, round(base_rows * scale)), lang))
+    paths["tokenizer_corpus"] = os.path.join(out_dir, "tokenizer_corpus.txt")
+    _write_tokenizer_corpus(
+        paths["tokenizer_corpus"], written["pretrain"], written["sft"] + written["reasoning"]
+    )
+    return paths
+
+
+def eval_questions(lang: str = "both") -> list[tuple[str, str]]:
+    """A few ``(question, expected substring of a correct answer)`` pairs for demos and smoke tests."""
+    en = [
+        ("What is the capital of France?", "Paris"),
+        ("What is the capital of Japan?", "Tokyo"),
+        ("What is 3 + 4?", "= 7"),
+        ("What sound does a cat make?", "meow"),
+        ("Who are you?", MODEL_NAME),
+    ]
+    zh = [
+        ("法国的首都是哪里？", "巴黎"),
+        ("日本的首都是哪里？", "东京"),
+        ("3 加 4 等于几？", "= 7"),
+        ("猫怎么叫？", "喵喵"),
+        ("你是谁？", MODEL_NAME),
+    ]
+    if lang not in LANGS:
+        raise ValueError(f'--lang must be one of {", ".join(LANGS)}; got "{lang}"')
+    return {"en": en, "zh": zh, "both": en + zh}[lang]

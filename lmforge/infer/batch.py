@@ -1,0 +1,248 @@
+"""`lmforge infer`: batch inference over a CSV / JSONL / JSON file, one prediction per input row.
+
+Rows may be chats (`conversations` / `messages`, role/content or ShareGPT from/value; a final
+assistant turn is dropped and kept as `reference`), `{prompt}` (string or messages),
+`{instruction, input}` (Alpaca), CSV `user_prompt` / `system_prompt` (mdl-toolkit), or `{text}`
+(raw continuation for pretrained base models). The output is JSONL in input order:
+`{"id", "prompt", "prediction", "reasoning_content"?, "reference"?, "finish_reason", "usage"}`.
+It is written to a temporary file and renamed at the end, so a killed run never leaves a partial
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import DataError, LmforgeError
+from lmforge.infer.args import GenerationArgs
+
+logger = logging.getLogger("lmforge")
+
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "tool": "tool",
+    "function_call": "assistant",
+}
+_REFERENCE_KEYS = ("reference", "answer", "output", "completion", "response", "prediction", "gt")
+_FORMS = "conversations/messages, prompt, instruction(+input), user_prompt(+system_prompt) or text"
+_WAVE = 16  # batches generated per wave; each wave is written before the next starts
+
+
+@dataclass
+class InferArgs:
+    """Input, output and model of a batch inference run."""
+
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model folder, run folder or checkpoint, or a weight name inside --save_dir "
+            "(aliases: --load_from, --model_name_or_path)."
+        },
+    )
+    input: str = field(default="", metadata={"help": "Input file: .csv, .jsonl or .json (list of rows)."})
+    output: str | None = field(
+        default=None, metadata={"help": "Output JSONL (default: <input stem>.pred.jsonl beside the input)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Prompts generated together (left padded)."})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most prompt tokens per row; longer rows are an error (default: the run's max_length)."
+        },
+    )
+    system: str | None = field(
+        default=None, metadata={"help": "System prompt for rows without one (default: the run's, if any)."}
+    )
+    weight: str | None = field(
+        default=None,
+        metadata={
+            "help": "MiniMind weight name: loads --save_dir/NAME_<hidden_size>[_moe] when --model is not given."
+        },
+    )
+    save_dir: str = field(
+        default="out", metadata={"help": "Folder where --weight / --lora_weight names live."}
+    )
+    hidden_size: int | None = field(
+        default=None, metadata={"help": "Hidden size in MiniMind weight folder names (NAME_<hidden_size>)."}
+    )
+    use_moe: bool = field(default=False, metadata={"help": "MiniMind weight folder names end in _moe."})
+    lora_weight: str | None = field(
+        default=None,
+        metadata={"help": "PEFT LoRA adapter folder (or its name inside --save_dir) applied on the model."},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "cuda, cuda:N, cpu or mps (default: cuda if available)."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 on capable GPUs, else fp32), bfloat16, float16, float32."},
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "sdpa, flash_attention_2 or eager."}
+    )
+    inference_rope_scaling: bool = field(
+        default=False,
+        metadata={"help": "Extrapolate the context with YaRN x16 over 2048 trained positions (MiniMind)."},
+    )
+
+
+def default_output(input_path: str) -> str:
+    """`data/x.jsonl` → `data/x.pred.jsonl`."""
+    p = Path(input_path)
+    return str(p.with_name(f"{p.stem}.pred.jsonl"))
+
+
+def read_rows(path: str) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for every row of a CSV, JSONL or JSON-list file."""
+    if not os.path.isfile(path):
+        raise LmforgeError(f"--input {path}: file not found")
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        import csv
+
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield reader.line_num, {k: v for k, v in row.items() if k is not None}
+    elif suffix == ".json":
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    path, e.lineno, "file", "must be valid JSON (a list of rows)", e.msg
+                ) from None
+        if not isinstance(data, list):
+            raise DataError(path, None, "file", "must be a JSON list of rows (or use .jsonl)")
+        yield from ((i + 1, row) for i, row in enumerate(data))
+    else:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(path, n, "line", "must be one JSON object", e.msg) from None
+
+
+def _messages(value: Any, key: str, path: str, line: int) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise DataError(path, line, key, "expected a non-empty list of messages", type(value).__name__)
+    msgs = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict):
+            raise DataError(path, line, f"{key}[{i}]", "expected an object with role and content")
+        role = turn.get("role", turn.get("from"))
+        content = turn.get("content", turn.get("value"))
+        role = _SHAREGPT_ROLES.get(role, role) if isinstance(role, str) else role
+        if role not in ("system", "user", "assistant", "tool") or not isinstance(content, str):
+            raise DataError(
+                path,
+                line,
+                f"{key}[{i}]",
+                "expected role system/user/assistant/tool and a string content",
+                json.dumps(turn, ensure_ascii=False)[:80],
+            )
+        msgs.append({"role": role, "content": content})
+    return msgs
+
+
+def parse_row(row: Any, path: str, line: int) -> tuple[list[dict] | str, str, str | None]:
+    """An input row → (messages or raw text, prompt shown in the output, reference or None)."""
+    if not isinstance(row, dict):
+        raise DataError(path, line, "row", "expected a JSON object", type(row).__name__)
+    reference = next((row[k] for k in _REFERENCE_KEYS if isinstance(row.get(k), str) and row[k] != ""), None)
+    key = next((k for k in ("conversations", "messages") if k in row), None)
+    if key or isinstance(row.get("prompt"), list):
+        key = key or "prompt"
+        msgs = _messages(row[key], key, path, line)
+        if msgs[-1]["role"] == "assistant":
+            reference = msgs.pop()["content"]
+        if not msgs or msgs[-1]["role"] not in ("user", "tool"):
+            raise DataError(path, line, key, "expected a conversation ending with a user turn")
+        if isinstance(row.get("system"), str) and row["system"] and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": row["system"]})
+        return msgs, msgs[-1]["content"], reference
+    system = row.get("system") or row.get("system_prompt") or None
+    if "prompt" in row or "instruction" in row or "user_prompt" in row:
+        name = next(k for k in ("prompt", "instruction", "user_prompt") if k in row)
+        user = row[name]
+        if name == "instruction" and row.get("input"):
+            user = f"{user}\n{row['input']}" if isinstance(row["input"], str) else user
+        if not isinstance(user, str) or not user.strip():
+            raise DataError(path, line, name, "expected a non-empty string", repr(user)[:40])
+        msgs = ([{"role": "system", "content": str(system)}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
+        return msgs, user, reference
+    if "text" in row:
+        if not isinstance(row["text"], str) or not row["text"]:
+            raise DataError(path, line, "text", "expected a non-empty string", repr(row["text"])[:40])
+        return row["text"], row["text"], reference
+    raise DataError(path, line, "row", f"expected one of {_FORMS}", "keys " + ", ".join(list(row)[:8]))
+
+
+def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -> str:
+    """Predict every row of `infer_args.input`; returns the output path. `engine` skips loading."""
+    args = infer_args
+    if not args.input:
+        raise LmforgeError("--input is required (a .csv, .jsonl or .json file)")
+    if args.batch_size < 1:
+        raise LmforgeError(f"--batch_size {args.batch_size}: must be at least 1")
+    rows = [(line, *parse_row(row, args.input, line)) for line, row in read_rows(args.input)]
+    if engine is None:
+        from lmforge.infer.chat import load_engine
+
+        engine = load_engine(args)  # type: ignore[arg-type]
+    if args.system is not None:
+        engine.system = args.system
+    limit = args.max_length or engine.run_args.get("max_length")
+    source = "--max_length" if args.max_length else "max_length of the run (set --max_length to change)"
+    encoded = []
+    for idx, (line, item, _, _) in enumerate(rows):
+        ids = engine.encode(item, gen_args)
+        where = f"{args.input}:{line}: row {idx}"
+        if limit and len(ids) > int(limit):
+            raise LmforgeError(f"{where} has a {len(ids)}-token prompt, more than {source} {limit}")
+        engine.check_length(ids, gen_args, where=where)
+        encoded.append(ids)
+    out_path = args.output or default_output(args.input)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{out_path}.tmp-{os.getpid()}"
+    wave = args.batch_size * _WAVE
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for start in range(0, len(rows), wave):
+                done = engine.generate_ids(
+                    encoded[start : start + wave], gen_args, batch_size=args.batch_size
+                )
+                for idx, comp in enumerate(done, start):
+                    _, _, prompt, reference = rows[idx]
+                    rec: dict[str, Any] = {"id": idx, "prompt": prompt, "prediction": comp.text}
+                    if comp.reasoning_content is not None:
+                        rec["reasoning_content"] = comp.reasoning_content
+                    if reference is not None:
+                        rec["reference"] = reference
+                    rec.update(finish_reason=comp.finish_reason, usage=comp.usage)
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                logger.info("infer: %d/%d rows", min(start + wave, len(rows)), len(rows))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out_path

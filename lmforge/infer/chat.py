@@ -1,0 +1,226 @@
+"""`lmforge chat`: a streaming terminal chat, or one answer with `--prompt` (MiniMind's eval_llm.py).
+
+REPL commands: `/reset` clears the history, `/system TEXT` sets the system prompt (`/system` alone
+clears it), `/exit` (or `/quit`, or end of input) quits. `--historys N` keeps the last N
+user/assistant turns in the prompt; 0 (MiniMind's default) answers every question on its own.
+Thinking (`<think>...</think>`) is shown dimmed on a terminal, or hidden with `--show_thinking false`;
+it is never fed back into the history (Qwen3 convention).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+from lmforge.errors import LmforgeError
+from lmforge.infer.args import GenerationArgs
+
+if TYPE_CHECKING:
+    from lmforge.infer.engine import Engine
+
+DIM, RESET = "\033[2m", "\033[0m"
+HELP = "commands: /reset (clear history), /system TEXT (set system prompt), /exit (quit)"
+
+
+@dataclass
+class ChatArgs:
+    """Which model to talk to and how the conversation is kept."""
+
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model folder, run folder or checkpoint, or a weight name inside --save_dir "
+            "(aliases: --load_from, --model_name_or_path)."
+        },
+    )
+    weight: str | None = field(
+        default=None,
+        metadata={
+            "help": "MiniMind weight name: loads --save_dir/NAME_<hidden_size>[_moe] when --model is not given."
+        },
+    )
+    save_dir: str = field(
+        default="out", metadata={"help": "Folder where --weight / --lora_weight names live."}
+    )
+    hidden_size: int | None = field(
+        default=None, metadata={"help": "Hidden size in MiniMind weight folder names (NAME_<hidden_size>)."}
+    )
+    use_moe: bool = field(default=False, metadata={"help": "MiniMind weight folder names end in _moe."})
+    lora_weight: str | None = field(
+        default=None,
+        metadata={"help": "PEFT LoRA adapter folder (or its name inside --save_dir) applied on the model."},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "cuda, cuda:N, cpu or mps (default: cuda if available)."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 on capable GPUs, else fp32), bfloat16, float16, float32."},
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "sdpa, flash_attention_2 or eager."}
+    )
+    inference_rope_scaling: bool = field(
+        default=False,
+        metadata={"help": "Extrapolate the context with YaRN x16 over 2048 trained positions (MiniMind)."},
+    )
+    historys: int = field(
+        default=0,
+        metadata={
+            "help": "Previous user/assistant turns kept in the prompt (0 = every question stands alone)."
+        },
+    )
+    system: str | None = field(default=None, metadata={"help": "System prompt (default: the run's, if any)."})
+    prompt: str | None = field(default=None, metadata={"help": "Answer this one prompt and exit (no REPL)."})
+    stream: bool = field(default=True, metadata={"help": "Print tokens as they are generated."})
+    show_speed: bool = field(
+        default=False, metadata={"help": "After each answer print tokens and tokens/s (stderr)."}
+    )
+
+
+def load_engine(args: ChatArgs) -> Engine:
+    """The `Engine` named by the model flags of `args` (also used by `infer`)."""
+    from lmforge.infer.engine import Engine
+
+    model = args.model or args.weight
+    if not model:
+        raise LmforgeError("no model given: pass --model PATH (or --load_from / --weight NAME)")
+    return Engine.from_path(
+        model,
+        device=args.device,
+        dtype=args.dtype,
+        lora_weight=args.lora_weight,
+        inference_rope_scaling=args.inference_rope_scaling,
+        attn_implementation=args.attn_implementation,
+        save_dir=args.save_dir,
+        hidden_size=args.hidden_size,
+        use_moe=args.use_moe,
+    )
+
+
+class _Printer:
+    """Writes streamed pieces, dimming or hiding the reasoning part."""
+
+    def __init__(self, out: TextIO, show_thinking: bool):
+        from lmforge.infer.engine import ThinkSplitter
+
+        self.out, self.show = out, show_thinking
+        self.dim = bool(getattr(out, "isatty", lambda: False)())
+        self.splitter = ThinkSplitter()
+        self.seen_content = self.seen_reasoning = False
+
+    def write(self, piece: str, final: bool = False) -> None:
+        for kind, text in self.splitter.feed(piece, final=final):
+            if kind == "reasoning":
+                if not self.show:
+                    continue
+                if not self.seen_reasoning:
+                    text = text.lstrip("\n")
+                self.seen_reasoning = self.seen_reasoning or bool(text)
+                self.out.write(f"{DIM}{text}{RESET}" if self.dim else text)
+            else:
+                if not self.seen_content:
+                    text = text.lstrip("\n")
+                    if text and self.seen_reasoning:
+                        self.out.write("\n")
+                self.seen_content = self.seen_content or bool(text)
+                self.out.write(text)
+            self.out.flush()
+
+
+def answer(engine: Engine, messages: list[dict], gen: GenerationArgs, args: ChatArgs, out: TextIO) -> str:
+    """Print one answer to `out` (streamed or whole); returns its content for the history."""
+    started = time.perf_counter()
+    printer = _Printer(out, gen.show_thinking)
+    if args.stream:
+        stream = engine.stream(messages, gen)
+        try:
+            for piece in stream:
+                printer.write(piece)
+        except KeyboardInterrupt:
+            stream.close()
+            out.write("\n[interrupted]\n")
+            return ""
+        printer.write("", final=True)
+        done = stream.completion
+    else:
+        done = engine.chat(messages, gen)
+        printer.write(done.raw_text, final=True)
+    out.write("\n")
+    out.flush()
+    if args.show_speed and done is not None:
+        secs = max(time.perf_counter() - started, 1e-9)
+        print(
+            f"[{done.completion_tokens} tokens, {done.completion_tokens / secs:.1f} tokens/s, "
+            f"finish: {done.finish_reason}]",
+            file=sys.stderr,
+        )
+    return done.text if done is not None else ""
+
+
+def run_chat(
+    chat_args: ChatArgs,
+    gen_args: GenerationArgs,
+    *,
+    engine: Engine | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Run the chat; returns the exit status. `engine` skips loading (tests, the web UI)."""
+    stdin, out = stdin or sys.stdin, stdout or sys.stdout
+    if chat_args.historys < 0:
+        raise LmforgeError(f"--historys {chat_args.historys}: must be 0 or more")
+    engine = engine or load_engine(chat_args)
+    system = chat_args.system if chat_args.system is not None else engine.system
+
+    def build(history: list[dict], user: str) -> list[dict]:
+        kept = history[-2 * chat_args.historys :] if chat_args.historys else []
+        head = [{"role": "system", "content": system}] if system else []
+        return head + kept + [{"role": "user", "content": user}]
+
+    if chat_args.prompt is not None:
+        answer(engine, build([], chat_args.prompt), gen_args, chat_args, out)
+        return 0
+    interactive = bool(getattr(stdin, "isatty", lambda: False)())
+    if interactive:
+        out.write(f"lmforge chat with {engine.name}. {HELP}\n")
+    history: list[dict] = []
+    while True:
+        if interactive:
+            out.write("> ")
+            out.flush()
+        try:
+            line = stdin.readline()
+        except KeyboardInterrupt:
+            break
+        if not line:  # EOF
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, rest = line.partition(" ")
+            if cmd in ("/exit", "/quit"):
+                break
+            if cmd == "/reset":
+                history.clear()
+                out.write("[history cleared]\n")
+            elif cmd == "/system":
+                system = rest.strip() or None
+                history.clear()
+                out.write(f"[system prompt {'set' if system else 'cleared'}; history cleared]\n")
+            else:
+                out.write(f"[unknown command {cmd}] {HELP}\n")
+            out.flush()
+            continue
+        try:
+            reply = answer(engine, build(history, line), gen_args, chat_args, out)
+        except LmforgeError as e:  # e.g. the conversation outgrew the context: say so, keep going
+            out.write(f"error: {e}\n")
+            continue
+        history += [{"role": "user", "content": line}, {"role": "assistant", "content": reply}]
+    if interactive:
+        out.write("\n")
+    return 0

@@ -1,0 +1,79 @@
+"""Load a model and tokenizer from an HF folder, an lmforge run folder (or a checkpoint in it),
+MiniMind-style `--from_weight NAME` inside `--save_dir`, or a hub name the user already has cached.
+
+Nothing is downloaded: hub names resolve only through the local cache (`local_files_only`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+
+
+def minimind_weight_dir(save_dir: str, name: str, hidden_size: int | None, use_moe: bool) -> Path:
+    """MiniMind's naming: `--save_weight NAME` → `save_dir/NAME_<hidden_size>[_moe]`."""
+    suffix = f"_{hidden_size}" if hidden_size else ""
+    return Path(save_dir) / f"{name}{suffix}{'_moe' if use_moe else ''}"
+
+
+def latest_model_dir(path: Path) -> Path | None:
+    """A folder holding weights: the folder itself, else its newest complete checkpoint."""
+    if (path / "config.json").exists():
+        return path
+    from lmforge.runs import latest_checkpoint
+
+    ckpt = latest_checkpoint(path)
+    return Path(ckpt) if ckpt else None
+
+
+def resolve_model_path(name_or_path: str, *, save_dir: str = "out", hidden_size: int | None = None,
+                       use_moe: bool = False) -> str:
+    """Turn what the user typed into a loadable folder or a cached hub name."""
+    candidates = [Path(name_or_path)]
+    if save_dir and os.sep not in name_or_path and "/" not in name_or_path:
+        candidates.append(minimind_weight_dir(save_dir, name_or_path, hidden_size, use_moe))
+        candidates.append(Path(save_dir) / name_or_path)
+    for cand in candidates:
+        if cand.is_dir():
+            found = latest_model_dir(cand)
+            if found is None:
+                raise LmforgeError(f"{cand}: no config.json and no complete checkpoint-N folder inside")
+            return str(found)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(name_or_path, local_files_only=True)
+        except Exception:
+            pass
+    tried = ", ".join(str(c) for c in candidates)
+    raise LmforgeError(f"model {name_or_path!r} not found (looked at {tried}; hub names must already be "
+                       "in the local cache: lmforge never downloads; --from_weight none starts from scratch)")
+
+
+def load_model(path: str, *, dtype=None, attn_implementation: str | None = None, device: str | None = None,
+               trust_remote_code: bool = False):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32,
+                                                 trust_remote_code=trust_remote_code, **kwargs)
+    if device:
+        model.to(device)
+    return model
+
+
+def load_tokenizer_for(path: str | None):
+    """The tokenizer saved beside a model, else lmforge's shipped default."""
+    from lmforge.models.tokenizer import load_tokenizer
+
+    if path and Path(path, "tokenizer_config.json").exists():
+        return load_tokenizer(path)
+    if path and Path(path).is_dir() and Path(path).name.startswith("checkpoint-"):
+        parent = Path(path).parent
+        if Path(parent, "tokenizer_config.json").exists():
+            return load_tokenizer(str(parent))
+    return load_tokenizer(path if path and not Path(path).is_dir() else None)

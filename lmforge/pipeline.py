@@ -1,0 +1,239 @@
+"""One path for every training stage: resolve config → tokenizer → model → data → stage trainer
+→ train → save. A stage module supplies only what differs (lmforge/stages/)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.config.loader import Config, resolve
+from lmforge.config.schema import DataArgs, ModelArgs, RunArgs
+from lmforge.errors import LmforgeError
+from lmforge.runs import (
+    default_output_dir,
+    is_finished,
+    latest_checkpoint,
+    latest_run_dir,
+    mark_finished,
+    plot_metrics,
+    write_args,
+    write_model_card,
+)
+
+log = logging.getLogger("lmforge")
+GROUPS = [ModelArgs, DataArgs, RunArgs]
+
+
+@dataclass
+class StageContext:
+    """Everything a stage needs; filled in pipeline order."""
+
+    stage: str
+    cfg: Config
+    run_dir: str
+    tokenizer: Any = None
+    model: Any = None
+    train_dataset: Any = None
+    eval_dataset: Any = None
+    training_args: Any = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_defaults(module) -> dict[str, Any]:
+    from lmforge.training.build import TRAINER_DEFAULTS
+
+    return {**TRAINER_DEFAULTS, **module.DEFAULTS}
+
+
+def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
+    from lmforge.stages import get_stage
+
+    module = get_stage(stage)
+    cfg = resolve([*GROUPS, module.Args], argv, include_hf=True, defaults=stage_defaults(module))
+    recorded = cfg.get("stage")
+    if recorded and recorded.replace("_", "-") != stage.replace("_", "-"):
+        raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")
+    cfg.values["stage"] = stage
+    return module, cfg
+
+
+def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
+    """The run folder and the checkpoint to resume from (None: start fresh)."""
+    from lmforge.models.load import minimind_weight_dir
+
+    resume = cfg.get("resume_from_checkpoint")
+    if cfg.get("output_dir"):
+        run_dir = cfg["output_dir"]
+    elif cfg.get("save_weight"):
+        run_dir = str(minimind_weight_dir(cfg["save_dir"], cfg["save_weight"], cfg["hidden_size"], cfg["use_moe"]))
+    elif resume == "latest":
+        run_dir = latest_run_dir(cfg["save_dir"], stage) or default_output_dir(stage, cfg["save_dir"])
+    else:
+        run_dir = default_output_dir(stage, cfg["save_dir"])
+    ckpt = None
+    if resume == "latest":
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            log.info("no checkpoint in %s yet: starting from the beginning", run_dir)
+    elif resume:
+        if not Path(resume, "trainer_state.json").is_file():
+            raise LmforgeError(f"--resume_from_checkpoint {resume}: not a complete checkpoint folder")
+        ckpt = resume
+    return run_dir, ckpt
+
+
+def load_tokenizer_and_model(cfg: Config):
+    from lmforge.models.load import load_model, load_tokenizer_for, resolve_model_path
+    from lmforge.models.scratch import init_model
+    from lmforge.models.tokenizer import load_tokenizer
+
+    name = cfg.get("model_name_or_path")
+    if name:
+        path = resolve_model_path(name, save_dir=cfg["save_dir"], hidden_size=cfg["hidden_size"],
+                                  use_moe=cfg["use_moe"])
+        tokenizer = load_tokenizer(cfg["tokenizer_path"]) if cfg.get("tokenizer_path") else load_tokenizer_for(path)
+        model = load_model(path, attn_implementation=cfg.get("attn_implementation"),
+                           trust_remote_code=cfg["trust_remote_code"])
+        return tokenizer, model, path
+    tokenizer = load_tokenizer(cfg.get("tokenizer_path"))
+    sizes = {k: cfg.get(k) for k in ("num_attention_heads", "num_key_value_heads", "intermediate_size",
+                                     "max_position_embeddings", "rope_theta", "num_experts",
+                                     "num_experts_per_tok", "router_aux_loss_coef")}
+    preset = cfg.get("preset")
+    for k in ("hidden_size", "num_hidden_layers"):
+        if not preset or k in cfg.explicit:
+            sizes[k] = cfg[k]
+    model = init_model(tokenizer, preset=preset, seed=cfg["seed"], arch=cfg.get("arch"), use_moe=cfg["use_moe"],
+                       rope_scaling=cfg.get("rope_scaling"), rope_factor=cfg.get("rope_factor"),
+                       attn_implementation=cfg.get("attn_implementation") or "sdpa", **sizes)
+    return tokenizer, model, None
+
+
+def load_data(ctx: StageContext, kind: str):
+    from lmforge.data.load import load_rows, split_val
+
+    cfg = ctx.cfg
+    if not cfg.get("dataset"):
+        raise LmforgeError(f"train {ctx.stage}: --dataset (or --data_path) is required")
+    opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
+    opts.update(fmt=cfg.get("format"), skip_bad_rows=cfg["skip_bad_rows"], seed=cfg["seed"],
+                dataset_dir=cfg.get("dataset_dir"), mix_strategy=cfg["mix_strategy"],
+                interleave_probs=cfg.get("interleave_probs"))
+    rows, stats = load_rows(cfg["dataset"], kind, **opts)
+    ctx.stats["rows"] = len(rows)
+    if getattr(stats, "num_bad", 0):
+        ctx.stats["bad_rows_skipped"] = stats.num_bad
+        log.warning("skipped %d bad rows (first: %s)", stats.num_bad, (stats.bad_examples or [""])[0])
+    if cfg.get("max_samples"):
+        rows = rows.select(range(min(cfg["max_samples"], len(rows))))
+    val = None
+    if cfg.get("val_dataset"):
+        val, _ = load_rows(cfg["val_dataset"], kind, **opts)
+    elif cfg.get("val_size"):
+        rows, val = split_val(rows, cfg["val_size"], cfg["seed"])
+    return rows, val
+
+
+def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None = None) -> str:
+    """Run one training stage; returns the run folder."""
+    from transformers import set_seed
+
+    from lmforge.training.build import build_training_args
+    from lmforge.training.trainer import FaultInjectionCallback, MetricsCallback, SigtermCallback
+
+    module, cfg = resolve_train_config(stage, argv or []) if cfg is None else (_module(stage), cfg)
+    run_dir, ckpt = resolve_run_dir(stage, cfg)
+    ctx = StageContext(stage=stage, cfg=cfg, run_dir=run_dir)
+    flush_denormals()
+    set_seed(cfg["seed"])
+    ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg)
+    if base_path:
+        cfg.values["model_name_or_path"] = base_path
+    rows, val_rows = load_data(ctx, module.DATA_KIND)
+    ctx.train_dataset = module.prepare(ctx, rows)
+    ctx.eval_dataset = module.prepare(ctx, val_rows) if val_rows is not None else None
+    ctx.training_args = build_training_args(cfg, run_dir)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_args(run_dir, cfg.to_yaml_dict())
+    trainer = module.build_trainer(ctx)
+    resumed_step = _checkpoint_step(ckpt)
+    sigterm = SigtermCallback()
+    trainer.add_callback(MetricsCallback(trainer, run_dir, resumed_step))
+    trainer.add_callback(sigterm)
+    if os.environ.get("LMFORGE_FAULT_KILL_AT_STEP"):
+        trainer.add_callback(FaultInjectionCallback(int(os.environ["LMFORGE_FAULT_KILL_AT_STEP"])))
+    _log_start(ctx, ckpt)
+    trainer.train(resume_from_checkpoint=ckpt)
+    if cfg["plot"] and trainer.args.should_save:
+        plot_metrics(run_dir)
+    if sigterm.received:
+        log.warning("SIGTERM: saved %s and stopped; resume with --resume_from_checkpoint latest "
+                    "--output_dir %s", latest_checkpoint(run_dir), run_dir)
+        return run_dir
+    if trainer.args.should_save:
+        _finish(ctx, trainer)
+    return run_dir
+
+
+def flush_denormals() -> None:
+    """Treat denormal floats as zero on CPU: small models' optimizer states drift into denormals and
+    every op on them gets ~20x slower (measured: 0.76 s vs 14.9 s for 20 tiny-model steps)."""
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
+def _module(stage: str):
+    from lmforge.stages import get_stage
+
+    return get_stage(stage)
+
+
+def _checkpoint_step(ckpt: str | None) -> int:
+    if not ckpt:
+        return 0
+    state = json.loads(Path(ckpt, "trainer_state.json").read_text())
+    return int(state.get("global_step", 0))
+
+
+def _log_start(ctx: StageContext, ckpt: str | None) -> None:
+    from lmforge.models.presets import count_parameters
+
+    n = count_parameters(ctx.model)
+    log.info("stage %s → %s | params %.2fM | rows %s | train sequences %d%s", ctx.stage, ctx.run_dir, n / 1e6,
+             ctx.stats.get("rows"), len(ctx.train_dataset), f" | resuming {ckpt}" if ckpt else "")
+    packing = ctx.stats.get("packing")
+    if packing is not None:
+        log.info("packing: %s", packing)
+
+
+def _finish(ctx: StageContext, trainer) -> None:
+    run_dir = ctx.run_dir
+    trainer.save_model(run_dir)
+    ctx.tokenizer.save_pretrained(run_dir)
+    state = trainer.state
+    losses = [r["loss"] for r in _read_metrics(run_dir) if "loss" in r]
+    summary = {"steps": state.global_step, "first loss": _fmt(losses[0] if losses else None),
+               "last loss": _fmt(losses[-1] if losses else None), "nan steps skipped": trainer.num_nan_skipped,
+               **{k: v for k, v in ctx.stats.items() if isinstance(v, (int, float, str))}}
+    write_model_card(run_dir, ctx.stage, ctx.cfg.values, summary)
+    mark_finished(run_dir, {"stage": ctx.stage, "global_step": state.global_step})
+    log.info("finished %s: %s", ctx.stage, run_dir)
+
+
+def _read_metrics(run_dir: str) -> list[dict[str, Any]]:
+    from lmforge.runs import MetricsLog
+
+    return MetricsLog(run_dir).read()
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def is_stage_finished(run_dir: str) -> bool:
+    return is_finished(run_dir)

@@ -1,0 +1,33 @@
+"""Training stages: one module per stage, looked up by name in STAGES (imported lazily).
+
+A stage module defines:
+- ``DATA_KIND``: the canonical row kind it reads (see lmforge/data/__init__.py);
+- ``DEFAULTS``: its default flags (MiniMind's reference values);
+- ``Args``: a dataclass of its own flags (may be empty);
+- ``prepare(ctx)``: tokenise ``ctx.rows`` into training features;
+- ``build_trainer(ctx)``: the configured trainer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from lmforge.errors import LmforgeError
+
+STAGES: dict[str, str] = {
+    "pretrain": "lmforge.stages.pretrain",
+    "sft": "lmforge.stages.sft",
+    "distill-reason": "lmforge.stages.distill_reason",
+}
+
+
+def get_stage(name: str) -> ModuleType:
+    key = name.replace("_", "-")
+    if key not in STAGES:
+        import difflib
+
+        near = difflib.get_close_matches(key, list(STAGES), n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise LmforgeError(f"unknown stage {name!r}{hint} (available: {', '.join(STAGES)})")
+    return importlib.import_module(STAGES[key])

@@ -1,0 +1,78 @@
+"""Build `TrainingArguments` from the resolved config, and the default stage trainer."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+# lmforge's defaults for Trainer fields (MiniMind reference: cosine schedule with a 0.1×lr floor).
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "lr_scheduler_type": "cosine_with_min_lr",
+    "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+    "logging_steps": 100,
+    "save_steps": 100,
+    "save_strategy": "steps",
+    "save_total_limit": 3,
+    "max_grad_norm": 1.0,
+    "weight_decay": 0.0,
+    "report_to": "none",
+    "seed": 42,
+}
+
+
+def build_training_args(cfg, run_dir: str):
+    import torch
+    from transformers import TrainingArguments
+
+    kw = dict(cfg.hf_values())
+    kw["output_dir"] = run_dir
+    kw["remove_unused_columns"] = False
+    if kw.get("resume_from_checkpoint") is not None:
+        kw.pop("resume_from_checkpoint")
+    device = cfg.get("device")
+    on_gpu = torch.cuda.is_available() and not (device or "").startswith("cpu")
+    if device and device.startswith("cpu"):
+        kw["use_cpu"] = True
+    elif device and device.startswith("cuda:"):
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
+    if not on_gpu and "dataloader_pin_memory" not in cfg.explicit:
+        kw["dataloader_pin_memory"] = False
+    dtype = cfg.get("dtype", "auto")
+    if dtype == "auto":
+        dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
+    if dtype == "bfloat16" and "bf16" not in cfg.explicit:
+        kw["bf16"] = True
+    if dtype == "float16" and "fp16" not in cfg.explicit:
+        if not on_gpu:
+            raise LmforgeError("--dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
+        kw["fp16"] = True
+    if cfg.get("wandb_project"):
+        os.environ["WANDB_PROJECT"] = cfg["wandb_project"]
+    if cfg.get("val_size") or cfg.get("val_dataset"):
+        kw.setdefault("eval_strategy", "steps")
+        kw.setdefault("eval_steps", kw.get("save_steps", 100))
+    try:
+        return TrainingArguments(**kw)
+    except (ValueError, TypeError) as e:
+        msg = " ".join(str(e).split())
+        raise LmforgeError(f"training arguments: {msg}") from None
+
+
+def default_trainer(ctx):
+    """An `LmforgeTrainer` over ctx's datasets with lmforge's callbacks."""
+    from lmforge.training.features import Collator
+    from lmforge.training.trainer import LmforgeTrainer
+
+    cfg = ctx.cfg
+    return LmforgeTrainer(
+        model=ctx.model,
+        args=ctx.training_args,
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset,
+        data_collator=Collator(ctx.tokenizer.pad_token_id),
+        processing_class=ctx.tokenizer,
+        nan_policy=cfg["nan_policy"],
+        max_nan_skips=cfg["max_nan_skips"],
+    )

@@ -1,0 +1,217 @@
+"""`LmforgeTrainer`: transformers' Trainer plus the reliability features lmforge promises.
+
+- Atomic checkpoints: each checkpoint is written into a staging folder and renamed into place,
+  so a kill mid-save never leaves a `checkpoint-N` that looks complete (SPEC §11).
+- NaN/Inf guard: the gradient norm (and step loss) are checked before `optimizer.step()`; a bad
+  step is skipped and counted (`--nan_policy skip`) or the run stops with a message (`stop`).
+- Exact per-step metrics: the loss of every optimizer step is written to metrics.jsonl at full
+  float precision (Trainer's own log rounds and averages), so resumed runs can be compared bitwise.
+- SIGTERM: finish the current step, save a checkpoint, stop; the CLI then exits 0.
+- Optional per-token loss weights (`loss_weights` column), used by distill-reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from lmforge.errors import LmforgeError
+from lmforge.runs import MetricsLog, promote_staged_checkpoint
+
+
+class LmforgeTrainer(Trainer):
+    def __init__(self, *args: Any, nan_policy: str = "skip", max_nan_skips: int = 20, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.nan_policy = nan_policy
+        self.max_nan_skips = max_nan_skips
+        self.num_nan_skipped = 0
+        self._nan_in_a_row = 0
+        self._step_loss = 0.0
+        self._step_aux = 0.0
+        self._step_tokens = 0
+        self._last_grad_norm: float | None = None
+        self.last_step_record: dict[str, Any] = {}
+        # Test hook: LMFORGE_FAULT_NAN_AT_STEP=N makes step N's loss NaN (checks the guard end to end).
+        self._fault_nan_step = int(os.environ.get("LMFORGE_FAULT_NAN_AT_STEP", "0") or 0)
+
+    # --- loss -------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weights = inputs.pop("loss_weights", None)
+        if weights is None:
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        else:
+            loss, outputs = self._weighted_loss(model, inputs, weights, num_items_in_batch)
+        if self._fault_nan_step and self.state.global_step + 1 == self._fault_nan_step:
+            loss = loss * float("nan")
+        aux = getattr(outputs, "aux_loss", None)
+        if aux is not None:
+            self._step_aux += float(aux.detach()) / self.args.gradient_accumulation_steps
+        if "labels" in inputs:
+            self._step_tokens += int((inputs["labels"] != -100).sum())
+        return (loss, outputs) if return_outputs else loss
+
+    def _weighted_loss(self, model, inputs, weights, num_items_in_batch):
+        """Cross-entropy with a per-token weight (labels −100 are ignored)."""
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits[:, :-1, :].float()  # (B, T-1, V)
+        target = labels[:, 1:]
+        w = weights[:, 1:].to(logits.dtype)
+        mask = target != -100
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                               target.clamp(min=0).reshape(-1), reduction="none")
+        ce = ce.view_as(target) * w * mask
+        denom = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+        loss = ce.sum() / torch.as_tensor(denom, device=ce.device).clamp(min=1)
+        inputs["labels"] = labels
+        if getattr(outputs, "aux_loss", None) is not None and model.config.router_aux_loss_coef:
+            loss = loss + model.config.router_aux_loss_coef * outputs.aux_loss
+        return loss, outputs
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_loss += float(loss)
+        return loss
+
+    # --- NaN guard --------------------------------------------------------------------------
+    def _get_grad_norm(self, model, grad_norm=None):
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self._last_grad_norm = float(norm) if norm is not None else None
+        return norm
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if not getattr(optimizer, "_lmforge_guarded", False):
+            inner_step = optimizer.step
+
+            def guarded_step(*a: Any, **kw: Any):
+                if self._step_is_finite():
+                    self._nan_in_a_row = 0
+                    return inner_step(*a, **kw)
+                self._on_bad_step()
+                optimizer.zero_grad(set_to_none=True)
+                return None
+
+            optimizer.step = guarded_step
+            optimizer._lmforge_guarded = True
+        return optimizer
+
+    def _step_is_finite(self) -> bool:
+        norm = self._last_grad_norm
+        return math.isfinite(self._step_loss) and (norm is None or math.isfinite(norm))
+
+    def _on_bad_step(self) -> None:
+        step = self.state.global_step + 1
+        what = f"loss={self._step_loss} grad_norm={self._last_grad_norm}"
+        if self.nan_policy == "stop":
+            raise LmforgeError(f"step {step}: non-finite {what}; stopped before the optimizer step "
+                               "(the last checkpoint is intact; --nan_policy skip skips such steps)")
+        self.num_nan_skipped += 1
+        self._nan_in_a_row += 1
+        if self._nan_in_a_row > self.max_nan_skips:
+            raise LmforgeError(f"step {step}: {self._nan_in_a_row} non-finite steps in a row ({what}); "
+                               "stopping. Lower --learning_rate or check the data")
+
+    def end_step(self) -> dict[str, Any]:
+        """Called by MetricsCallback after each optimizer step: the step's record, then reset."""
+        rec = {"step": self.state.global_step, "loss": self._step_loss,
+               "grad_norm": self._last_grad_norm, "learning_rate": self._get_learning_rate(),
+               "epoch": self.state.epoch, "tokens": self._step_tokens}
+        if self._step_aux:
+            rec["aux_loss"] = self._step_aux
+        if self.num_nan_skipped:
+            rec["nan_skipped"] = self.num_nan_skipped
+        self._step_loss, self._step_aux, self._step_tokens = 0.0, 0.0, 0
+        self.last_step_record = rec
+        return rec
+
+    # --- atomic checkpoints -----------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        run_dir = self.args.output_dir
+        staging = os.path.join(run_dir, f".staging-{os.getpid()}")
+        self.args.output_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = run_dir
+        if self.args.should_save:
+            name = f"checkpoint-{self.state.global_step}"
+            promote_staged_checkpoint(Path(staging, name), Path(run_dir, name))
+            for leftover in Path(staging).glob("*"):
+                import shutil
+
+                shutil.rmtree(leftover, ignore_errors=True)
+            os.rmdir(staging) if os.path.isdir(staging) else None
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               use_mtime=False)
+        if self.args.world_size > 1:
+            torch.distributed.barrier()
+
+
+class MetricsCallback(TrainerCallback):
+    """Writes one metrics.jsonl line per optimizer step, plus eval results."""
+
+    def __init__(self, trainer: LmforgeTrainer, run_dir: str, resumed_step: int = 0):
+        self.trainer = trainer
+        self.log = MetricsLog(run_dir)
+        self.t0 = time.time()
+        if trainer.args.should_save:
+            self.log.truncate_after(resumed_step) if resumed_step else self.log.path.unlink(missing_ok=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        rec = self.trainer.end_step()
+        rec["time"] = round(time.time() - self.t0, 3)
+        if args.should_save:
+            self.log.append(rec)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if args.should_save and metrics:
+            self.log.append({"step": state.global_step, **{k: v for k, v in metrics.items()
+                                                           if isinstance(v, (int, float))}})
+
+
+class SigtermCallback(TrainerCallback):
+    """SIGTERM → save a checkpoint at the end of the current step and stop cleanly."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        def handler(signum, frame):
+            self.received = True
+
+        try:
+            self._previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (e.g. a web UI worker): leave signals alone
+            self._previous = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class FaultInjectionCallback(TrainerCallback):
+    """Test hook (env LMFORGE_FAULT_KILL_AT_STEP=N): SIGKILL this process when step N begins,
+    exactly like `kill -9`, so resume tests need no timing races."""
+
+    def __init__(self, kill_at_step: int):
+        self.kill_at_step = kill_at_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step + 1 == self.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,27 @@
+"""Shared fixtures: the shipped tokenizer, synthetic data, offline settings."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from lmforge.models.tokenizer import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """The bundled synthetic corpora at a small scale (generated once per test session)."""
+    from lmforge.data.synth import synth
+
+    out = tmp_path_factory.mktemp("synth")
+    synth(str(out), seed=0, scale=0.2)
+    return out
