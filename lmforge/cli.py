@@ -92,6 +92,7 @@ def cmd_init(argv: list[str]) -> int:
         return _print_help("lmforge init", COMMANDS[("init",)][0], [InitArgs, ModelArgs])
     cfg = resolve([InitArgs, ModelArgs], argv)
     from lmforge.models.presets import count_parameters
+    from lmforge.pipeline import load_tokenizer_and_model
     from lmforge.runs import mark_finished
 
     cfg.values.setdefault("save_dir", "out")

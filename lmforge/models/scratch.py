@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.models.presets import build_config
+from lmforge.models.presets import PRESETS, build_config
 
 
 def special_ids(tokenizer) -> dict[str, Any]:
@@ -24,10 +24,13 @@ def init_model(tokenizer, *, preset: str | None = None, seed: int = 42, dtype=No
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    # The embedding fits the tokenizer (rounded up to a multiple of 64 for fast matmuls) unless the
-    # caller sizes it; MiniMind's own 6400-token tokenizer gives MiniMind's 6400.
+    # Without a preset the embedding fits the tokenizer (rounded up to a multiple of 64 for fast
+    # matmuls) unless the caller sizes it.
+    # A preset keeps its vocabulary (MiniMind: 6400) when the tokenizer fits in it.
+    fitted = -(-len(tokenizer) // 64) * 64
     if config_kwargs.get("vocab_size") is None:
-        config_kwargs["vocab_size"] = -(-len(tokenizer) // 64) * 64
+        preset_vocab = PRESETS.get(preset or "", {}).get("vocab_size", 6400) if preset else 0
+        config_kwargs["vocab_size"] = max(fitted, preset_vocab)
     config = build_config(preset, **config_kwargs)
     ids = special_ids(tokenizer)
     config.pad_token_id, config.bos_token_id = ids["pad_token_id"], ids["bos_token_id"]
