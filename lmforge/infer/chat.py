@@ -84,7 +84,13 @@ def load_engine(args: ChatArgs) -> Engine:
     """The `Engine` named by the model flags of `args` (also used by `infer`)."""
     from lmforge.infer.engine import Engine
 
-    model = args.model or args.weight
+    model, save_dir = args.model or args.weight, args.save_dir
+    if args.model and args.weight:
+        # MiniMind's eval script: --load_from names where weights live, --weight which ones.
+        from pathlib import Path
+
+        if Path(args.model).is_dir() and not Path(args.model, "config.json").exists():
+            model, save_dir = args.weight, args.model
     if not model:
         raise LmforgeError("no model given: pass --model PATH (or --load_from / --weight NAME)")
     return Engine.from_path(
@@ -94,7 +100,7 @@ def load_engine(args: ChatArgs) -> Engine:
         lora_weight=args.lora_weight,
         inference_rope_scaling=args.inference_rope_scaling,
         attn_implementation=args.attn_implementation,
-        save_dir=args.save_dir,
+        save_dir=save_dir,
         hidden_size=args.hidden_size,
         use_moe=args.use_moe,
     )

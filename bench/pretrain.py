@@ -1,0 +1,406 @@
+"""Pretraining throughput: lmforge's real pretrain path vs a MiniMind-style plain PyTorch loop.
+
+Both modes train the same from-scratch model (lmforge's `init_model`, same sizes, tokenizer and
+seed) on the same data file for the same number of optimizer steps, with the same batch size,
+sequence length, learning rate and schedule (cosine to 0.1 x lr, no warm-up, no weight decay),
+AdamW and gradient clipping at 1.0. What differs is what a step is made of:
+
+- lmforge   `lmforge.pipeline.run_train("pretrain", ...)`: documents (bos + text + eos) are PACKED
+            into full `--seq_len` rows whose position ids restart at every document (no attention
+            or label crosses a document), trained by transformers' Trainer (LmforgeTrainer).
+            Figures come from the run's metrics.jsonl.
+- reference every document is tokenised the same way (`encode_text`), truncated at `--seq_len` and
+            PADDED to `--seq_len` (MiniMind's PretrainDataset); a plain DataLoader (shuffle),
+            `torch.optim.AdamW`, cross entropy with pad positions ignored, no attention mask
+            (right padding under a causal mask cannot change the real tokens' outputs).
+
+lmforge calls `torch.set_flush_denormal(True)` (tiny models' optimizer states drift into denormals
+and CPU ops on them get ~20x slower); the reference does the same, so the comparison is about
+packing and the training loop, not denormal arithmetic. On CUDA both use bf16 autocast when the
+GPU supports it (what lmforge's `--dtype auto` picks) and report peak allocated GPU memory.
+
+Each mode runs in its own subprocess (`--mode lmforge|reference`, which prints one JSON line), so
+peak RSS is per mode. How to read the table (the first 2 steps are warm-up and are not timed):
+
+  all tok/s    batch x seq_len positions per second: raw compute throughput.
+  loss tok/s   positions that carry a next-token target per second: useful throughput. This is
+               the figure to compare; padding and bos positions cost compute but teach nothing.
+  waste %      1 - loss-bearing / all positions over the timed steps (padding, plus the one
+               target-less first position of every document or row).
+  peak RSS MB  max resident memory of the whole mode process (imports and data included).
+  final loss   mean loss of the last 5 steps. Per-token losses of the two modes are comparable,
+               but after N steps lmforge has trained on more real tokens, so it is usually lower.
+  s/step       seconds per optimizer step after warm-up.
+  wall s       the whole subprocess: imports, tokenising, model init, training, saving.
+
+Run `python bench/pretrain.py --help` for the flags; bench/README.md has measured results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+START = time.time()
+WARMUP_STEPS = 2
+LAST_LOSS_STEPS = 5
+SEED = 42
+RESULT_PREFIX = "BENCH_RESULT "
+MODES = ("lmforge", "reference")
+SIZE_FLAGS = {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default=None, help="lmforge model preset (size flags given explicitly win)")
+    for name, default in SIZE_FLAGS.items():
+        p.add_argument(f"--{name}", type=int, default=None,
+                       help=f"model size (default {default} without --preset, else the preset's)")
+    p.add_argument("--seq_len", type=int, default=256, help="sequence length (lmforge --max_length)")
+    p.add_argument("--batch_size", type=int, default=16, help="rows per optimizer step (no accumulation)")
+    p.add_argument("--steps", type=int, default=30, help=f"optimizer steps; the first {WARMUP_STEPS} are warm-up")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine to 0.1 x lr)")
+    p.add_argument("--data", default=None,
+                   help="JSONL file of {'text': ...} rows (default: lmforge.data.synth at scale 1.0)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: lmforge's shipped one)")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
+    p.add_argument("--mode", choices=MODES, default=None, help=argparse.SUPPRESS)  # child process
+    args = p.parse_args(argv)
+    if args.steps <= WARMUP_STEPS:
+        p.error(f"--steps must be more than the {WARMUP_STEPS} warm-up steps; got {args.steps}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        p.error(f"--modes: expected a comma-separated subset of {','.join(MODES)}; got {args.modes!r}")
+    args.modes = modes
+    return args
+
+
+def model_sizes(args: argparse.Namespace) -> dict[str, int]:
+    """Size flags to pass on: all of them (with defaults) without a preset, else only those given."""
+    sizes = {k: getattr(args, k) for k in SIZE_FLAGS}
+    if args.preset:
+        return {k: v for k, v in sizes.items() if v is not None}
+    return {k: default if sizes[k] is None else sizes[k] for k, default in SIZE_FLAGS.items()}
+
+
+def use_bf16() -> bool:
+    """lmforge's `--dtype auto` rule: bf16 on a GPU that supports it, else fp32."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures, shared by both modes
+
+
+def summarise(records: list[dict[str, Any]], batch_size: int, seq_len: int) -> dict[str, Any]:
+    """Throughput figures from per-step records {step, loss, tokens, time (end of step, s)}."""
+    if len(records) <= WARMUP_STEPS:
+        raise RuntimeError(f"only {len(records)} steps recorded; need more than {WARMUP_STEPS}")
+    timed = records[WARMUP_STEPS:]
+    span = timed[-1]["time"] - records[WARMUP_STEPS - 1]["time"]
+    all_positions = len(timed) * batch_size * seq_len
+    loss_bearing = sum(r["tokens"] for r in timed)
+    last = [r["loss"] for r in records[-LAST_LOSS_STEPS:]]
+    return {
+        "steps": len(records),
+        "timed_steps": len(timed),
+        "all_tokens_per_s": all_positions / span,
+        "loss_tokens_per_s": loss_bearing / span,
+        "waste": 1.0 - loss_bearing / all_positions,
+        "final_loss": sum(last) / len(last),
+        "first_loss": records[0]["loss"],
+        "s_per_step": span / len(timed),
+    }
+
+
+def process_figures() -> dict[str, Any]:
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    out = {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10),
+           "torch_threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
+           "dtype": "bfloat16" if use_bf16() else "float32", "wall_s": time.time() - START}
+    if torch.cuda.is_available():
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Mode: lmforge
+
+
+def lmforge_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
+    argv = ["--dataset", args.data, "--output_dir", output_dir, "--max_length", str(args.seq_len),
+            "--per_device_train_batch_size", str(args.batch_size), "--gradient_accumulation_steps", "1",
+            "--learning_rate", str(args.lr), "--max_steps", str(args.steps), "--save_steps", "1000000",
+            "--packing", "true", "--report_to", "none", "--disable_tqdm", "true", "--plot", "false",
+            "--seed", str(SEED), "--dtype", "auto"]
+    if args.preset:
+        argv += ["--preset", args.preset]
+    if args.tokenizer:
+        argv += ["--tokenizer_path", args.tokenizer]
+    for k, v in model_sizes(args).items():
+        argv += [f"--{k}", str(v)]
+    return argv
+
+
+class _PackStatsCatcher:
+    """Keeps the PackStats object lmforge logs at the start of a pretrain run (dataset padding)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.stats = None
+        self.handler = logging.Handler()
+        self.handler.emit = self._emit  # type: ignore[method-assign]
+
+    def _emit(self, record) -> None:
+        for arg in record.args if isinstance(record.args, tuple) else ():
+            if hasattr(arg, "padding_waste"):
+                self.stats = arg
+
+
+def run_lmforge(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+    import shutil
+
+    from lmforge.pipeline import run_train
+    from lmforge.runs import MetricsLog
+
+    catcher = _PackStatsCatcher()
+    logger = logging.getLogger("lmforge")
+    logger.addHandler(catcher.handler)
+    logger.setLevel(logging.INFO)
+    output_dir = tempfile.mkdtemp(prefix="lmforge-bench-")
+    try:
+        argv = lmforge_argv(args, output_dir)
+        run_dir = run_train("pretrain", argv)
+        records = [r for r in MetricsLog(run_dir).read() if "loss" in r and "tokens" in r]
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    result = summarise(records, args.batch_size, args.seq_len)
+    stats = catcher.stats
+    result["data_padding_waste"] = stats.padding_waste if stats is not None else None
+    result["num_train_rows"] = stats.num_sequences if stats is not None else None
+    result["argv"] = argv
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Mode: reference (MiniMind-style)
+
+
+def read_texts(path: str) -> list[str]:
+    texts = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                row = json.loads(line)
+                if "text" not in row:
+                    raise ValueError(f"--data {path}: line {n} has no 'text' field (the reference mode reads "
+                                     "MiniMind pretrain JSONL only)")
+                texts.append(row["text"])
+    return texts
+
+
+def padded_dataset(tokenizer, texts: list[str], seq_len: int):
+    """Every document → bos + ids + eos (encode_text), cut at seq_len, padded to seq_len."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from lmforge.data.template import encode_text
+
+    ids = torch.full((len(texts), seq_len), tokenizer.pad_token_id, dtype=torch.long)  # (N, T)
+    labels = torch.full((len(texts), seq_len), -100, dtype=torch.long)  # (N, T)
+    lengths = []
+    for start in range(0, len(texts), 1000):
+        for i, doc in enumerate(encode_text(tokenizer, texts[start:start + 1000]), start):
+            doc = doc[:seq_len]
+            ids[i, :len(doc)] = torch.tensor(doc)
+            labels[i, :len(doc)] = ids[i, :len(doc)]
+            lengths.append(len(doc))
+    return TensorDataset(ids, labels), lengths
+
+
+def cosine_min_lr(step: int, total: int, min_rate: float = 0.1) -> float:
+    """lmforge's default schedule (transformers cosine_with_min_lr, min_lr_rate 0.1, no warm-up)."""
+    return min_rate + (1 - min_rate) * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def run_reference(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from lmforge.data.packing import padding_waste_unpacked
+    from lmforge.models.scratch import init_model
+    from lmforge.models.tokenizer import load_tokenizer
+
+    torch.set_flush_denormal(True)  # as lmforge.pipeline.flush_denormals
+    torch.manual_seed(SEED)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(args.tokenizer)
+    dataset, lengths = padded_dataset(tokenizer, read_texts(args.data), args.seq_len)
+    model = init_model(tokenizer, preset=args.preset, seed=SEED, attn_implementation="sdpa",
+                       **model_sizes(args)).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_min_lr(s, args.steps))
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(SEED))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16())
+    records: list[dict[str, Any]] = []
+    batches = iter(loader)
+    t0 = time.time()
+    for step in range(1, args.steps + 1):
+        try:
+            x, y = next(batches)
+        except StopIteration:  # next epoch
+            batches = iter(loader)
+            x, y = next(batches)
+        x, y = x.to(device), y.to(device)  # (B, T)
+        with autocast:
+            logits = model(input_ids=x).logits  # (B, T, V)
+        target = y[:, 1:]  # (B, T-1): position t predicts token t+1
+        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), target.reshape(-1),
+                               ignore_index=-100)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        records.append({"step": step, "loss": loss.item(), "tokens": int((target != -100).sum()),
+                        "time": time.time() - t0})
+    result = summarise(records, args.batch_size, args.seq_len)
+    result["data_padding_waste"] = padding_waste_unpacked(lengths, args.seq_len)
+    result["num_train_rows"] = len(dataset)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent: one subprocess per mode, then the table
+
+
+def child_command(args: argparse.Namespace, mode: str) -> list[str]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--mode", mode, "--data", args.data,
+           "--seq_len", str(args.seq_len), "--batch_size", str(args.batch_size), "--steps", str(args.steps),
+           "--lr", str(args.lr)]
+    if args.preset:
+        cmd += ["--preset", args.preset]
+    if args.tokenizer:
+        cmd += ["--tokenizer", args.tokenizer]
+    for k in SIZE_FLAGS:
+        if getattr(args, k) is not None:
+            cmd += [f"--{k}", str(getattr(args, k))]
+    return cmd
+
+
+def run_child(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    cmd = child_command(args, mode)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-6000:] + proc.stdout[-2000:])
+        raise SystemExit(f"bench: mode {mode} failed (exit {proc.returncode}): {shlex.join(cmd)}")
+    return {"mode": mode, **json.loads(lines[-1][len(RESULT_PREFIX):]), "command": shlex.join(cmd)}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    cuda = any("peak_cuda_mb" in r for r in results)
+    head = ["mode", "steps", "all tok/s", "loss tok/s", "waste %", "peak RSS MB"]
+    head += ["peak CUDA MB"] if cuda else []
+    head += ["final loss", "s/step", "wall s"]
+    rows = []
+    for r in results:
+        row = [r["mode"], str(r["steps"]), f"{r['all_tokens_per_s']:,.0f}", f"{r['loss_tokens_per_s']:,.0f}",
+               f"{100 * r['waste']:.1f}", f"{r['peak_rss_mb']:,.0f}"]
+        row += [f"{r.get('peak_cuda_mb', 0):,.0f}"] if cuda else []
+        row += [f"{r['final_loss']:.3f}", f"{r['s_per_step']:.3f}", f"{r['wall_s']:.1f}"]
+        rows.append(row)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)])
+
+
+def report(args: argparse.Namespace, results: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    sizes = model_sizes(args)
+    lines = [
+        f"machine: {info['platform']} | {info['usable_cores']} usable cores ({info['cpu_count']} total) | "
+        f"python {info['python']} | torch {info['torch']} ({info['torch_threads']} threads)"
+        + (f" | {info['gpu']}" if "gpu" in info else ""),
+        f"command: {shlex.join([sys.executable, *sys.argv])}",
+        f"model: preset={args.preset} {' '.join(f'{k}={v}' for k, v in sizes.items())} | seq_len {args.seq_len} "
+        f"| batch {args.batch_size} | steps {args.steps} (first {WARMUP_STEPS} untimed) | lr {args.lr} | "
+        f"data {args.data_label}",
+        "",
+        format_table(results),
+        "",
+    ]
+    for r in results:
+        lines.append(f"{r['mode']}: {r['num_train_rows']} train rows, dataset padding "
+                     f"{100 * r['data_padding_waste']:.1f}% | first loss {r['first_loss']:.3f} | "
+                     f"{r['device']} {r['dtype']}, {r['torch_threads']} threads")
+    lines.append("both modes run with torch.set_flush_denormal(True) (lmforge sets it on CPU), so the gap is "
+                 "packing + training loop, not denormal arithmetic")
+    if len(results) == 2:
+        lm, ref = (next(r for r in results if r["mode"] == m) for m in MODES)
+        lines.append(f"lmforge / reference: loss-bearing tokens/s x{lm['loss_tokens_per_s'] / ref['loss_tokens_per_s']:.2f}"
+                     f", all tokens/s x{lm['all_tokens_per_s'] / ref['all_tokens_per_s']:.2f}, "
+                     f"peak RSS x{lm['peak_rss_mb'] / ref['peak_rss_mb']:.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.mode:
+        if args.data is None:
+            raise SystemExit("bench: --mode needs --data")
+        result = {**(run_lmforge(args) if args.mode == "lmforge" else run_reference(args)), **process_figures()}
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        return
+    args.data_label = args.data or "lmforge.data.synth(scale=1.0) pretrain.jsonl"
+    with tempfile.TemporaryDirectory(prefix="lmforge-bench-data-") as tmp:
+        if args.data is None:
+            from lmforge.data.synth import synth
+
+            args.data = synth(tmp, scale=1.0)["pretrain"]
+        results = [run_child(args, mode) for mode in args.modes]
+        info = machine()
+        print(report(args, results, info))
+    if args.json:
+        payload = {"machine": info, "command": shlex.join([sys.executable, *sys.argv]), "args": vars(args),
+                   "results": results}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
