@@ -123,6 +123,8 @@ def load_data(ctx: StageContext, kind: str):
     opts.update(fmt=cfg.get("format"), skip_bad_rows=cfg["skip_bad_rows"], seed=cfg["seed"],
                 dataset_dir=cfg.get("dataset_dir"), mix_strategy=cfg["mix_strategy"],
                 interleave_probs=cfg.get("interleave_probs"))
+    if cfg["streaming"]:
+        return _load_streaming(ctx, kind, opts)
     rows, stats = load_rows(cfg["dataset"], kind, **opts)
     ctx.stats["rows"] = len(rows)
     if getattr(stats, "num_bad", 0):
@@ -135,6 +137,22 @@ def load_data(ctx: StageContext, kind: str):
         val, _ = load_rows(cfg["val_dataset"], kind, **opts)
     elif cfg.get("val_size"):
         rows, val = split_val(rows, cfg["val_size"], cfg["seed"])
+    return rows, val
+
+
+def _load_streaming(ctx: StageContext, kind: str, opts: dict[str, Any]):
+    """`--streaming`: rows are read, converted and tokenised on the fly; nothing is cached."""
+    from lmforge.data.load import iter_rows_streaming
+
+    cfg = ctx.cfg
+    if cfg["max_steps"] is None or cfg["max_steps"] <= 0:
+        raise LmforgeError("--streaming needs --max_steps (a stream has no length to count epochs by)")
+    if cfg.get("val_size"):
+        raise LmforgeError("--streaming cannot hold out --val_size rows; pass --val_dataset instead")
+    rows = iter_rows_streaming(cfg["dataset"], kind, **opts)
+    if cfg.get("max_samples"):
+        rows = rows.take(cfg["max_samples"])
+    val = iter_rows_streaming(cfg["val_dataset"], kind, **opts) if cfg.get("val_dataset") else None
     return rows, val
 
 
@@ -204,8 +222,9 @@ def _log_start(ctx: StageContext, ckpt: str | None) -> None:
     from lmforge.models.presets import count_parameters
 
     n = count_parameters(ctx.model)
-    log.info("stage %s → %s | params %.2fM | rows %s | train sequences %d%s", ctx.stage, ctx.run_dir, n / 1e6,
-             ctx.stats.get("rows"), len(ctx.train_dataset), f" | resuming {ckpt}" if ckpt else "")
+    num_seq = len(ctx.train_dataset) if hasattr(ctx.train_dataset, "__len__") else "streamed"
+    log.info("stage %s → %s | params %.2fM | rows %s | train sequences %s%s", ctx.stage, ctx.run_dir, n / 1e6,
+             ctx.stats.get("rows", "streamed"), num_seq, f" | resuming {ckpt}" if ckpt else "")
     packing = ctx.stats.get("packing")
     if packing is not None:
         log.info("packing: %s", packing)

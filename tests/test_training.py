@@ -192,3 +192,36 @@ def test_distill_reason_weights_whole_markers(synth_dir, tmp_path, tokenizer):
                                  "--marker_weight", "10", *TINY])
     losses = _losses(out)
     assert len(losses) == 12 and losses[-1] < losses[0]
+
+
+def test_streaming_pretrain_packs_like_the_cached_path(synth_dir, tmp_path, tokenizer):
+    import datasets
+
+    from lmforge.data.packing import pack_documents, pack_stream
+    from lmforge.data.template import encode_text
+
+    texts = [json.loads(ln)["text"] for ln in (synth_dir / "pretrain.jsonl").read_text().splitlines()[:300]]
+    docs = datasets.Dataset.from_dict({"input_ids": encode_text(tokenizer, texts)})
+    packed, _ = pack_documents(docs, 64, pad_id=0)
+    streamed = list(pack_stream(docs.to_iterable_dataset(), 64, pad_id=0))
+    assert len(streamed) == len(packed)
+    for a, b in zip(streamed, packed):
+        assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+        assert a["position_ids"] == b["position_ids"]
+    out = tmp_path / "stream"
+    run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", out, "--streaming", "--max_steps", "25",
+                                         "--save_steps", "100"))
+    losses = _losses(out)
+    assert len(losses) == 25 and sum(losses[-5:]) < sum(losses[:5]) - 0.5
+    with pytest.raises(LmforgeError, match="--streaming needs --max_steps"):
+        run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", tmp_path / "x", "--streaming"))
+
+
+def test_moe_pretrain_logs_router_aux_loss(synth_dir, tmp_path):
+    out = tmp_path / "moe"
+    run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", out, "--arch", "qwen3_moe",
+                                         "--max_steps", "4", "--save_steps", "100", "--max_samples", "100"))
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["aux_loss"] > 0 for r in records)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.model_type == "qwen3_moe"

@@ -122,6 +122,19 @@ def pack_documents(
     return packed, stats
 
 
+def pack_stream(docs: datasets.IterableDataset, seq_len: int, *, pad_id: int = 0,
+                batch_size: int = 1000) -> datasets.IterableDataset:
+    """`pack_documents` for `--streaming`: the same packing, applied lazily batch by batch."""
+    import pyarrow as pa
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        table = _pack_batch(pa.table({"input_ids": pa.array(batch["input_ids"], pa.list_(pa.int32()))}),
+                            seq_len, pad_id)
+        return table.to_pydict()
+
+    return docs.map(pack, batched=True, batch_size=batch_size, remove_columns=["input_ids"])
+
+
 def padding_waste_unpacked(lengths: Sequence[int], max_len: int) -> float:
     """Fraction of positions that are padding when every row is padded (or cut) to `max_len`.
 
@@ -176,9 +189,21 @@ class PaddingCollator:
         input_ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)  # (B, T)
         labels = torch.full((batch, longest), self.label_pad_id, dtype=torch.long)
         attention_mask = torch.zeros((batch, longest), dtype=torch.long)
+        weighted = "loss_weights" in features[0]
+        weights = torch.zeros((batch, longest), dtype=torch.float32) if weighted else None
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             input_ids[i, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
             labels[i, :n] = torch.as_tensor(f.get("labels", f["input_ids"]), dtype=torch.long)
             attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+            if weighted:
+                weights[i, :n] = torch.as_tensor(f["loss_weights"], dtype=torch.float32)
+        out = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if weighted:
+            out["loss_weights"] = weights  # per-token loss weights (distill-reason markers); 0 on padding
+        return out
+
+
+def collator_for(columns: Sequence[str], pad_id: int) -> PackedCollator | PaddingCollator:
+    """Packed rows (position_ids present) are stacked as they are; anything else is right-padded."""
+    return PackedCollator() if "position_ids" in columns else PaddingCollator(pad_id)

@@ -62,7 +62,7 @@ def build_training_args(cfg, run_dir: str):
 
 def default_trainer(ctx):
     """An `LmforgeTrainer` over ctx's datasets with lmforge's callbacks."""
-    from lmforge.training.features import Collator
+    from lmforge.data.packing import collator_for
     from lmforge.training.trainer import LmforgeTrainer
 
     cfg = ctx.cfg
@@ -71,8 +71,14 @@ def default_trainer(ctx):
         args=ctx.training_args,
         train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset,
-        data_collator=Collator(ctx.tokenizer.pad_token_id),
+        data_collator=collator_for(_columns(ctx.train_dataset), ctx.tokenizer.pad_token_id),
         processing_class=ctx.tokenizer,
         nan_policy=cfg["nan_policy"],
         max_nan_skips=cfg["max_nan_skips"],
     )
+
+
+def _columns(ds) -> list[str]:
+    """Column names, also for a streamed dataset whose schema is only known after one row."""
+    names = getattr(ds, "column_names", None)
+    return list(names) if names else list(next(iter(ds)).keys())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from lmforge.errors import LmforgeError
 
@@ -31,10 +30,24 @@ def cache_key(ctx, kind: str) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def is_streamed(ds) -> bool:
+    import datasets
+
+    return isinstance(ds, datasets.IterableDataset)
+
+
+def _map(ds, fn, ctx, **kw):
+    """`Dataset.map` with lmforge's worker count, or the lazy `IterableDataset.map` when streaming."""
+    if is_streamed(ds):
+        kw.pop("desc", None)
+        return ds.map(fn, **kw)
+    return ds.map(fn, num_proc=_num_proc(ctx), **kw)
+
+
 def load_or_build(ctx, kind: str, build):
     """Reuse `--tokenized_path` when its key matches, else build and save it there."""
     path = ctx.cfg.get("tokenized_path")
-    if not path:
+    if not path or ctx.cfg.get("streaming"):
         return build()
     from datasets import load_from_disk
 
@@ -55,8 +68,12 @@ def tokenize_pretrain(ctx, rows):
     tok, max_len = ctx.tokenizer, ctx.cfg["max_length"]
 
     def build():
-        docs = rows.map(lambda b: {"input_ids": encode_text(tok, b["text"])}, batched=True,
-                        remove_columns=rows.column_names, num_proc=_num_proc(ctx), desc="tokenising")
+        docs = _map(rows, lambda b: {"input_ids": encode_text(tok, b["text"])}, ctx, batched=True,
+                    remove_columns=list(rows.column_names), desc="tokenising")
+        if ctx.cfg["packing"] and is_streamed(docs):
+            from lmforge.data.packing import pack_stream
+
+            return pack_stream(docs, max_len, pad_id=tok.pad_token_id)
         if ctx.cfg["packing"]:
             from lmforge.data.packing import pack_documents
 
@@ -68,7 +85,7 @@ def tokenize_pretrain(ctx, rows):
             ids = [x[:max_len] for x in b["input_ids"]]
             return {"input_ids": ids, "labels": ids}
 
-        return docs.map(trunc, batched=True, desc="truncating")
+        return _map(docs, trunc, ctx, batched=True, desc="truncating")
 
     return load_or_build(ctx, "pretrain", build)
 
@@ -85,8 +102,9 @@ def tokenize_chat(ctx, rows):
                                  train_on_prompt=cfg["train_on_prompt"], enable_thinking=cfg["enable_thinking"])
 
     def build():
-        ds = rows.map(encode, batched=True, remove_columns=rows.column_names, num_proc=_num_proc(ctx),
-                      desc="tokenising")
+        ds = _map(rows, encode, ctx, batched=True, remove_columns=list(rows.column_names), desc="tokenising")
+        if is_streamed(ds):
+            return ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True)
         before = len(ds)
         ds = ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True,
                        desc="dropping rows with no assistant tokens")
@@ -130,27 +148,3 @@ def add_marker_weights(ds, tokenizer, markers: tuple[str, ...], weight: float):
         return {"loss_weights": out}
 
     return ds.map(weigh, batched=True, desc="weighting markers")
-
-
-class Collator:
-    """Right-pads a batch: input_ids with the pad id, labels with −100, loss_weights with 0;
-    builds attention_mask unless the rows are packed (position_ids present, all full length)."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        fill = {"input_ids": self.pad_id, "labels": -100, "loss_weights": 0.0, "position_ids": 0}
-        out: dict[str, Any] = {}
-        for key, pad in fill.items():
-            if key not in rows[0]:
-                continue
-            dtype = torch.float32 if key == "loss_weights" else torch.long
-            out[key] = torch.tensor([list(r[key]) + [pad] * (width - len(r[key])) for r in rows], dtype=dtype)
-        if "position_ids" not in out:
-            out["attention_mask"] = torch.tensor(
-                [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows], dtype=torch.long)
-        return out
