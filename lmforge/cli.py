@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lmforge ... --help | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
     return code
 
 

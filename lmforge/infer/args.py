@@ -48,3 +48,47 @@ class GenerationArgs:
     def greedy(self) -> bool:
         """True when decoding picks the most likely token at every step."""
         return not self.do_sample or self.temperature <= 0
+
+
+@dataclass
+class EngineArgs:
+    """Which model to load and how (shared by chat, infer and later serve / eval)."""
+
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model folder, run folder or checkpoint, or a weight name inside --save_dir "
+            "(aliases: --load_from, --model_name_or_path)."
+        },
+    )
+    weight: str | None = field(
+        default=None,
+        metadata={
+            "help": "MiniMind weight name: loads --save_dir/NAME_<hidden_size>[_moe] when --model is not given."
+        },
+    )
+    save_dir: str = field(
+        default="out", metadata={"help": "Folder where --weight / --lora_weight names live."}
+    )
+    hidden_size: int | None = field(
+        default=None, metadata={"help": "Hidden size in MiniMind weight folder names (NAME_<hidden_size>)."}
+    )
+    use_moe: bool = field(default=False, metadata={"help": "MiniMind weight folder names end in _moe."})
+    lora_weight: str | None = field(
+        default=None,
+        metadata={"help": "PEFT LoRA adapter folder (or its name inside --save_dir) applied on the model."},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "cuda, cuda:N, cpu or mps (default: cuda if available)."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 on capable GPUs, else fp32), bfloat16, float16, float32."},
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "sdpa, flash_attention_2 or eager."}
+    )
+    inference_rope_scaling: bool = field(
+        default=False,
+        metadata={"help": "Extrapolate the context with YaRN x16 over 2048 trained positions (MiniMind)."},
+    )

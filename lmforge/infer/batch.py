@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import DataError, LmforgeError
-from lmforge.infer.args import GenerationArgs
+from lmforge.infer.args import EngineArgs, GenerationArgs
 
 logger = logging.getLogger("lmforge")
 
@@ -40,16 +40,9 @@ _WAVE = 16  # batches generated per wave; each wave is written before the next s
 
 
 @dataclass
-class InferArgs:
+class InferArgs(EngineArgs):
     """Input, output and model of a batch inference run."""
 
-    model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model folder, run folder or checkpoint, or a weight name inside --save_dir "
-            "(aliases: --load_from, --model_name_or_path)."
-        },
-    )
     input: str = field(default="", metadata={"help": "Input file: .csv, .jsonl or .json (list of rows)."})
     output: str | None = field(
         default=None, metadata={"help": "Output JSONL (default: <input stem>.pred.jsonl beside the input)."}
@@ -63,37 +56,6 @@ class InferArgs:
     )
     system: str | None = field(
         default=None, metadata={"help": "System prompt for rows without one (default: the run's, if any)."}
-    )
-    weight: str | None = field(
-        default=None,
-        metadata={
-            "help": "MiniMind weight name: loads --save_dir/NAME_<hidden_size>[_moe] when --model is not given."
-        },
-    )
-    save_dir: str = field(
-        default="out", metadata={"help": "Folder where --weight / --lora_weight names live."}
-    )
-    hidden_size: int | None = field(
-        default=None, metadata={"help": "Hidden size in MiniMind weight folder names (NAME_<hidden_size>)."}
-    )
-    use_moe: bool = field(default=False, metadata={"help": "MiniMind weight folder names end in _moe."})
-    lora_weight: str | None = field(
-        default=None,
-        metadata={"help": "PEFT LoRA adapter folder (or its name inside --save_dir) applied on the model."},
-    )
-    device: str | None = field(
-        default=None, metadata={"help": "cuda, cuda:N, cpu or mps (default: cuda if available)."}
-    )
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "auto (bf16 on capable GPUs, else fp32), bfloat16, float16, float32."},
-    )
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "sdpa, flash_attention_2 or eager."}
-    )
-    inference_rope_scaling: bool = field(
-        default=False,
-        metadata={"help": "Extrapolate the context with YaRN x16 over 2048 trained positions (MiniMind)."},
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.args import GenerationArgs
+from lmforge.infer.args import EngineArgs, GenerationArgs
 
 if TYPE_CHECKING:
     from lmforge.infer.engine import Engine
@@ -25,47 +25,9 @@ HELP = "commands: /reset (clear history), /system TEXT (set system prompt), /exi
 
 
 @dataclass
-class ChatArgs:
+class ChatArgs(EngineArgs):
     """Which model to talk to and how the conversation is kept."""
 
-    model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model folder, run folder or checkpoint, or a weight name inside --save_dir "
-            "(aliases: --load_from, --model_name_or_path)."
-        },
-    )
-    weight: str | None = field(
-        default=None,
-        metadata={
-            "help": "MiniMind weight name: loads --save_dir/NAME_<hidden_size>[_moe] when --model is not given."
-        },
-    )
-    save_dir: str = field(
-        default="out", metadata={"help": "Folder where --weight / --lora_weight names live."}
-    )
-    hidden_size: int | None = field(
-        default=None, metadata={"help": "Hidden size in MiniMind weight folder names (NAME_<hidden_size>)."}
-    )
-    use_moe: bool = field(default=False, metadata={"help": "MiniMind weight folder names end in _moe."})
-    lora_weight: str | None = field(
-        default=None,
-        metadata={"help": "PEFT LoRA adapter folder (or its name inside --save_dir) applied on the model."},
-    )
-    device: str | None = field(
-        default=None, metadata={"help": "cuda, cuda:N, cpu or mps (default: cuda if available)."}
-    )
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "auto (bf16 on capable GPUs, else fp32), bfloat16, float16, float32."},
-    )
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "sdpa, flash_attention_2 or eager."}
-    )
-    inference_rope_scaling: bool = field(
-        default=False,
-        metadata={"help": "Extrapolate the context with YaRN x16 over 2048 trained positions (MiniMind)."},
-    )
     historys: int = field(
         default=0,
         metadata={
