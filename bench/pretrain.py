@@ -133,10 +133,15 @@ def process_figures() -> dict[str, Any]:
 
     import torch
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss = usage.ru_maxrss  # KiB on Linux, bytes on macOS
     out = {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10),
            "torch_threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-           "dtype": "bfloat16" if use_bf16() else "float32", "wall_s": time.time() - START}
+           "dtype": "bfloat16" if use_bf16() else "float32", "wall_s": time.time() - START,
+           # CPU seconds per wall second of this process, and the machine's load: if cpu_busy is well
+           # below the thread count while load_1m is above the core count, others were competing.
+           "cpu_busy": (usage.ru_utime + usage.ru_stime) / (time.time() - START),
+           "load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     if torch.cuda.is_available():
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -368,7 +373,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], info: dict[s
     for r in results:
         lines.append(f"{r['mode']}: {r['num_train_rows']} train rows, dataset padding "
                      f"{100 * r['data_padding_waste']:.1f}% | first loss {r['first_loss']:.3f} | "
-                     f"{r['device']} {r['dtype']}, {r['torch_threads']} threads")
+                     f"{r['device']} {r['dtype']}, {r['torch_threads']} threads, {r['cpu_busy']:.2f} CPU s per s, "
+                     f"load avg {r['load_1m']:.2f} at the end")
     lines.append("both modes run with torch.set_flush_denormal(True) (lmforge sets it on CPU), so the gap is "
                  "packing + training loop, not denormal arithmetic")
     if len(results) == 2:

@@ -43,6 +43,44 @@ class PackStats:
         return self.num_padding / total if total else 0.0
 
 
+def _pack_whole(batch: pa.Table, seq_len: int, pad_id: int) -> pa.Table:
+    """Pack documents (each <= seq_len) into rows without splitting any: a document that does not
+    fit in the current row starts the next one, and each row's tail is padded. Chat rows need this:
+    a conversation cut in two would leave its second half with answers but no question."""
+    import numpy as np
+    import pyarrow as pa
+
+    docs = batch.column("input_ids").combine_chunks()
+    ids = docs.flatten().to_numpy(zero_copy_only=False).astype(np.int32)  # (N,)
+    labels = batch.column("labels").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+    lengths = docs.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(lengths) and lengths.max() > seq_len:
+        raise ValueError(f"a row of {int(lengths.max())} tokens does not fit in --max_length {seq_len}")
+    row_of = np.empty(len(lengths), dtype=np.int64)
+    start_in_row = np.empty(len(lengths), dtype=np.int64)
+    row, used = 0, 0
+    for i, n in enumerate(lengths.tolist()):  # sequential greedy: keeps the data order
+        if used + n > seq_len:
+            row, used = row + 1, 0
+        row_of[i], start_in_row[i] = row, used
+        used += n
+    num_rows = row + 1 if len(lengths) else 0
+    doc_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    within = np.arange(len(ids)) - doc_start
+    dest = np.repeat(row_of * seq_len + start_in_row, lengths) + within
+    out_ids = np.full(num_rows * seq_len, pad_id, dtype=np.int32)
+    out_labels = np.full(num_rows * seq_len, IGNORE_INDEX, dtype=np.int32)
+    slot = np.arange(num_rows * seq_len) % seq_len
+    used_per_row = np.zeros(num_rows, dtype=np.int64)
+    np.add.at(used_per_row, row_of, lengths)
+    out_pos = (slot - np.repeat(used_per_row, seq_len)).astype(np.int32)  # padding: a run of its own
+    out_ids[dest], out_labels[dest], out_pos[dest] = ids, labels, within.astype(np.int32)
+    out_labels[dest[within == 0]] = IGNORE_INDEX
+    offsets = pa.array(np.arange(0, num_rows * seq_len + 1, seq_len, dtype=np.int32))
+    columns = {"input_ids": out_ids, "labels": out_labels, "position_ids": out_pos}
+    return pa.table({k: pa.ListArray.from_arrays(offsets, pa.array(v)) for k, v in columns.items()})
+
+
 def _pack_batch(batch: pa.Table, seq_len: int, pad_id: int) -> pa.Table:
     """Concatenate one batch of documents and cut it into `seq_len` rows (numpy on Arrow buffers)."""
     import numpy as np
@@ -88,6 +126,9 @@ def pack_documents(
 ) -> tuple[datasets.Dataset, PackStats]:
     """Pack `ds` (column `input_ids`, one document per row, bos/eos included) into `seq_len` rows.
 
+    Text documents are concatenated and cut at `seq_len` (a long one continues in the next row).
+    Rows that carry `labels` (chat rows with their loss masks) are packed whole, never split.
+
     Output columns: `input_ids`, `labels`, `position_ids` (int32 lists of exactly `seq_len`).
     """
     from datasets import Features, List, Value
@@ -100,7 +141,7 @@ def pack_documents(
     packed = (
         ds.with_format("arrow")
         .map(
-            _pack_batch,
+            _pack_whole if "labels" in ds.column_names else _pack_batch,
             batched=True,
             batch_size=batch_size,
             fn_kwargs={"seq_len": seq_len, "pad_id": pad_id},
@@ -163,9 +204,12 @@ class PackedCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         import torch
 
-        return {
+        out = {
             k: torch.tensor([f[k] for f in features], dtype=torch.long) for k in self.keys if k in features[0]
         }
+        if "loss_weights" in features[0]:  # distill-reason marker weights on packed rows
+            out["loss_weights"] = torch.tensor([f["loss_weights"] for f in features], dtype=torch.float32)
+        return out
 
 
 class PaddingCollator:

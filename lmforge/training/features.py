@@ -112,6 +112,11 @@ def tokenize_chat(ctx, rows):
         if len(ds) == 0:
             raise LmforgeError(f"{cfg['dataset']}: no row has an assistant answer left within --max_length "
                                f"{cfg['max_length']}")
+        if cfg["packing"]:
+            from lmforge.data.packing import pack_documents
+
+            ds, stats = pack_documents(ds, cfg["max_length"], pad_id=tok.pad_token_id, num_proc=_num_proc(ctx))
+            ctx.stats["packing"] = stats
         return ds
 
     return load_or_build(ctx, "chat", build)
