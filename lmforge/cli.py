@@ -13,12 +13,17 @@ from collections.abc import Callable
 
 # (command words) → (one-line summary, handler name in this module)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("tokenizer", "train"): ("train a byte-level BPE tokenizer (vocab 6400, ChatML + think + tool tokens)",
-                             "cmd_tokenizer_train"),
+    ("tokenizer", "train"): (
+        "train a byte-level BPE tokenizer (vocab 6400, ChatML + think + tool tokens)",
+        "cmd_tokenizer_train",
+    ),
     ("init",): ("create a from-scratch model folder from a preset or explicit sizes", "cmd_init"),
     ("data", "synth"): ("generate the bundled synthetic corpora (zh + en)", "cmd_data_synth"),
     ("data", "check"): ("validate a dataset for a stage: counts, problems, token lengths", "cmd_data_check"),
-    ("data", "convert"): ("pre-tokenise a dataset for a stage into a reusable Arrow cache", "cmd_data_convert"),
+    ("data", "convert"): (
+        "pre-tokenise a dataset for a stage into a reusable Arrow cache",
+        "cmd_data_convert",
+    ),
     ("train",): ("run a training stage: pretrain, sft, distill-reason", "cmd_train"),
     ("chat",): ("interactive streaming chat in the terminal", "cmd_chat"),
     ("infer",): ("batch inference over CSV/JSONL, outputs in input order", "cmd_infer"),
@@ -51,14 +56,21 @@ def cmd_tokenizer_train(argv: list[str]) -> int:
     from lmforge.config.loader import resolve
 
     if _wants_help(argv):
-        return _print_help("lmforge tokenizer train", COMMANDS[("tokenizer", "train")][0], [TokenizerTrainArgs])
+        return _print_help(
+            "lmforge tokenizer train", COMMANDS[("tokenizer", "train")][0], [TokenizerTrainArgs]
+        )
     cfg = resolve([TokenizerTrainArgs], argv)
     files = _expand_files(cfg["dataset"], "tokenizer train --dataset")
     from lmforge.models.tokenizer import train_tokenizer
     from lmforge.runs import mark_finished
 
-    out = train_tokenizer(files, cfg["output_dir"], vocab_size=cfg["vocab_size"],
-                          min_frequency=cfg["min_frequency"], max_chars=cfg["max_chars"])
+    out = train_tokenizer(
+        files,
+        cfg["output_dir"],
+        vocab_size=cfg["vocab_size"],
+        min_frequency=cfg["min_frequency"],
+        max_chars=cfg["max_chars"],
+    )
     mark_finished(out, {"command": "tokenizer train"})
     print(f"tokenizer written to {out}")
     return 0
@@ -102,7 +114,9 @@ def cmd_init(argv: list[str]) -> int:
     model.save_pretrained(cfg["output_dir"])
     tokenizer.save_pretrained(cfg["output_dir"])
     mark_finished(cfg["output_dir"], {"command": "init"})
-    print(f"{type(model).__name__} with {count_parameters(model) / 1e6:.2f}M parameters → {cfg['output_dir']}")
+    print(
+        f"{type(model).__name__} with {count_parameters(model) / 1e6:.2f}M parameters → {cfg['output_dir']}"
+    )
     return 0
 
 
@@ -139,9 +153,16 @@ def cmd_data_check(argv: list[str]) -> int:
     if not cfg.get("dataset"):
         raise LmforgeError("data check: --dataset is required")
     kind = get_stage(cfg["stage"]).DATA_KIND
-    report = check_dataset(cfg["dataset"], kind, tokenizer=load_tokenizer(cfg.get("tokenizer_path")),
-                           max_length=cfg["max_length"], fmt=cfg.get("format"), text_column=cfg.get("text_column"),
-                           system=cfg.get("system"), dataset_dir=cfg.get("dataset_dir"))
+    report = check_dataset(
+        cfg["dataset"],
+        kind,
+        tokenizer=load_tokenizer(cfg.get("tokenizer_path")),
+        max_length=cfg["max_length"],
+        fmt=cfg.get("format"),
+        text_column=cfg.get("text_column"),
+        system=cfg.get("system"),
+        dataset_dir=cfg.get("dataset_dir"),
+    )
     print(format_report(report))
     return 1 if report.get("num_bad") else 0
 
@@ -151,11 +172,15 @@ def cmd_data_convert(argv: list[str]) -> int:
 
     stage = argv[0] if argv and not argv[0].startswith("-") else None
     if _wants_help(argv) and not stage:
-        print("usage: lmforge data convert STAGE [CONFIG.yaml] --dataset D --tokenized_path DIR [flags of "
-              "`lmforge train STAGE`]\n\nTokenise once; `lmforge train STAGE --tokenized_path DIR` reuses it.")
+        print(
+            "usage: lmforge data convert STAGE [CONFIG.yaml] --dataset D --tokenized_path DIR [flags of "
+            "`lmforge train STAGE`]\n\nTokenise once; `lmforge train STAGE --tokenized_path DIR` reuses it."
+        )
         return 0
     if not stage:
-        raise LmforgeError("data convert: name the stage first, e.g. `lmforge data convert sft --dataset ...`")
+        raise LmforgeError(
+            "data convert: name the stage first, e.g. `lmforge data convert sft --dataset ...`"
+        )
     if _wants_help(argv):
         return cmd_train(argv)
     from lmforge.pipeline import StageContext, load_data, resolve_train_config
@@ -171,8 +196,14 @@ def cmd_data_convert(argv: list[str]) -> int:
     if cfg.get("tokenizer_path"):
         ctx.tokenizer = load_tokenizer(cfg["tokenizer_path"])
     elif cfg.get("model_name_or_path"):
-        ctx.tokenizer = load_tokenizer_for(resolve_model_path(cfg["model_name_or_path"], save_dir=cfg["save_dir"],
-                                                              hidden_size=cfg["hidden_size"], use_moe=cfg["use_moe"]))
+        ctx.tokenizer = load_tokenizer_for(
+            resolve_model_path(
+                cfg["model_name_or_path"],
+                save_dir=cfg["save_dir"],
+                hidden_size=cfg["hidden_size"],
+                use_moe=cfg["use_moe"],
+            )
+        )
     else:
         ctx.tokenizer = load_tokenizer(None)
     rows, _ = load_data(ctx, module.DATA_KIND)
@@ -189,8 +220,11 @@ def cmd_train(argv: list[str]) -> int:
         from lmforge.stages import STAGES
 
         if _wants_help(argv) or not argv:
-            print("usage: lmforge train STAGE [CONFIG.yaml] [--key value ...]\n\nstages: " + ", ".join(STAGES)
-                  + "\n\n`lmforge train STAGE --help` lists every flag with its default.")
+            print(
+                "usage: lmforge train STAGE [CONFIG.yaml] [--key value ...]\n\nstages: "
+                + ", ".join(STAGES)
+                + "\n\n`lmforge train STAGE --help` lists every flag with its default."
+            )
             return 0
         raise LmforgeError("train: name a stage first, e.g. `lmforge train sft --dataset data.jsonl`")
     if _wants_help(argv):
@@ -199,8 +233,13 @@ def cmd_train(argv: list[str]) -> int:
 
         module = get_stage(stage)
         summary = (module.__doc__ or "").strip()
-        return _print_help(f"lmforge train {stage}", summary, [*GROUPS, module.Args], include_hf=True,
-                           defaults=stage_defaults(module))
+        return _print_help(
+            f"lmforge train {stage}",
+            summary,
+            [*GROUPS, module.Args],
+            include_hf=True,
+            defaults=stage_defaults(module),
+        )
     from lmforge.pipeline import run_train
 
     run_dir = run_train(stage, argv[1:])

@@ -69,7 +69,9 @@ def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
     if cfg.get("output_dir"):
         run_dir = cfg["output_dir"]
     elif cfg.get("save_weight"):
-        run_dir = str(minimind_weight_dir(cfg["save_dir"], cfg["save_weight"], cfg["hidden_size"], cfg["use_moe"]))
+        run_dir = str(
+            minimind_weight_dir(cfg["save_dir"], cfg["save_weight"], cfg["hidden_size"], cfg["use_moe"])
+        )
     elif resume == "latest":
         run_dir = latest_run_dir(cfg["save_dir"], stage) or default_output_dir(stage, cfg["save_dir"])
     else:
@@ -93,23 +95,47 @@ def load_tokenizer_and_model(cfg: Config):
 
     name = cfg.get("model_name_or_path")
     if name:
-        path = resolve_model_path(name, save_dir=cfg["save_dir"], hidden_size=cfg["hidden_size"],
-                                  use_moe=cfg["use_moe"])
-        tokenizer = load_tokenizer(cfg["tokenizer_path"]) if cfg.get("tokenizer_path") else load_tokenizer_for(path)
-        model = load_model(path, attn_implementation=cfg.get("attn_implementation"),
-                           trust_remote_code=cfg["trust_remote_code"])
+        path = resolve_model_path(
+            name, save_dir=cfg["save_dir"], hidden_size=cfg["hidden_size"], use_moe=cfg["use_moe"]
+        )
+        tokenizer = (
+            load_tokenizer(cfg["tokenizer_path"]) if cfg.get("tokenizer_path") else load_tokenizer_for(path)
+        )
+        model = load_model(
+            path,
+            attn_implementation=cfg.get("attn_implementation"),
+            trust_remote_code=cfg["trust_remote_code"],
+        )
         return tokenizer, model, path
     tokenizer = load_tokenizer(cfg.get("tokenizer_path"))
-    sizes = {k: cfg.get(k) for k in ("num_attention_heads", "num_key_value_heads", "intermediate_size",
-                                     "max_position_embeddings", "rope_theta", "num_experts",
-                                     "num_experts_per_tok", "router_aux_loss_coef")}
+    sizes = {
+        k: cfg.get(k)
+        for k in (
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "rope_theta",
+            "num_experts",
+            "num_experts_per_tok",
+            "router_aux_loss_coef",
+        )
+    }
     preset = cfg.get("preset")
     for k in ("hidden_size", "num_hidden_layers"):
         if not preset or k in cfg.explicit:
             sizes[k] = cfg[k]
-    model = init_model(tokenizer, preset=preset, seed=cfg["seed"], arch=cfg.get("arch"), use_moe=cfg["use_moe"],
-                       rope_scaling=cfg.get("rope_scaling"), rope_factor=cfg.get("rope_factor"),
-                       attn_implementation=cfg.get("attn_implementation") or "sdpa", **sizes)
+    model = init_model(
+        tokenizer,
+        preset=preset,
+        seed=cfg["seed"],
+        arch=cfg.get("arch"),
+        use_moe=cfg["use_moe"],
+        rope_scaling=cfg.get("rope_scaling"),
+        rope_factor=cfg.get("rope_factor"),
+        attn_implementation=cfg.get("attn_implementation") or "sdpa",
+        **sizes,
+    )
     return tokenizer, model, None
 
 
@@ -120,9 +146,14 @@ def load_data(ctx: StageContext, kind: str):
     if not cfg.get("dataset"):
         raise LmforgeError(f"train {ctx.stage}: --dataset (or --data_path) is required")
     opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
-    opts.update(fmt=cfg.get("format"), skip_bad_rows=cfg["skip_bad_rows"], seed=cfg["seed"],
-                dataset_dir=cfg.get("dataset_dir"), mix_strategy=cfg["mix_strategy"],
-                interleave_probs=cfg.get("interleave_probs"))
+    opts.update(
+        fmt=cfg.get("format"),
+        skip_bad_rows=cfg["skip_bad_rows"],
+        seed=cfg["seed"],
+        dataset_dir=cfg.get("dataset_dir"),
+        mix_strategy=cfg["mix_strategy"],
+        interleave_probs=cfg.get("interleave_probs"),
+    )
     if cfg["streaming"]:
         return _load_streaming(ctx, kind, opts)
     rows, stats = load_rows(cfg["dataset"], kind, **opts)
@@ -189,8 +220,11 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     if cfg["plot"] and trainer.args.should_save:
         plot_metrics(run_dir)
     if sigterm.received:
-        log.warning("SIGTERM: saved %s and stopped; resume with --resume_from_checkpoint latest "
-                    "--output_dir %s", latest_checkpoint(run_dir), run_dir)
+        log.warning(
+            "SIGTERM: saved %s and stopped; resume with --resume_from_checkpoint latest --output_dir %s",
+            latest_checkpoint(run_dir),
+            run_dir,
+        )
         return run_dir
     if trainer.args.should_save:
         _finish(ctx, trainer)
@@ -223,8 +257,15 @@ def _log_start(ctx: StageContext, ckpt: str | None) -> None:
 
     n = count_parameters(ctx.model)
     num_seq = len(ctx.train_dataset) if hasattr(ctx.train_dataset, "__len__") else "streamed"
-    log.info("stage %s → %s | params %.2fM | rows %s | train sequences %s%s", ctx.stage, ctx.run_dir, n / 1e6,
-             ctx.stats.get("rows", "streamed"), num_seq, f" | resuming {ckpt}" if ckpt else "")
+    log.info(
+        "stage %s → %s | params %.2fM | rows %s | train sequences %s%s",
+        ctx.stage,
+        ctx.run_dir,
+        n / 1e6,
+        ctx.stats.get("rows", "streamed"),
+        num_seq,
+        f" | resuming {ckpt}" if ckpt else "",
+    )
     packing = ctx.stats.get("packing")
     if packing is not None:
         log.info("packing: %s", packing)
@@ -236,9 +277,13 @@ def _finish(ctx: StageContext, trainer) -> None:
     ctx.tokenizer.save_pretrained(run_dir)
     state = trainer.state
     losses = [r["loss"] for r in _read_metrics(run_dir) if "loss" in r]
-    summary = {"steps": state.global_step, "first loss": _fmt(losses[0] if losses else None),
-               "last loss": _fmt(losses[-1] if losses else None), "nan steps skipped": trainer.num_nan_skipped,
-               **{k: v for k, v in ctx.stats.items() if isinstance(v, (int, float, str))}}
+    summary = {
+        "steps": state.global_step,
+        "first loss": _fmt(losses[0] if losses else None),
+        "last loss": _fmt(losses[-1] if losses else None),
+        "nan steps skipped": trainer.num_nan_skipped,
+        **{k: v for k, v in ctx.stats.items() if isinstance(v, (int, float, str))},
+    }
     write_model_card(run_dir, ctx.stage, ctx.cfg.values, summary)
     mark_finished(run_dir, {"stage": ctx.stage, "global_step": state.global_step})
     log.info("finished %s: %s", ctx.stage, run_dir)

@@ -61,7 +61,7 @@ def load_pipeline(path: str) -> tuple[str, list[dict[str, Any]]]:
     data = load_yaml(path)
     stages = data.get("stages")
     if not isinstance(stages, list) or not stages:
-        raise LmforgeError(f"{path}: \"stages\" must be a non-empty list of {{name, command, args}}")
+        raise LmforgeError(f'{path}: "stages" must be a non-empty list of {{name, command, args}}')
     unknown = set(data) - {"workdir", "stages", "name", "description"}
     if unknown:
         raise LmforgeError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected workdir, stages")
@@ -69,7 +69,7 @@ def load_pipeline(path: str) -> tuple[str, list[dict[str, Any]]]:
     seen = set()
     for i, st in enumerate(stages):
         if not isinstance(st, dict) or "command" not in st or "name" not in st:
-            raise LmforgeError(f"{path}: stages[{i}] must have \"name\" and \"command\"")
+            raise LmforgeError(f'{path}: stages[{i}] must have "name" and "command"')
         if st["name"] in seen:
             raise LmforgeError(f"{path}: stages[{i}] repeats the name {st['name']!r}")
         seen.add(st["name"])

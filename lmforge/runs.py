@@ -66,8 +66,9 @@ def latest_run_dir(save_dir: str, stage: str) -> str | None:
     base = Path(save_dir)
     if not base.is_dir():
         return None
-    runs = sorted((p for p in base.glob(f"{stage}-*") if p.is_dir() and list_checkpoints(p)),
-                  key=lambda p: p.name)
+    runs = sorted(
+        (p for p in base.glob(f"{stage}-*") if p.is_dir() and list_checkpoints(p)), key=lambda p: p.name
+    )
     return str(runs[-1]) if runs else None
 
 
@@ -123,8 +124,11 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        kept = [
+            ln
+            for ln in self.path.read_text(encoding="utf-8").splitlines()
+            if ln.strip() and json.loads(ln).get("step", 0) <= step
+        ]
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def append(self, record: dict[str, Any]) -> None:
@@ -159,7 +163,9 @@ def plot_metrics(run_dir: str | Path, keys: tuple[str, ...] = ("loss", "eval_los
             continue
         ax.plot(xs, ys, alpha=0.3, linewidth=0.8, color="tab:blue")
         k = max(1, len(ys) // 50)
-        smooth = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+        smooth = [
+            sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))
+        ]
         ax.plot(xs, smooth, color="tab:blue", label=f"{key} (moving avg {k})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -175,7 +181,9 @@ def plot_metrics(run_dir: str | Path, keys: tuple[str, ...] = ("loss", "eval_los
     return str(out)
 
 
-def write_model_card(run_dir: str | Path, stage: str, values: dict[str, Any], summary: dict[str, Any]) -> None:
+def write_model_card(
+    run_dir: str | Path, stage: str, values: dict[str, Any], summary: dict[str, Any]
+) -> None:
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
     base = values.get("model_name_or_path") or f"from scratch ({values.get('preset') or 'custom size'})"
     text = f"""---
@@ -184,7 +192,7 @@ tags: [lmforge, {stage}]
 ---
 # {Path(run_dir).name}
 
-Trained with lmforge, stage `{stage}`, starting from {base}, on `{values.get('dataset')}`.
+Trained with lmforge, stage `{stage}`, starting from {base}, on `{values.get("dataset")}`.
 
 | figure | value |
 |---|---|

@@ -7,14 +7,29 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "pretrain.py"
-TINY = ["--steps", "4", "--seq_len", "64", "--batch_size", "4", "--hidden_size", "64", "--num_hidden_layers", "1",
-        "--num_attention_heads", "2", "--num_key_value_heads", "1"]
+TINY = [
+    "--steps",
+    "4",
+    "--seq_len",
+    "64",
+    "--batch_size",
+    "4",
+    "--hidden_size",
+    "64",
+    "--num_hidden_layers",
+    "1",
+    "--num_attention_heads",
+    "2",
+    "--num_key_value_heads",
+    "1",
+]
 
 
 def test_bench_pretrain_reports_both_modes(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(BENCH), *TINY, "--json", str(out)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *TINY, "--json", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
     assert set(results) == {"lmforge", "reference"}

@@ -18,8 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args, env_extra=None, cwd=None, timeout=300):
     env = {**os.environ, "LMFORGE_LOG_LEVEL": "WARNING", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "lmforge", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def _one_line_error(res):
@@ -32,7 +38,10 @@ def _one_line_error(res):
 BAD_SFT_ROWS = [
     ('{"conversations": "hello"}', r'"conversations" must be a list'),
     ('{"conversations": [{"role": "user", "content": "hi"}]}', "assistant"),
-    ('{"conversations": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]}', "role"),
+    (
+        '{"conversations": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]}',
+        "role",
+    ),
     ('{"conversations": [', "JSON"),
     ('{"foo": 1}', "conversations"),
 ]
@@ -43,8 +52,20 @@ def test_bad_sft_row_is_one_line_with_file_and_line(tmp_path, row, expected):
     data = tmp_path / "sft.jsonl"
     good = '{"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
     data.write_text("\n".join([good, good, row, good]) + "\n", encoding="utf-8")
-    res = cli("train", "sft", "--dataset", data, "--from_weight", "none", "--preset", "tiny",
-              "--output_dir", tmp_path / "run", "--max_steps", "1")
+    res = cli(
+        "train",
+        "sft",
+        "--dataset",
+        data,
+        "--from_weight",
+        "none",
+        "--preset",
+        "tiny",
+        "--output_dir",
+        tmp_path / "run",
+        "--max_steps",
+        "1",
+    )
     line = _one_line_error(res)
     assert f"{data}:3:" in line and expected.lower() in line.lower(), line
     assert not (tmp_path / "run" / "lmforge_finished.json").exists()
@@ -54,9 +75,24 @@ def test_skip_bad_rows_counts_and_trains(tmp_path):
     data = tmp_path / "sft.jsonl"
     good = '{"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
     data.write_text("\n".join([good] * 8 + ['{"conversations": "x"}']) + "\n", encoding="utf-8")
-    res = cli("train", "sft", "--dataset", data, "--from_weight", "none", "--preset", "tiny", "--output_dir",
-              tmp_path / "run", "--max_steps", "2", "--skip_bad_rows", "--per_device_train_batch_size", "2",
-              env_extra={"LMFORGE_LOG_LEVEL": "INFO"})
+    res = cli(
+        "train",
+        "sft",
+        "--dataset",
+        data,
+        "--from_weight",
+        "none",
+        "--preset",
+        "tiny",
+        "--output_dir",
+        tmp_path / "run",
+        "--max_steps",
+        "2",
+        "--skip_bad_rows",
+        "--per_device_train_batch_size",
+        "2",
+        env_extra={"LMFORGE_LOG_LEVEL": "INFO"},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "skipped 1 bad rows" in res.stderr
 
@@ -64,8 +100,20 @@ def test_skip_bad_rows_counts_and_trains(tmp_path):
 def test_bad_pretrain_row_and_missing_file(tmp_path):
     data = tmp_path / "p.jsonl"
     data.write_text('{"text": "ok"}\n{"text": 5}\n', encoding="utf-8")
-    line = _one_line_error(cli("train", "pretrain", "--dataset", data, "--preset", "tiny", "--output_dir",
-                               tmp_path / "r", "--max_steps", "1"))
+    line = _one_line_error(
+        cli(
+            "train",
+            "pretrain",
+            "--dataset",
+            data,
+            "--preset",
+            "tiny",
+            "--output_dir",
+            tmp_path / "r",
+            "--max_steps",
+            "1",
+        )
+    )
     assert f"{data}:2:" in line and '"text"' in line
     line = _one_line_error(cli("train", "pretrain", "--dataset", tmp_path / "nope.jsonl", "--preset", "tiny"))
     assert "nope.jsonl" in line
@@ -98,15 +146,30 @@ def test_every_shipped_recipe_parses(recipe):
 
 def test_pipeline_resumes_after_kill_and_skips_finished(tmp_path):
     recipe = tmp_path / "p.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "workdir": str(tmp_path / "work"),
-        "stages": [
-            {"name": "data", "command": "data synth", "args": {"scale": 0.05}},
-            {"name": "pretrain", "command": "train pretrain",
-             "args": {"dataset": "{data}/pretrain.jsonl", "preset": "tiny", "max_steps": 6, "save_steps": 2,
-                      "max_length": 64, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                      "learning_rate": 1e-3}},
-        ]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "workdir": str(tmp_path / "work"),
+                "stages": [
+                    {"name": "data", "command": "data synth", "args": {"scale": 0.05}},
+                    {
+                        "name": "pretrain",
+                        "command": "train pretrain",
+                        "args": {
+                            "dataset": "{data}/pretrain.jsonl",
+                            "preset": "tiny",
+                            "max_steps": 6,
+                            "save_steps": 2,
+                            "max_length": 64,
+                            "per_device_train_batch_size": 4,
+                            "gradient_accumulation_steps": 1,
+                            "learning_rate": 1e-3,
+                        },
+                    },
+                ],
+            }
+        )
+    )
     killed = cli("pipeline", recipe, env_extra={"LMFORGE_FAULT_KILL_AT_STEP": "5"})
     assert killed.returncode == -signal.SIGKILL
     pre = tmp_path / "work" / "pretrain"
@@ -125,10 +188,25 @@ def test_pipeline_resumes_after_kill_and_skips_finished(tmp_path):
 def test_tokenizer_train_and_init(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world, 你好世界\n" * 200 + "the quick brown fox\n" * 200, encoding="utf-8")
-    res = cli("tokenizer", "train", "--dataset", corpus, "--output_dir", tmp_path / "tok", "--vocab_size", "400")
+    res = cli(
+        "tokenizer", "train", "--dataset", corpus, "--output_dir", tmp_path / "tok", "--vocab_size", "400"
+    )
     assert res.returncode == 0, res.stderr
-    res = cli("init", "--tokenizer_path", tmp_path / "tok", "--hidden_size", "64", "--num_hidden_layers", "1",
-              "--num_attention_heads", "2", "--num_key_value_heads", "1", "--output_dir", tmp_path / "m")
+    res = cli(
+        "init",
+        "--tokenizer_path",
+        tmp_path / "tok",
+        "--hidden_size",
+        "64",
+        "--num_hidden_layers",
+        "1",
+        "--num_attention_heads",
+        "2",
+        "--num_key_value_heads",
+        "1",
+        "--output_dir",
+        tmp_path / "m",
+    )
     assert res.returncode == 0, res.stderr
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -146,12 +224,39 @@ def test_data_check_reports(tmp_path, synth_dir):
 
 def test_data_convert_cache_is_reused_by_train(tmp_path, synth_dir):
     cache = tmp_path / "cache"
-    res = cli("data", "convert", "sft", "--dataset", synth_dir / "sft.jsonl", "--tokenized_path", cache,
-              "--max_length", "128", "--from_weight", "none")
+    res = cli(
+        "data",
+        "convert",
+        "sft",
+        "--dataset",
+        synth_dir / "sft.jsonl",
+        "--tokenized_path",
+        cache,
+        "--max_length",
+        "128",
+        "--from_weight",
+        "none",
+    )
     assert res.returncode == 0, res.stderr
     assert (cache / "lmforge_cache.json").is_file()
     stamp = (cache / "lmforge_cache.json").stat().st_mtime_ns
-    res = cli("train", "sft", "--dataset", synth_dir / "sft.jsonl", "--tokenized_path", cache, "--max_length",
-              "128", "--from_weight", "none", "--preset", "tiny", "--max_steps", "1", "--output_dir", tmp_path / "r")
+    res = cli(
+        "train",
+        "sft",
+        "--dataset",
+        synth_dir / "sft.jsonl",
+        "--tokenized_path",
+        cache,
+        "--max_length",
+        "128",
+        "--from_weight",
+        "none",
+        "--preset",
+        "tiny",
+        "--max_steps",
+        "1",
+        "--output_dir",
+        tmp_path / "r",
+    )
     assert res.returncode == 0, res.stderr
     assert (cache / "lmforge_cache.json").stat().st_mtime_ns == stamp  # reused, not rebuilt

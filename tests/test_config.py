@@ -13,11 +13,26 @@ from lmforge.pipeline import resolve_train_config
 
 # Every flag of MiniMind's pretrain and SFT scripts (reference/seed_001 §1, §2).
 MINIMIND_PRETRAIN_SFT_FLAGS = [
-    ("save_dir", "out"), ("save_weight", "pretrain"), ("epochs", "1"), ("batch_size", "32"),
-    ("learning_rate", "5e-4"), ("device", "cpu"), ("dtype", "bfloat16"), ("num_workers", "1"),
-    ("accumulation_steps", "8"), ("grad_clip", "1.0"), ("log_interval", "100"), ("save_interval", "100"),
-    ("hidden_size", "512"), ("num_hidden_layers", "8"), ("max_seq_len", "512"), ("use_moe", "0"),
-    ("data_path", "d.jsonl"), ("from_weight", "none"), ("from_resume", "0"), ("use_wandb", None),
+    ("save_dir", "out"),
+    ("save_weight", "pretrain"),
+    ("epochs", "1"),
+    ("batch_size", "32"),
+    ("learning_rate", "5e-4"),
+    ("device", "cpu"),
+    ("dtype", "bfloat16"),
+    ("num_workers", "1"),
+    ("accumulation_steps", "8"),
+    ("grad_clip", "1.0"),
+    ("log_interval", "100"),
+    ("save_interval", "100"),
+    ("hidden_size", "512"),
+    ("num_hidden_layers", "8"),
+    ("max_seq_len", "512"),
+    ("use_moe", "0"),
+    ("data_path", "d.jsonl"),
+    ("from_weight", "none"),
+    ("from_resume", "0"),
+    ("use_wandb", None),
     ("wandb_project", "MiniMind-Pretrain"),
 ]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -71,7 +86,9 @@ def test_unknown_key_suggests(tmp_path):
         resolve_train_config("pretrain", ["--learnig_rate", "1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("hiden_size: 3\n")
-    with pytest.raises(LmforgeError, match=r"bad.yaml: unknown option --hiden_size; did you mean --hidden_size"):
+    with pytest.raises(
+        LmforgeError, match=r"bad.yaml: unknown option --hiden_size; did you mean --hidden_size"
+    ):
         resolve_train_config("pretrain", [str(bad)])
 
 
@@ -83,18 +100,46 @@ def test_bad_values_are_one_line_errors():
 
 
 def test_hf_training_arguments_are_accepted():
-    _, cfg = resolve_train_config("pretrain", ["--lr_scheduler_type", "linear", "--warmup_ratio", "0.1",
-                                               "--save_total_limit", "2", "--report_to", "none",
-                                               "--deepspeed", "ds.json", "--max_steps", "5"])
+    _, cfg = resolve_train_config(
+        "pretrain",
+        [
+            "--lr_scheduler_type",
+            "linear",
+            "--warmup_ratio",
+            "0.1",
+            "--save_total_limit",
+            "2",
+            "--report_to",
+            "none",
+            "--deepspeed",
+            "ds.json",
+            "--max_steps",
+            "5",
+        ],
+    )
     hf = cfg.hf_values()
     assert hf["lr_scheduler_type"] == "linear" and hf["warmup_steps"] == 0.1 and hf["max_steps"] == 5
     assert hf["save_total_limit"] == 2 and hf["deepspeed"] == "ds.json"
 
 
 def test_swift_and_llamafactory_aliases():
-    _, cfg = resolve_train_config("sft", ["--model_id_or_path", "m", "--cutoff_len", "1024",
-                                          "--dataset_test_ratio", "0.1", "--default_system", "be brief",
-                                          "--sft_type", "full", "--num_train_epochs", "2"])
+    _, cfg = resolve_train_config(
+        "sft",
+        [
+            "--model_id_or_path",
+            "m",
+            "--cutoff_len",
+            "1024",
+            "--dataset_test_ratio",
+            "0.1",
+            "--default_system",
+            "be brief",
+            "--sft_type",
+            "full",
+            "--num_train_epochs",
+            "2",
+        ],
+    )
     assert cfg["model_name_or_path"] == "m" and cfg["max_length"] == 1024 and cfg["val_size"] == 0.1
     assert cfg["system"] == "be brief" and cfg["tuner"] == "full" and cfg["num_train_epochs"] == 2
 
@@ -105,8 +150,9 @@ def test_from_resume_maps_to_latest():
 
 
 def _help(*words):
-    res = subprocess.run([sys.executable, "-m", "lmforge", *words, "--help"], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "lmforge", *words, "--help"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -126,21 +172,27 @@ def test_train_help_lists_every_flag_with_a_default():
     assert "--num_train_epochs (alias: --epochs)" in out
 
 
-@pytest.mark.parametrize("words", [("tokenizer", "train"), ("init",), ("data", "synth"), ("chat",), ("infer",)])
+@pytest.mark.parametrize(
+    "words", [("tokenizer", "train"), ("init",), ("data", "synth"), ("chat",), ("infer",)]
+)
 def test_other_commands_have_help(words):
     out = _help(*words)
     assert "[default: " in out
 
 
 def test_top_level_help_is_fast_and_lazy():
-    code = "import sys, lmforge.cli; lmforge.cli.main(['--help']); print(sorted(m for m in ('torch', " \
-           "'transformers', 'datasets') if m in sys.modules))"
+    code = (
+        "import sys, lmforge.cli; lmforge.cli.main(['--help']); print(sorted(m for m in ('torch', "
+        "'transformers', 'datasets') if m in sys.modules))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.strip().endswith("[]"), res.stdout  # no heavy import for --help
 
 
 def test_unknown_command_suggests():
-    res = subprocess.run([sys.executable, "-m", "lmforge", "trian"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "lmforge", "trian"], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2 and "Did you mean `lmforge train`" in res.stderr
 
 

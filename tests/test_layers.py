@@ -7,13 +7,20 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "lmforge"
 
 LAYERS = {
-    "errors": 0, "__init__": 0,
+    "errors": 0,
+    "__init__": 0,
     "config": 1,
-    "data": 2, "models": 2, "runs": 2,
+    "data": 2,
+    "models": 2,
+    "runs": 2,
     "training": 3,
     "stages": 4,
-    "pipeline": 5, "infer": 5,
-    "cli": 6, "commands": 6, "pipeline_file": 6, "__main__": 6,
+    "pipeline": 5,
+    "infer": 5,
+    "cli": 6,
+    "commands": 6,
+    "pipeline_file": 6,
+    "__main__": 6,
 }
 
 
@@ -51,4 +58,6 @@ def test_stages_never_import_each_other():
     for path in stage_files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lmforge.stages."):
-                assert node.module.split(".")[-1] not in names - {path.stem}, f"{path.name} imports {node.module}"
+                assert node.module.split(".")[-1] not in names - {path.stem}, (
+                    f"{path.name} imports {node.module}"
+                )

@@ -9,8 +9,13 @@ from lmforge.models.presets import PRESETS, build_config, count_parameters, ffn_
 from lmforge.models.scratch import init_model
 
 # reference/minimind_facts.md
-MINIMIND_PARAMS = {"minimind2-small": 25.83e6, "minimind2": 104.03e6, "minimind2-moe": 145.03e6,
-                   "minimind3": 63.91e6, "minimind3-moe": 198.42e6}
+MINIMIND_PARAMS = {
+    "minimind2-small": 25.83e6,
+    "minimind2": 104.03e6,
+    "minimind2-moe": 145.03e6,
+    "minimind3": 63.91e6,
+    "minimind3-moe": 198.42e6,
+}
 
 
 @pytest.mark.parametrize("preset", sorted(MINIMIND_PARAMS))
@@ -29,8 +34,14 @@ def test_tiny_preset_is_about_half_a_million():
 
 
 def test_presets_are_native_architectures():
-    expected = {"tiny": "qwen3", "minimind2-small": "llama", "minimind2": "llama", "minimind2-moe": "qwen2_moe",
-                "minimind3": "qwen3", "minimind3-moe": "qwen3_moe"}
+    expected = {
+        "tiny": "qwen3",
+        "minimind2-small": "llama",
+        "minimind2": "llama",
+        "minimind2-moe": "qwen2_moe",
+        "minimind3": "qwen3",
+        "minimind3-moe": "qwen3_moe",
+    }
     assert set(PRESETS) == set(expected)
     for name, model_type in expected.items():
         cfg = build_config(name)

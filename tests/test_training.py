@@ -19,26 +19,58 @@ from lmforge.errors import LmforgeError
 from lmforge.pipeline import run_train
 from lmforge.runs import latest_checkpoint, list_checkpoints
 
-TINY = ["--preset", "tiny", "--save_total_limit", "10", "--logging_steps", "5", "--report_to", "none",
-        "--dataloader_num_workers", "0", "--plot", "false"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--save_total_limit",
+    "10",
+    "--logging_steps",
+    "5",
+    "--report_to",
+    "none",
+    "--dataloader_num_workers",
+    "0",
+    "--plot",
+    "false",
+]
 
 
 def _losses(run_dir):
-    return [json.loads(ln)["loss"] for ln in Path(run_dir, "metrics.jsonl").read_text().splitlines()
-            if "loss" in json.loads(ln)]
+    return [
+        json.loads(ln)["loss"]
+        for ln in Path(run_dir, "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(ln)
+    ]
 
 
 def _pretrain_args(data, out, *extra):
-    return ["--dataset", str(data), "--output_dir", str(out), "--max_length", "64",
-            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-            "--learning_rate", "3e-3", *TINY, *extra]
+    return [
+        "--dataset",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--max_length",
+        "64",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--learning_rate",
+        "3e-3",
+        *TINY,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
 def pretrained(synth_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "pretrain"
-    run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", out, "--max_steps", "40",
-                                         "--save_steps", "20", "--plot", "true"))
+    run_train(
+        "pretrain",
+        _pretrain_args(
+            synth_dir / "pretrain.jsonl", out, "--max_steps", "40", "--save_steps", "20", "--plot", "true"
+        ),
+    )
     return out
 
 
@@ -46,9 +78,18 @@ def test_pretrain_learns_and_writes_the_run_folder(pretrained):
     losses = _losses(pretrained)
     assert len(losses) == 40 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0  # clearly learning
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "generation_config.json", "lmforge_args.yaml", "metrics.jsonl", "loss.png", "README.md",
-                 "lmforge_finished.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "lmforge_args.yaml",
+        "metrics.jsonl",
+        "loss.png",
+        "README.md",
+        "lmforge_finished.json",
+    ):
         assert (pretrained / name).is_file(), name
     assert [p.name for p in list_checkpoints(pretrained)] == ["checkpoint-20", "checkpoint-40"]
 
@@ -75,9 +116,28 @@ def test_resolved_args_rerun(pretrained):
 
 def test_sft_from_pretrained_learns(pretrained, synth_dir, tmp_path):
     out = tmp_path / "sft"
-    run_train("sft", ["--model_name_or_path", str(pretrained), "--dataset", str(synth_dir / "sft.jsonl"),
-                      "--output_dir", str(out), "--max_length", "128", "--per_device_train_batch_size", "4",
-                      "--learning_rate", "2e-3", "--max_steps", "30", "--save_steps", "100", *TINY])
+    run_train(
+        "sft",
+        [
+            "--model_name_or_path",
+            str(pretrained),
+            "--dataset",
+            str(synth_dir / "sft.jsonl"),
+            "--output_dir",
+            str(out),
+            "--max_length",
+            "128",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "2e-3",
+            "--max_steps",
+            "30",
+            "--save_steps",
+            "100",
+            *TINY,
+        ],
+    )
     losses = _losses(out)
     assert len(losses) == 30 and sum(losses[-5:]) < sum(losses[:5])
     assert (out / "lmforge_finished.json").is_file()
@@ -85,8 +145,9 @@ def test_sft_from_pretrained_learns(pretrained, synth_dir, tmp_path):
 
 def _cli(args, env_extra=None, **kw):
     env = {**os.environ, "LMFORGE_LOG_LEVEL": "WARNING", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], env=env, capture_output=True, text=True,
-                          timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *args], env=env, capture_output=True, text=True, timeout=300, **kw
+    )
 
 
 def test_kill_9_then_resume_gives_bitwise_identical_losses(synth_dir, tmp_path):
@@ -108,8 +169,19 @@ def test_kill_9_then_resume_gives_bitwise_identical_losses(synth_dir, tmp_path):
 def test_nan_guard_skips_the_injected_step(synth_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LMFORGE_FAULT_NAN_AT_STEP", "3")
     out = tmp_path / "nan"
-    run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", out, "--max_steps", "6",
-                                         "--save_steps", "100", "--max_samples", "200"))
+    run_train(
+        "pretrain",
+        _pretrain_args(
+            synth_dir / "pretrain.jsonl",
+            out,
+            "--max_steps",
+            "6",
+            "--save_steps",
+            "100",
+            "--max_samples",
+            "200",
+        ),
+    )
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert not math.isfinite(records[2]["loss"]) and records[-1]["nan_skipped"] == 1
     assert all(math.isfinite(r["loss"]) for i, r in enumerate(records) if i != 2)
@@ -120,8 +192,19 @@ def test_nan_guard_skips_the_injected_step(synth_dir, tmp_path, monkeypatch):
 def test_nan_policy_stop_raises_one_line(synth_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LMFORGE_FAULT_NAN_AT_STEP", "2")
     with pytest.raises(LmforgeError, match=r"^step 2: non-finite loss=nan"):
-        run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", tmp_path / "stop", "--max_steps", "4",
-                                             "--nan_policy", "stop", "--max_samples", "200"))
+        run_train(
+            "pretrain",
+            _pretrain_args(
+                synth_dir / "pretrain.jsonl",
+                tmp_path / "stop",
+                "--max_steps",
+                "4",
+                "--nan_policy",
+                "stop",
+                "--max_samples",
+                "200",
+            ),
+        )
 
 
 def test_batch_times_accumulation_equivalence(synth_dir, tmp_path):
@@ -129,10 +212,32 @@ def test_batch_times_accumulation_equivalence(synth_dir, tmp_path):
     runs = {}
     for bs, ga in ((4, 1), (2, 2), (1, 4)):
         out = tmp_path / f"b{bs}g{ga}"
-        run_train("sft", ["--dataset", str(data), "--output_dir", str(out), "--max_length", "96",
-                          "--per_device_train_batch_size", str(bs), "--gradient_accumulation_steps", str(ga),
-                          "--learning_rate", "1e-3", "--max_steps", "3", "--save_steps", "100",
-                          "--max_samples", "64", "--from_weight", "none", *TINY])
+        run_train(
+            "sft",
+            [
+                "--dataset",
+                str(data),
+                "--output_dir",
+                str(out),
+                "--max_length",
+                "96",
+                "--per_device_train_batch_size",
+                str(bs),
+                "--gradient_accumulation_steps",
+                str(ga),
+                "--learning_rate",
+                "1e-3",
+                "--max_steps",
+                "3",
+                "--save_steps",
+                "100",
+                "--max_samples",
+                "64",
+                "--from_weight",
+                "none",
+                *TINY,
+            ],
+        )
         runs[(bs, ga)] = (_losses(out), AutoModelForCausalLM.from_pretrained(out).state_dict())
     ref_loss, ref_state = runs[(4, 1)]
     for key, (loss, state) in runs.items():
@@ -143,11 +248,23 @@ def test_batch_times_accumulation_equivalence(synth_dir, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(synth_dir, tmp_path):
     out = tmp_path / "term"
-    args = ["train", "pretrain", "--max_steps", "100000", "--save_steps", "100000",
-            *_pretrain_args(synth_dir / "pretrain.jsonl", out)]
+    args = [
+        "train",
+        "pretrain",
+        "--max_steps",
+        "100000",
+        "--save_steps",
+        "100000",
+        *_pretrain_args(synth_dir / "pretrain.jsonl", out),
+    ]
     env = {**os.environ, "LMFORGE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmforge", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
         time.sleep(0.2)
@@ -163,8 +280,21 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(synth_dir, tmp_path):
 
 def test_save_total_limit_and_incomplete_checkpoints_are_ignored(synth_dir, tmp_path):
     out = tmp_path / "rot"
-    run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", out, "--max_steps", "8", "--save_steps",
-                                         "2", "--max_samples", "200", "--save_total_limit", "2"))
+    run_train(
+        "pretrain",
+        _pretrain_args(
+            synth_dir / "pretrain.jsonl",
+            out,
+            "--max_steps",
+            "8",
+            "--save_steps",
+            "2",
+            "--max_samples",
+            "200",
+            "--save_total_limit",
+            "2",
+        ),
+    )
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-6", "checkpoint-8"]
     assert not list(out.glob(".staging-*"))
     (out / "checkpoint-99").mkdir()  # what a kill during a non-atomic save would leave
@@ -185,11 +315,30 @@ def test_distill_reason_weights_whole_markers(synth_dir, tmp_path, tokenizer):
     weighted = tokenizer.decode([t for t, w in zip(ids, weights) if w == 10.0])
     assert weighted.replace("\n", "") == "<think></think><answer></answer>"
     out = tmp_path / "reason"
-    run_train("distill-reason", ["--dataset", str(synth_dir / "reasoning.jsonl"), "--output_dir", str(out),
-                                 "--from_weight", "none",
-                                 "--max_length", "128", "--per_device_train_batch_size", "4",
-                                 "--learning_rate", "2e-3", "--max_steps", "12", "--save_steps", "100",
-                                 "--marker_weight", "10", *TINY])
+    run_train(
+        "distill-reason",
+        [
+            "--dataset",
+            str(synth_dir / "reasoning.jsonl"),
+            "--output_dir",
+            str(out),
+            "--from_weight",
+            "none",
+            "--max_length",
+            "128",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "2e-3",
+            "--max_steps",
+            "12",
+            "--save_steps",
+            "100",
+            "--marker_weight",
+            "10",
+            *TINY,
+        ],
+    )
     losses = _losses(out)
     assert len(losses) == 12 and losses[-1] < losses[0]
 
@@ -209,8 +358,12 @@ def test_streaming_pretrain_packs_like_the_cached_path(synth_dir, tmp_path, toke
         assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
         assert a["position_ids"] == b["position_ids"]
     out = tmp_path / "stream"
-    run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", out, "--streaming", "--max_steps", "25",
-                                         "--save_steps", "100"))
+    run_train(
+        "pretrain",
+        _pretrain_args(
+            synth_dir / "pretrain.jsonl", out, "--streaming", "--max_steps", "25", "--save_steps", "100"
+        ),
+    )
     losses = _losses(out)
     assert len(losses) == 25 and sum(losses[-5:]) < sum(losses[:5]) - 0.5
     with pytest.raises(LmforgeError, match="--streaming needs --max_steps"):
@@ -219,8 +372,21 @@ def test_streaming_pretrain_packs_like_the_cached_path(synth_dir, tmp_path, toke
 
 def test_moe_pretrain_logs_router_aux_loss(synth_dir, tmp_path):
     out = tmp_path / "moe"
-    run_train("pretrain", _pretrain_args(synth_dir / "pretrain.jsonl", out, "--arch", "qwen3_moe",
-                                         "--max_steps", "4", "--save_steps", "100", "--max_samples", "100"))
+    run_train(
+        "pretrain",
+        _pretrain_args(
+            synth_dir / "pretrain.jsonl",
+            out,
+            "--arch",
+            "qwen3_moe",
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "100",
+            "--max_samples",
+            "100",
+        ),
+    )
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["aux_loss"] > 0 for r in records)
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -240,13 +406,33 @@ def test_sft_packing_keeps_assistant_only_labels(synth_dir, tmp_path, tokenizer)
         datasets_by_mode[packing] = tokenize_chat(ctx, rows)
     plain, packed = datasets_by_mode["false"], datasets_by_mode["true"]
     assert "position_ids" in packed.column_names and all(len(r) == 128 for r in packed["input_ids"])
-    trained_plain = [t for ids, lab in zip(plain["input_ids"], plain["labels"]) for t, x in zip(ids, lab) if x != -100]
+    trained_plain = [
+        t for ids, lab in zip(plain["input_ids"], plain["labels"]) for t, x in zip(ids, lab) if x != -100
+    ]
     trained_packed = [x for lab in packed["labels"] for x in lab if x != -100]
     # the same assistant tokens are trained (a row's first token is never a target, so none is lost)
     assert trained_packed == trained_plain
     out = tmp_path / "sftpack"
-    run_train("sft", [*base, "--packing", "true", "--from_weight", "none", "--output_dir", str(out),
-                      "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--max_steps", "15",
-                      "--save_steps", "100", *TINY])
+    run_train(
+        "sft",
+        [
+            *base,
+            "--packing",
+            "true",
+            "--from_weight",
+            "none",
+            "--output_dir",
+            str(out),
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "3e-3",
+            "--max_steps",
+            "15",
+            "--save_steps",
+            "100",
+            *TINY,
+        ],
+    )
     losses = _losses(out)
     assert losses[-1] < losses[0]

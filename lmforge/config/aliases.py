@@ -73,6 +73,7 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
 VALUE_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
     "dtype": _dtype,
     "model_name_or_path": _none_if_none,
-    "resume_from_checkpoint": lambda v: _none_if_none(_resume(v) if str(v).lower() in
-                                                     ("0", "1", "true", "false") else v),
+    "resume_from_checkpoint": lambda v: _none_if_none(
+        _resume(v) if str(v).lower() in ("0", "1", "true", "false") else v
+    ),
 }

@@ -49,7 +49,9 @@ def specs_of(cls: type, group: str) -> dict[str, Spec]:
             continue
         type_text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
         help_text = " ".join(str(f.metadata.get("help", "")).split())
-        out[f.name] = Spec(f.name, str(type_text), _field_default(f), help_text, group, f.metadata.get("choices"))
+        out[f.name] = Spec(
+            f.name, str(type_text), _field_default(f), help_text, group, f.metadata.get("choices")
+        )
     return out
 
 
@@ -138,8 +140,9 @@ def coerce(spec: Spec, value: Any, where: str) -> Any:
     else:
         raise LmforgeError(f"{where}: --{spec.name} expects {spec.type_text}; got {value!r}")
     if spec.choices and out not in spec.choices:
-        raise LmforgeError(f"{where}: --{spec.name} must be one of {', '.join(map(str, spec.choices))}; "
-                           f"got {out!r}")
+        raise LmforgeError(
+            f"{where}: --{spec.name} must be one of {', '.join(map(str, spec.choices))}; got {out!r}"
+        )
     return out
 
 
@@ -210,7 +213,9 @@ class Config:
     def to_yaml_dict(self) -> dict[str, Any]:
         """lmforge keys in full, TrainingArguments keys only where set: enough to re-run."""
         hf = hf_training_specs()
-        return {k: v for k, v in self.values.items() if k not in hf or k in self.explicit or k in self.layered}
+        return {
+            k: v for k, v in self.values.items() if k not in hf or k in self.explicit or k in self.layered
+        }
 
 
 def canonical_key(key: str, specs: dict[str, Spec] | None = None) -> tuple[str, Any]:
@@ -226,8 +231,14 @@ def canonical_key(key: str, specs: dict[str, Spec] | None = None) -> tuple[str, 
     return key, VALUE_TRANSFORMS.get(key)
 
 
-def resolve(groups: list[type], argv: list[str], *, include_hf: bool = False,
-            defaults: dict[str, Any] | None = None, yaml_positional: bool = True) -> Config:
+def resolve(
+    groups: list[type],
+    argv: list[str],
+    *,
+    include_hf: bool = False,
+    defaults: dict[str, Any] | None = None,
+    yaml_positional: bool = True,
+) -> Config:
     """Parse `argv` against `groups` (+ TrainingArguments when include_hf)."""
     specs: dict[str, Spec] = {}
     for cls in groups:
@@ -265,8 +276,14 @@ def resolve(groups: list[type], argv: list[str], *, include_hf: bool = False,
     return Config(values, specs, explicit, rest, layered)
 
 
-def format_help(prog: str, summary: str, groups: list[type], *, include_hf: bool = False,
-                defaults: dict[str, Any] | None = None) -> str:
+def format_help(
+    prog: str,
+    summary: str,
+    groups: list[type],
+    *,
+    include_hf: bool = False,
+    defaults: dict[str, Any] | None = None,
+) -> str:
     """Every flag with its default and one line of meaning; aliases listed under their key."""
     by_key: dict[str, list[str]] = {}
     for alias, (targets, _) in ALIASES.items():
@@ -276,8 +293,12 @@ def format_help(prog: str, summary: str, groups: list[type], *, include_hf: bool
     sections = [(cls.__name__, specs_of(cls, cls.__name__)) for cls in groups]
     if include_hf:
         seen = {k for _, s in sections for k in s}
-        sections.append(("Hugging Face TrainingArguments",
-                         {k: v for k, v in hf_training_specs().items() if k not in seen}))
+        sections.append(
+            (
+                "Hugging Face TrainingArguments",
+                {k: v for k, v in hf_training_specs().items() if k not in seen},
+            )
+        )
     for title, specs in sections:
         lines.append(f"{title}:")
         for key, spec in specs.items():

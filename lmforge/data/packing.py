@@ -163,14 +163,16 @@ def pack_documents(
     return packed, stats
 
 
-def pack_stream(docs: datasets.IterableDataset, seq_len: int, *, pad_id: int = 0,
-                batch_size: int = 1000) -> datasets.IterableDataset:
+def pack_stream(
+    docs: datasets.IterableDataset, seq_len: int, *, pad_id: int = 0, batch_size: int = 1000
+) -> datasets.IterableDataset:
     """`pack_documents` for `--streaming`: the same packing, applied lazily batch by batch."""
     import pyarrow as pa
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
-        table = _pack_batch(pa.table({"input_ids": pa.array(batch["input_ids"], pa.list_(pa.int32()))}),
-                            seq_len, pad_id)
+        table = _pack_batch(
+            pa.table({"input_ids": pa.array(batch["input_ids"], pa.list_(pa.int32()))}), seq_len, pad_id
+        )
         return table.to_pydict()
 
     return docs.map(pack, batched=True, batch_size=batch_size, remove_columns=["input_ids"])

@@ -28,8 +28,9 @@ def latest_model_dir(path: Path) -> Path | None:
     return Path(ckpt) if ckpt else None
 
 
-def resolve_model_path(name_or_path: str, *, save_dir: str = "out", hidden_size: int | None = None,
-                       use_moe: bool = False) -> str:
+def resolve_model_path(
+    name_or_path: str, *, save_dir: str = "out", hidden_size: int | None = None, use_moe: bool = False
+) -> str:
     """Turn what the user typed into a loadable folder or a cached hub name."""
     candidates = [Path(name_or_path)]
     if save_dir and os.sep not in name_or_path and "/" not in name_or_path:
@@ -49,18 +50,27 @@ def resolve_model_path(name_or_path: str, *, save_dir: str = "out", hidden_size:
         except Exception:
             pass
     tried = ", ".join(str(c) for c in candidates)
-    raise LmforgeError(f"model {name_or_path!r} not found (looked at {tried}; hub names must already be "
-                       "in the local cache: lmforge never downloads; --from_weight none starts from scratch)")
+    raise LmforgeError(
+        f"model {name_or_path!r} not found (looked at {tried}; hub names must already be "
+        "in the local cache: lmforge never downloads; --from_weight none starts from scratch)"
+    )
 
 
-def load_model(path: str, *, dtype=None, attn_implementation: str | None = None, device: str | None = None,
-               trust_remote_code: bool = False):
+def load_model(
+    path: str,
+    *,
+    dtype=None,
+    attn_implementation: str | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+):
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32,
-                                                 trust_remote_code=trust_remote_code, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, **kwargs
+    )
     if device:
         model.to(device)
     return model

@@ -29,21 +29,60 @@ _COMMON: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ~0.5M parameters, most of them the 6400-token embedding: unit tests and the CPU demo.
-    "tiny": {"arch": "qwen3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "intermediate_size": 192},
-    "minimind2-small": {"arch": "llama", "hidden_size": 512, "num_hidden_layers": 8,
-                        "num_attention_heads": 8, "num_key_value_heads": 2},
-    "minimind2": {"arch": "llama", "hidden_size": 768, "num_hidden_layers": 16,
-                  "num_attention_heads": 8, "num_key_value_heads": 2},
-    "minimind2-moe": {"arch": "qwen2_moe", "hidden_size": 640, "num_hidden_layers": 8,
-                      "num_attention_heads": 8, "num_key_value_heads": 2, "num_experts": 4,
-                      "num_experts_per_tok": 2, "num_shared_experts": 1, "router_aux_loss_coef": 0.01},
-    "minimind3": {"arch": "qwen3", "hidden_size": 768, "num_hidden_layers": 8, "num_attention_heads": 8,
-                  "num_key_value_heads": 4, "rms_norm_eps": 1e-6, "ffn_rule": "pi"},
-    "minimind3-moe": {"arch": "qwen3_moe", "hidden_size": 768, "num_hidden_layers": 8,
-                      "num_attention_heads": 8, "num_key_value_heads": 4, "rms_norm_eps": 1e-6,
-                      "ffn_rule": "pi", "num_experts": 4, "num_experts_per_tok": 1,
-                      "router_aux_loss_coef": 5e-4},
+    "tiny": {
+        "arch": "qwen3",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 192,
+    },
+    "minimind2-small": {
+        "arch": "llama",
+        "hidden_size": 512,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+    },
+    "minimind2": {
+        "arch": "llama",
+        "hidden_size": 768,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+    },
+    "minimind2-moe": {
+        "arch": "qwen2_moe",
+        "hidden_size": 640,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "num_shared_experts": 1,
+        "router_aux_loss_coef": 0.01,
+    },
+    "minimind3": {
+        "arch": "qwen3",
+        "hidden_size": 768,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "rms_norm_eps": 1e-6,
+        "ffn_rule": "pi",
+    },
+    "minimind3-moe": {
+        "arch": "qwen3_moe",
+        "hidden_size": 768,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "rms_norm_eps": 1e-6,
+        "ffn_rule": "pi",
+        "num_experts": 4,
+        "num_experts_per_tok": 1,
+        "router_aux_loss_coef": 5e-4,
+    },
 }
 
 
@@ -62,9 +101,16 @@ def resolve_arch(arch: str | None, use_moe: bool) -> str:
     return arch
 
 
-def build_config(preset: str | None = None, *, arch: str | None = None, use_moe: bool = False,
-                 rope_scaling: str | None = None, rope_factor: float | None = None,
-                 original_max_position_embeddings: int | None = None, **sizes: Any):
+def build_config(
+    preset: str | None = None,
+    *,
+    arch: str | None = None,
+    use_moe: bool = False,
+    rope_scaling: str | None = None,
+    rope_factor: float | None = None,
+    original_max_position_embeddings: int | None = None,
+    **sizes: Any,
+):
     """A transformers config from a preset and/or explicit sizes (explicit values win).
 
     `sizes` takes the usual config names (hidden_size, num_hidden_layers, num_attention_heads,
@@ -90,8 +136,9 @@ def build_config(preset: str | None = None, *, arch: str | None = None, use_moe:
     spec.setdefault("num_attention_heads", max(1, hidden // 64))
     spec.setdefault("num_key_value_heads", max(1, spec["num_attention_heads"] // 4))
     if hidden % spec["num_attention_heads"]:
-        raise LmforgeError(f"--hidden_size {hidden} must be divisible by --num_attention_heads "
-                           f"{spec['num_attention_heads']}")
+        raise LmforgeError(
+            f"--hidden_size {hidden} must be divisible by --num_attention_heads {spec['num_attention_heads']}"
+        )
     if spec["num_attention_heads"] % spec["num_key_value_heads"]:
         raise LmforgeError("--num_attention_heads must be a multiple of --num_key_value_heads")
     spec.setdefault("head_dim", hidden // spec["num_attention_heads"])
@@ -99,8 +146,9 @@ def build_config(preset: str | None = None, *, arch: str | None = None, use_moe:
     theta = spec.pop("rope_theta")
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
     if rope_scaling:
-        rope = rope_parameters(theta, rope_scaling, rope_factor or 4.0,
-                               original_max_position_embeddings or 2048)
+        rope = rope_parameters(
+            theta, rope_scaling, rope_factor or 4.0, original_max_position_embeddings or 2048
+        )
     spec["rope_parameters"] = rope
 
     num_experts = spec.pop("num_experts", None)
@@ -108,13 +156,20 @@ def build_config(preset: str | None = None, *, arch: str | None = None, use_moe:
     shared = spec.pop("num_shared_experts", 0)
     aux = spec.pop("router_aux_loss_coef", None)
     if name in ("qwen3_moe", "qwen2_moe"):
-        spec.update(num_experts=num_experts or 4, num_experts_per_tok=top_k or 2, norm_topk_prob=True,
-                    moe_intermediate_size=spec.pop("intermediate_size"), decoder_sparse_step=1,
-                    router_aux_loss_coef=0.01 if aux is None else aux, output_router_logits=True)
+        spec.update(
+            num_experts=num_experts or 4,
+            num_experts_per_tok=top_k or 2,
+            norm_topk_prob=True,
+            moe_intermediate_size=spec.pop("intermediate_size"),
+            decoder_sparse_step=1,
+            router_aux_loss_coef=0.01 if aux is None else aux,
+            output_router_logits=True,
+        )
         if name == "qwen2_moe":
             # MiniMind2-MoE's shared expert has the routed experts' width (qkv_bias off: MiniMind has none).
-            spec.update(shared_expert_intermediate_size=spec["moe_intermediate_size"] * max(shared, 1),
-                        qkv_bias=False)
+            spec.update(
+                shared_expert_intermediate_size=spec["moe_intermediate_size"] * max(shared, 1), qkv_bias=False
+            )
             spec["intermediate_size"] = spec["moe_intermediate_size"]
             spec.pop("head_dim", None)
         else:

@@ -14,12 +14,22 @@ def special_ids(tokenizer) -> dict[str, Any]:
     end_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     if isinstance(end_text, int) and end_text not in eos_ids and end_text != tokenizer.unk_token_id:
         eos_ids.append(end_text)
-    return {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": eos_ids}
+    return {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": eos_ids,
+    }
 
 
-def init_model(tokenizer, *, preset: str | None = None, seed: int = 42, dtype=None,
-               attn_implementation: str | None = None, **config_kwargs: Any):
+def init_model(
+    tokenizer,
+    *,
+    preset: str | None = None,
+    seed: int = 42,
+    dtype=None,
+    attn_implementation: str | None = None,
+    **config_kwargs: Any,
+):
     """A randomly initialised `AutoModelForCausalLM` sized by `preset` / `config_kwargs`."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -39,7 +49,12 @@ def init_model(tokenizer, *, preset: str | None = None, seed: int = 42, dtype=No
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32, **kwargs)
     model.generation_config = GenerationConfig(
-        pad_token_id=ids["pad_token_id"], bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"],
-        do_sample=True, temperature=0.85, top_p=0.95, max_new_tokens=512,
+        pad_token_id=ids["pad_token_id"],
+        bos_token_id=ids["bos_token_id"],
+        eos_token_id=ids["eos_token_id"],
+        do_sample=True,
+        temperature=0.85,
+        top_p=0.95,
+        max_new_tokens=512,
     )
     return model

@@ -22,10 +22,22 @@ def cache_key(ctx, kind: str) -> str:
         "kind": kind,
         "vocab": len(tok),
         "tokenizer": hashlib.sha1(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
-        if hasattr(tok, "backend_tokenizer") else tok.name_or_path,
+        if hasattr(tok, "backend_tokenizer")
+        else tok.name_or_path,
         "template": hashlib.sha1(str(tok.chat_template).encode()).hexdigest()[:16],
-        **{k: ctx.cfg.get(k) for k in ("max_length", "packing", "train_on_prompt", "system",
-                                       "enable_thinking", "dataset", "max_samples", "marker_weight")},
+        **{
+            k: ctx.cfg.get(k)
+            for k in (
+                "max_length",
+                "packing",
+                "train_on_prompt",
+                "system",
+                "enable_thinking",
+                "dataset",
+                "max_samples",
+                "marker_weight",
+            )
+        },
     }
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -68,8 +80,14 @@ def tokenize_pretrain(ctx, rows):
     tok, max_len = ctx.tokenizer, ctx.cfg["max_length"]
 
     def build():
-        docs = _map(rows, lambda b: {"input_ids": encode_text(tok, b["text"])}, ctx, batched=True,
-                    remove_columns=list(rows.column_names), desc="tokenising")
+        docs = _map(
+            rows,
+            lambda b: {"input_ids": encode_text(tok, b["text"])},
+            ctx,
+            batched=True,
+            remove_columns=list(rows.column_names),
+            desc="tokenising",
+        )
         if ctx.cfg["packing"] and is_streamed(docs):
             from lmforge.data.packing import pack_stream
 
@@ -98,24 +116,36 @@ def tokenize_chat(ctx, rows):
 
     def encode(batch):
         items = [{"messages": m, "tools": t} for m, t in zip(batch["messages"], batch["tools"])]
-        return encode_chat_batch(tok, items, max_length=cfg["max_length"],
-                                 train_on_prompt=cfg["train_on_prompt"], enable_thinking=cfg["enable_thinking"])
+        return encode_chat_batch(
+            tok,
+            items,
+            max_length=cfg["max_length"],
+            train_on_prompt=cfg["train_on_prompt"],
+            enable_thinking=cfg["enable_thinking"],
+        )
 
     def build():
         ds = _map(rows, encode, ctx, batched=True, remove_columns=list(rows.column_names), desc="tokenising")
         if is_streamed(ds):
             return ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True)
         before = len(ds)
-        ds = ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True,
-                       desc="dropping rows with no assistant tokens")
+        ds = ds.filter(
+            lambda b: [any(x != -100 for x in lab) for lab in b["labels"]],
+            batched=True,
+            desc="dropping rows with no assistant tokens",
+        )
         ctx.stats["rows_without_targets"] = before - len(ds)
         if len(ds) == 0:
-            raise LmforgeError(f"{cfg['dataset']}: no row has an assistant answer left within --max_length "
-                               f"{cfg['max_length']}")
+            raise LmforgeError(
+                f"{cfg['dataset']}: no row has an assistant answer left within --max_length "
+                f"{cfg['max_length']}"
+            )
         if cfg["packing"]:
             from lmforge.data.packing import pack_documents
 
-            ds, stats = pack_documents(ds, cfg["max_length"], pad_id=tok.pad_token_id, num_proc=_num_proc(ctx))
+            ds, stats = pack_documents(
+                ds, cfg["max_length"], pad_id=tok.pad_token_id, num_proc=_num_proc(ctx)
+            )
             ctx.stats["packing"] = stats
         return ds
 
@@ -143,7 +173,7 @@ def add_marker_weights(ds, tokenizer, markers: tuple[str, ...], weight: float):
             i = 0
             while i < len(ids):
                 for run in runs:
-                    if ids[i:i + len(run)] == run:
+                    if ids[i : i + len(run)] == run:
                         for j in range(i, i + len(run)):
                             w[j] = weight
                         i += len(run) - 1

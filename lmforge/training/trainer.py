@@ -65,8 +65,9 @@ class LmforgeTrainer(Trainer):
         target = labels[:, 1:]
         w = weights[:, 1:].to(logits.dtype)
         mask = target != -100
-        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                               target.clamp(min=0).reshape(-1), reduction="none")
+        ce = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), target.clamp(min=0).reshape(-1), reduction="none"
+        )
         ce = ce.view_as(target) * w * mask
         denom = num_items_in_batch if num_items_in_batch is not None else mask.sum()
         loss = ce.sum() / torch.as_tensor(denom, device=ce.device).clamp(min=1)
@@ -111,19 +112,28 @@ class LmforgeTrainer(Trainer):
         step = self.state.global_step + 1
         what = f"loss={self._step_loss} grad_norm={self._last_grad_norm}"
         if self.nan_policy == "stop":
-            raise LmforgeError(f"step {step}: non-finite {what}; stopped before the optimizer step "
-                               "(the last checkpoint is intact; --nan_policy skip skips such steps)")
+            raise LmforgeError(
+                f"step {step}: non-finite {what}; stopped before the optimizer step "
+                "(the last checkpoint is intact; --nan_policy skip skips such steps)"
+            )
         self.num_nan_skipped += 1
         self._nan_in_a_row += 1
         if self._nan_in_a_row > self.max_nan_skips:
-            raise LmforgeError(f"step {step}: {self._nan_in_a_row} non-finite steps in a row ({what}); "
-                               "stopping. Lower --learning_rate or check the data")
+            raise LmforgeError(
+                f"step {step}: {self._nan_in_a_row} non-finite steps in a row ({what}); "
+                "stopping. Lower --learning_rate or check the data"
+            )
 
     def end_step(self) -> dict[str, Any]:
         """Called by MetricsCallback after each optimizer step: the step's record, then reset."""
-        rec = {"step": self.state.global_step, "loss": self._step_loss,
-               "grad_norm": self._last_grad_norm, "learning_rate": self._get_learning_rate(),
-               "epoch": self.state.epoch, "tokens": self._step_tokens}
+        rec = {
+            "step": self.state.global_step,
+            "loss": self._step_loss,
+            "grad_norm": self._last_grad_norm,
+            "learning_rate": self._get_learning_rate(),
+            "epoch": self.state.epoch,
+            "tokens": self._step_tokens,
+        }
         if self._step_aux:
             rec["aux_loss"] = self._step_aux
         if self.num_nan_skipped:
@@ -151,8 +161,9 @@ class LmforgeTrainer(Trainer):
             os.rmdir(staging) if os.path.isdir(staging) else None
             from transformers.trainer_utils import rotate_checkpoints
 
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                               use_mtime=False)
+            rotate_checkpoints(
+                output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False
+            )
         if self.args.world_size > 1:
             torch.distributed.barrier()
 
@@ -175,8 +186,12 @@ class MetricsCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if args.should_save and metrics:
-            self.log.append({"step": state.global_step, **{k: v for k, v in metrics.items()
-                                                           if isinstance(v, (int, float))}})
+            self.log.append(
+                {
+                    "step": state.global_step,
+                    **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                }
+            )
 
 
 class SigtermCallback(TrainerCallback):
