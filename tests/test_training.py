@@ -150,19 +150,37 @@ def _cli(args, env_extra=None, **kw):
     )
 
 
-def test_kill_9_then_resume_gives_bitwise_identical_losses(synth_dir, tmp_path):
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (name, extra flags, kill at step, expected checkpoint, total steps)
+        ("within-epoch", ["--max_steps", "9", "--save_steps", "3", "--max_samples", "400"], 5, 3, 9),
+        (
+            "across-epochs",
+            ["--num_train_epochs", "3", "--save_steps", "4", "--max_samples", "40"],
+            14,
+            12,
+            27,
+        ),
+    ],
+    ids=lambda c: c[0],
+)
+def test_kill_9_then_resume_gives_bitwise_identical_losses(synth_dir, tmp_path, case):
+    _, extra, kill_at, ckpt_step, total = case
     data = synth_dir / "pretrain.jsonl"
-    common = ["train", "pretrain", "--max_steps", "9", "--save_steps", "3", "--max_samples", "400"]
+    common = ["train", "pretrain", *extra]
     full = _cli([*common, *_pretrain_args(data, tmp_path / "full")])
     assert full.returncode == 0, full.stderr
-    killed = _cli([*common, *_pretrain_args(data, tmp_path / "killed")], {"LMFORGE_FAULT_KILL_AT_STEP": "5"})
+    killed = _cli(
+        [*common, *_pretrain_args(data, tmp_path / "killed")], {"LMFORGE_FAULT_KILL_AT_STEP": str(kill_at)}
+    )
     assert killed.returncode == -signal.SIGKILL
-    assert Path(latest_checkpoint(tmp_path / "killed")).name == "checkpoint-3"
+    assert Path(latest_checkpoint(tmp_path / "killed")).name == f"checkpoint-{ckpt_step}"
     assert not (tmp_path / "killed" / "lmforge_finished.json").exists()
     resumed = _cli([*common, *_pretrain_args(data, tmp_path / "killed"), "--from_resume", "1"])
     assert resumed.returncode == 0, resumed.stderr
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
-    assert len(a) == len(b) == 9
+    assert len(a) == len(b) == total
     assert [x.hex() for x in a] == [x.hex() for x in b]  # bitwise
 
 
