@@ -333,9 +333,11 @@ def _setup_logging() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    if logging.getLevelName(level) >= logging.WARNING:  # quiet runs: no library progress bars
+    # Per-file "Loading weights" / "Writing model shards" bars are noise; the Trainer's own progress
+    # bar (tqdm directly) and datasets' tokenising bars stay, unless the log level is WARNING or above.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if logging.getLevelName(level) >= logging.WARNING:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
