@@ -33,6 +33,11 @@ peak RSS is per mode. How to read the table (the first 2 steps are warm-up and a
   s/step       seconds per optimizer step after warm-up.
   wall s       the whole subprocess: imports, tokenising, model init, training, saving.
 
+Below the table: each mode's dataset-level padding (lmforge: its PackStats; reference:
+`padding_waste_unpacked`), its CPU seconds per wall second and the load average. On a shared
+machine other processes slow runs down, never up: `--repeats 3` alternates the modes and keeps each
+mode's fastest run, and a warning is printed when the load average exceeded the core count.
+
 Run `python bench/pretrain.py --help` for the flags; bench/README.md has measured results.
 """
 
@@ -61,20 +66,36 @@ SIZE_FLAGS = {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads":
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default=None, help="lmforge model preset (size flags given explicitly win)")
     for name, default in SIZE_FLAGS.items():
-        p.add_argument(f"--{name}", type=int, default=None,
-                       help=f"model size (default {default} without --preset, else the preset's)")
-    p.add_argument("--seq_len", type=int, default=256, help="sequence length (lmforge --max_length)")
-    p.add_argument("--batch_size", type=int, default=16, help="rows per optimizer step (no accumulation)")
-    p.add_argument("--steps", type=int, default=30, help=f"optimizer steps; the first {WARMUP_STEPS} are warm-up")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine to 0.1 x lr)")
-    p.add_argument("--data", default=None,
-                   help="JSONL file of {'text': ...} rows (default: lmforge.data.synth at scale 1.0)")
+        p.add_argument(f"--{name}", type=int, default=None, help=f"default {default}, or the preset's")
+    p.add_argument(
+        "--seq_len", type=int, default=256, help="sequence length, lmforge --max_length (%(default)s)"
+    )
+    p.add_argument(
+        "--batch_size", type=int, default=16, help="rows per optimizer step, no accumulation (%(default)s)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=30,
+        help=f"optimizer steps, the first {WARMUP_STEPS} untimed (%(default)s)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=2e-3, help="peak learning rate, cosine to 0.1 x lr (%(default)s)"
+    )
+    p.add_argument(
+        "--data", default=None, help="JSONL of {'text': ...} rows (default: lmforge.data.synth, scale 1.0)"
+    )
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: lmforge's shipped one)")
-    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run (%(default)s)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the modes this many times, alternating, and report each mode's fastest run (%(default)s)",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
     p.add_argument("--mode", choices=MODES, default=None, help=argparse.SUPPRESS)  # child process
     args = p.parse_args(argv)
@@ -85,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not modes:
         p.error(f"--modes: expected a comma-separated subset of {','.join(MODES)}; got {args.modes!r}")
     args.modes = modes
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1; got {args.repeats}")
     return args
 
 
@@ -125,6 +148,7 @@ def summarise(records: list[dict[str, Any]], batch_size: int, seq_len: int) -> d
         "final_loss": sum(last) / len(last),
         "first_loss": records[0]["loss"],
         "s_per_step": span / len(timed),
+        "step_s": [round(b["time"] - a["time"], 3) for a, b in zip(records, records[1:])],  # steps 2..N
     }
 
 
@@ -135,13 +159,17 @@ def process_figures() -> dict[str, Any]:
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss = usage.ru_maxrss  # KiB on Linux, bytes on macOS
-    out = {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10),
-           "torch_threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-           "dtype": "bfloat16" if use_bf16() else "float32", "wall_s": time.time() - START,
-           # CPU seconds per wall second of this process, and the machine's load: if cpu_busy is well
-           # below the thread count while load_1m is above the core count, others were competing.
-           "cpu_busy": (usage.ru_utime + usage.ru_stime) / (time.time() - START),
-           "load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    out = {
+        "peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10),
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "dtype": "bfloat16" if use_bf16() else "float32",
+        "wall_s": time.time() - START,
+        # CPU seconds per wall second of this process, and the machine's load: if cpu_busy is well
+        # below the thread count while load_1m is above the core count, others were competing.
+        "cpu_busy": (usage.ru_utime + usage.ru_stime) / (time.time() - START),
+        "load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
     if torch.cuda.is_available():
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -152,18 +180,15 @@ def process_figures() -> dict[str, Any]:
 
 
 def lmforge_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
-    argv = ["--dataset", args.data, "--output_dir", output_dir, "--max_length", str(args.seq_len),
-            "--per_device_train_batch_size", str(args.batch_size), "--gradient_accumulation_steps", "1",
-            "--learning_rate", str(args.lr), "--max_steps", str(args.steps), "--save_steps", "1000000",
-            "--packing", "true", "--report_to", "none", "--disable_tqdm", "true", "--plot", "false",
-            "--seed", str(SEED), "--dtype", "auto"]
-    if args.preset:
-        argv += ["--preset", args.preset]
-    if args.tokenizer:
-        argv += ["--tokenizer_path", args.tokenizer]
-    for k, v in model_sizes(args).items():
-        argv += [f"--{k}", str(v)]
-    return argv
+    """`lmforge train pretrain` flags matching the reference: no accumulation, no mid-run saves."""
+    flags = {
+        "dataset": args.data, "output_dir": output_dir, "max_length": args.seq_len,
+        "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": 1,
+        "learning_rate": args.lr, "max_steps": args.steps, "save_steps": 1_000_000, "packing": "true",
+        "report_to": "none", "disable_tqdm": "true", "plot": "false", "seed": SEED, "dtype": "auto",
+        "preset": args.preset, "tokenizer_path": args.tokenizer, **model_sizes(args),
+    }  # fmt: skip
+    return [x for k, v in flags.items() if v is not None for x in (f"--{k}", str(v))]
 
 
 class _PackStatsCatcher:
@@ -219,8 +244,10 @@ def read_texts(path: str) -> list[str]:
             if line.strip():
                 row = json.loads(line)
                 if "text" not in row:
-                    raise ValueError(f"--data {path}: line {n} has no 'text' field (the reference mode reads "
-                                     "MiniMind pretrain JSONL only)")
+                    raise ValueError(
+                        f"--data {path}: line {n} has no 'text' field (the reference mode reads "
+                        "MiniMind pretrain JSONL only)"
+                    )
                 texts.append(row["text"])
     return texts
 
@@ -236,10 +263,10 @@ def padded_dataset(tokenizer, texts: list[str], seq_len: int):
     labels = torch.full((len(texts), seq_len), -100, dtype=torch.long)  # (N, T)
     lengths = []
     for start in range(0, len(texts), 1000):
-        for i, doc in enumerate(encode_text(tokenizer, texts[start:start + 1000]), start):
+        for i, doc in enumerate(encode_text(tokenizer, texts[start : start + 1000]), start):
             doc = doc[:seq_len]
-            ids[i, :len(doc)] = torch.tensor(doc)
-            labels[i, :len(doc)] = ids[i, :len(doc)]
+            ids[i, : len(doc)] = torch.tensor(doc)
+            labels[i, : len(doc)] = ids[i, : len(doc)]
             lengths.append(len(doc))
     return TensorDataset(ids, labels), lengths
 
@@ -263,13 +290,19 @@ def run_reference(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(args.tokenizer)
     dataset, lengths = padded_dataset(tokenizer, read_texts(args.data), args.seq_len)
-    model = init_model(tokenizer, preset=args.preset, seed=SEED, attn_implementation="sdpa",
-                       **model_sizes(args)).to(device)
+    model = init_model(
+        tokenizer, preset=args.preset, seed=SEED, attn_implementation="sdpa", **model_sizes(args)
+    ).to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_min_lr(s, args.steps))
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(SEED))
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(SEED),
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16())
     records: list[dict[str, Any]] = []
     batches = iter(loader)
@@ -284,15 +317,22 @@ def run_reference(args: argparse.Namespace) -> dict[str, Any]:
         with autocast:
             logits = model(input_ids=x).logits  # (B, T, V)
         target = y[:, 1:]  # (B, T-1): position t predicts token t+1
-        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), target.reshape(-1),
-                               ignore_index=-100)
+        loss = F.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        records.append({"step": step, "loss": loss.item(), "tokens": int((target != -100).sum()),
-                        "time": time.time() - t0})
+        records.append(
+            {
+                "step": step,
+                "loss": loss.item(),
+                "tokens": int((target != -100).sum()),
+                "time": time.time() - t0,
+            }
+        )
     result = summarise(records, args.batch_size, args.seq_len)
     result["data_padding_waste"] = padding_waste_unpacked(lengths, args.seq_len)
     result["num_train_rows"] = len(dataset)
@@ -304,9 +344,22 @@ def run_reference(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_command(args: argparse.Namespace, mode: str) -> list[str]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--mode", mode, "--data", args.data,
-           "--seq_len", str(args.seq_len), "--batch_size", str(args.batch_size), "--steps", str(args.steps),
-           "--lr", str(args.lr)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--mode",
+        mode,
+        "--data",
+        args.data,
+        "--seq_len",
+        str(args.seq_len),
+        "--batch_size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--lr",
+        str(args.lr),
+    ]
     if args.preset:
         cmd += ["--preset", args.preset]
     if args.tokenizer:
@@ -325,15 +378,29 @@ def run_child(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stderr[-6000:] + proc.stdout[-2000:])
         raise SystemExit(f"bench: mode {mode} failed (exit {proc.returncode}): {shlex.join(cmd)}")
-    return {"mode": mode, **json.loads(lines[-1][len(RESULT_PREFIX):]), "command": shlex.join(cmd)}
+    return {"mode": mode, **json.loads(lines[-1][len(RESULT_PREFIX) :]), "command": shlex.join(cmd)}
+
+
+def fastest(runs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """The mode's run with the shortest time per step, with every run's s/step kept alongside."""
+    mine = [r for r in runs if r["mode"] == mode]
+    return {
+        **min(mine, key=lambda r: r["s_per_step"]),
+        "s_per_step_all_runs": [r["s_per_step"] for r in mine],
+    }
 
 
 def machine() -> dict[str, Any]:
     import torch
 
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -346,42 +413,68 @@ def format_table(results: list[dict[str, Any]]) -> str:
     head += ["final loss", "s/step", "wall s"]
     rows = []
     for r in results:
-        row = [r["mode"], str(r["steps"]), f"{r['all_tokens_per_s']:,.0f}", f"{r['loss_tokens_per_s']:,.0f}",
-               f"{100 * r['waste']:.1f}", f"{r['peak_rss_mb']:,.0f}"]
+        row = [
+            r["mode"],
+            str(r["steps"]),
+            f"{r['all_tokens_per_s']:,.0f}",
+            f"{r['loss_tokens_per_s']:,.0f}",
+            f"{100 * r['waste']:.1f}",
+            f"{r['peak_rss_mb']:,.0f}",
+        ]
         row += [f"{r.get('peak_cuda_mb', 0):,.0f}"] if cuda else []
         row += [f"{r['final_loss']:.3f}", f"{r['s_per_step']:.3f}", f"{r['wall_s']:.1f}"]
         rows.append(row)
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)])
+    return "\n".join(
+        [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
+    )
+
+
+def header(args: argparse.Namespace, info: dict[str, Any]) -> list[str]:
+    sizes = " ".join(f"{k}={v}" for k, v in model_sizes(args).items())
+    gpu = f" | {info['gpu']}" if "gpu" in info else ""
+    repeats = f"fastest of {args.repeats} runs per mode | " if args.repeats > 1 else ""
+    return [
+        f"machine: {info['platform']} | {info['usable_cores']} usable cores ({info['cpu_count']} total) | "
+        f"python {info['python']} | torch {info['torch']} ({info['torch_threads']} threads){gpu}",
+        f"command: {shlex.join([sys.executable, *sys.argv])}",
+        f"model: preset={args.preset} {sizes} | seq_len {args.seq_len} | batch {args.batch_size} | "
+        f"steps {args.steps} (first {WARMUP_STEPS} untimed) | lr {args.lr} | {repeats}data {args.data_label}",
+    ]
+
+
+def footnote(r: dict[str, Any]) -> str:
+    pad = "n/a" if r["data_padding_waste"] is None else f"{100 * r['data_padding_waste']:.1f}%"
+    runs = r["s_per_step_all_runs"]
+    each = f" | s/step of each run: {', '.join(f'{x:.3f}' for x in runs)}" if len(runs) > 1 else ""
+    return (
+        f"{r['mode']}: {r['num_train_rows']} train rows, dataset padding {pad} | first loss "
+        f"{r['first_loss']:.3f} | {r['device']} {r['dtype']}, {r['torch_threads']} threads, "
+        f"{r['cpu_busy']:.2f} CPU s per s, load avg {r['load_1m']:.2f} at the end{each}"
+    )
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], info: dict[str, Any]) -> str:
-    sizes = model_sizes(args)
-    lines = [
-        f"machine: {info['platform']} | {info['usable_cores']} usable cores ({info['cpu_count']} total) | "
-        f"python {info['python']} | torch {info['torch']} ({info['torch_threads']} threads)"
-        + (f" | {info['gpu']}" if "gpu" in info else ""),
-        f"command: {shlex.join([sys.executable, *sys.argv])}",
-        f"model: preset={args.preset} {' '.join(f'{k}={v}' for k, v in sizes.items())} | seq_len {args.seq_len} "
-        f"| batch {args.batch_size} | steps {args.steps} (first {WARMUP_STEPS} untimed) | lr {args.lr} | "
-        f"data {args.data_label}",
-        "",
-        format_table(results),
-        "",
-    ]
-    for r in results:
-        lines.append(f"{r['mode']}: {r['num_train_rows']} train rows, dataset padding "
-                     f"{100 * r['data_padding_waste']:.1f}% | first loss {r['first_loss']:.3f} | "
-                     f"{r['device']} {r['dtype']}, {r['torch_threads']} threads, {r['cpu_busy']:.2f} CPU s per s, "
-                     f"load avg {r['load_1m']:.2f} at the end")
-    lines.append("both modes run with torch.set_flush_denormal(True) (lmforge sets it on CPU), so the gap is "
-                 "packing + training loop, not denormal arithmetic")
+    lines = [*header(args, info), "", format_table(results), ""]
+    lines += [footnote(r) for r in results]
+    lines.append(
+        "both modes run with torch.set_flush_denormal(True) (lmforge sets it on CPU), so the gap is "
+        "packing + training loop, not denormal arithmetic"
+    )
+    busy = [r["mode"] for r in results if (r.get("load_1m") or 0) > info["usable_cores"] + 0.5]
+    if busy:
+        lines.append(
+            f"WARNING: load average above the core count during {', '.join(busy)}: other processes "
+            "competed for the CPU and the timings are not reliable; rerun on an idle machine"
+        )
     if len(results) == 2:
         lm, ref = (next(r for r in results if r["mode"] == m) for m in MODES)
-        lines.append(f"lmforge / reference: loss-bearing tokens/s x{lm['loss_tokens_per_s'] / ref['loss_tokens_per_s']:.2f}"
-                     f", all tokens/s x{lm['all_tokens_per_s'] / ref['all_tokens_per_s']:.2f}, "
-                     f"peak RSS x{lm['peak_rss_mb'] / ref['peak_rss_mb']:.2f}")
+        ratio = {k: lm[k] / ref[k] for k in ("loss_tokens_per_s", "all_tokens_per_s", "peak_rss_mb")}
+        lines.append(
+            f"lmforge / reference: loss-bearing tokens/s x{ratio['loss_tokens_per_s']:.2f}, "
+            f"all tokens/s x{ratio['all_tokens_per_s']:.2f}, peak RSS x{ratio['peak_rss_mb']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -390,7 +483,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode:
         if args.data is None:
             raise SystemExit("bench: --mode needs --data")
-        result = {**(run_lmforge(args) if args.mode == "lmforge" else run_reference(args)), **process_figures()}
+        result = {
+            **(run_lmforge(args) if args.mode == "lmforge" else run_reference(args)),
+            **process_figures(),
+        }
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
     args.data_label = args.data or "lmforge.data.synth(scale=1.0) pretrain.jsonl"
@@ -399,12 +495,18 @@ def main(argv: list[str] | None = None) -> None:
             from lmforge.data.synth import synth
 
             args.data = synth(tmp, scale=1.0)["pretrain"]
-        results = [run_child(args, mode) for mode in args.modes]
+        runs = [run_child(args, mode) for _ in range(args.repeats) for mode in args.modes]
+        results = [fastest(runs, mode) for mode in args.modes]
         info = machine()
         print(report(args, results, info))
     if args.json:
-        payload = {"machine": info, "command": shlex.join([sys.executable, *sys.argv]), "args": vars(args),
-                   "results": results}
+        payload = {
+            "machine": info,
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "args": vars(args),
+            "results": results,
+            "all_runs": runs,
+        }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
 
 
