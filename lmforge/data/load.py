@@ -458,11 +458,16 @@ def load_rows(
     dataset_dir: str | None = None,
     mix_strategy: str = "concat",
     interleave_probs: list[float] | str | None = None,
-) -> tuple[datasets.Dataset, LoadStats]:
+    streaming: bool = False,
+) -> tuple[datasets.Dataset | datasets.IterableDataset, LoadStats]:
     """Load `spec` as an Arrow dataset of canonical `kind` rows (see module docstring).
 
     Raises the first bad row's `DataError` unless `skip_bad_rows`; then the count and the first
     messages are in the returned `LoadStats`.
+
+    `streaming=True` gives an `IterableDataset` instead and caches nothing (`cache_dir` unused,
+    empty stats): `#N` takes the first N rows of a part (a stream cannot be sampled uniformly
+    without a full pass), and a bad row raises its `DataError` during iteration.
     """
     import datasets
 
@@ -475,6 +480,10 @@ def load_rows(
         user_prompt=user_prompt,
         base_dir=base_dir,
     )
+    if streaming:
+        return _stream_parts(
+            spec, kind, fmt, opts, skip_bad_rows, dataset_dir, mix_strategy, interleave_probs, seed
+        ), LoadStats()
     stats_dir = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "lmforge_stats")
     total, loaded = LoadStats(), []
     for part in resolve_spec(spec, dataset_dir):
@@ -503,46 +512,9 @@ def load_rows(
     return mixed, total
 
 
-def _read_stats(path: str, num_rows: int) -> LoadStats:
-    try:
-        with open(path) as f:
-            return LoadStats(**json.load(f))
-    except (OSError, ValueError, TypeError):
-        return LoadStats(num_rows=num_rows)
-
-
-def iter_rows_streaming(
-    spec: str,
-    kind: str,
-    *,
-    fmt: str | None = None,
-    text_column: str | None = None,
-    system: str | None = None,
-    system_prompt: str | None = None,
-    user_prompt: str | None = None,
-    base_dir: str | None = None,
-    skip_bad_rows: bool = False,
-    cache_dir: str | None = None,
-    seed: int = 0,
-    dataset_dir: str | None = None,
-    mix_strategy: str = "concat",
-    interleave_probs: list[float] | str | None = None,
-) -> datasets.IterableDataset:
-    """`--streaming`: the rows `load_rows` gives, as an `IterableDataset`; nothing is cached.
-
-    Same arguments as `load_rows` (`cache_dir` is unused). `#N` takes the first N rows of a part
-    (a stream cannot be sampled uniformly without a full pass). A bad row raises its `DataError`
-    during iteration (datasets does not wrap it there).
-    """
+def _stream_parts(spec, kind, fmt, opts, skip_bad_rows, dataset_dir, mix_strategy, interleave_probs, seed):
     import datasets
 
-    opts = dict(
-        text_column=text_column,
-        system=system,
-        system_prompt=system_prompt,
-        user_prompt=user_prompt,
-        base_dir=base_dir,
-    )
     parts = []
     for part in resolve_spec(spec, dataset_dir):
         gen_kwargs = _gen_kwargs(part, kind, fmt, opts, skip_bad_rows, "")
@@ -552,6 +524,19 @@ def iter_rows_streaming(
         )
         parts.append(ds.take(part.sample) if part.sample else ds)
     return _mix(parts, mix_strategy, interleave_probs, seed)
+
+
+def _read_stats(path: str, num_rows: int) -> LoadStats:
+    try:
+        with open(path) as f:
+            return LoadStats(**json.load(f))
+    except (OSError, ValueError, TypeError):
+        return LoadStats(num_rows=num_rows)
+
+
+def iter_rows_streaming(spec: str, kind: str, **kwargs) -> datasets.IterableDataset:
+    """`--streaming`: the rows `load_rows` gives, as an `IterableDataset` (same keyword arguments)."""
+    return load_rows(spec, kind, streaming=True, **kwargs)[0]
 
 
 def split_val(

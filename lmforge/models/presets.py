@@ -27,6 +27,16 @@ _COMMON: dict[str, Any] = {
     "rms_norm_eps": 1e-5,
 }
 
+_MINIMIND3: dict[str, Any] = {
+    "arch": "qwen3",
+    "hidden_size": 768,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-6,
+    "ffn_rule": "pi",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # ~0.5M parameters, most of them the 6400-token embedding: unit tests and the CPU demo.
     "tiny": {
@@ -62,23 +72,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_shared_experts": 1,
         "router_aux_loss_coef": 0.01,
     },
-    "minimind3": {
-        "arch": "qwen3",
-        "hidden_size": 768,
-        "num_hidden_layers": 8,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-        "rms_norm_eps": 1e-6,
-        "ffn_rule": "pi",
-    },
+    "minimind3": _MINIMIND3,
     "minimind3-moe": {
+        **_MINIMIND3,
         "arch": "qwen3_moe",
-        "hidden_size": 768,
-        "num_hidden_layers": 8,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-        "rms_norm_eps": 1e-6,
-        "ffn_rule": "pi",
         "num_experts": 4,
         "num_experts_per_tok": 1,
         "router_aux_loss_coef": 5e-4,
