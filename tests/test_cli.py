@@ -47,12 +47,13 @@ BAD_SFT_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row,expected", BAD_SFT_ROWS)
-def test_bad_sft_row_is_one_line_with_file_and_line(tmp_path, row, expected):
-    data = tmp_path / "sft.jsonl"
-    good = '{"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
-    data.write_text("\n".join([good, good, row, good]) + "\n", encoding="utf-8")
-    res = cli(
+GOOD_SFT_ROW = (
+    '{"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
+)
+
+
+def _train_sft(data, run_dir, *extra, **kw):
+    return cli(
         "train",
         "sft",
         "--dataset",
@@ -62,29 +63,26 @@ def test_bad_sft_row_is_one_line_with_file_and_line(tmp_path, row, expected):
         "--preset",
         "tiny",
         "--output_dir",
-        tmp_path / "run",
-        "--max_steps",
-        "1",
+        run_dir,
+        *extra,
+        **kw,
     )
-    line = _one_line_error(res)
+
+
+@pytest.mark.parametrize("row,expected", BAD_SFT_ROWS)
+def test_bad_sft_row_is_one_line_with_file_and_line(tmp_path, row, expected):
+    data = tmp_path / "sft.jsonl"
+    data.write_text("\n".join([GOOD_SFT_ROW, GOOD_SFT_ROW, row, GOOD_SFT_ROW]) + "\n", encoding="utf-8")
+    line = _one_line_error(_train_sft(data, tmp_path / "run", "--max_steps", "1"))
     assert f"{data}:3:" in line and expected.lower() in line.lower(), line
     assert not (tmp_path / "run" / "lmforge_finished.json").exists()
 
 
 def test_skip_bad_rows_counts_and_trains(tmp_path):
     data = tmp_path / "sft.jsonl"
-    good = '{"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
-    data.write_text("\n".join([good] * 8 + ['{"conversations": "x"}']) + "\n", encoding="utf-8")
-    res = cli(
-        "train",
-        "sft",
-        "--dataset",
+    data.write_text("\n".join([GOOD_SFT_ROW] * 8 + ['{"conversations": "x"}']) + "\n", encoding="utf-8")
+    res = _train_sft(
         data,
-        "--from_weight",
-        "none",
-        "--preset",
-        "tiny",
-        "--output_dir",
         tmp_path / "run",
         "--max_steps",
         "2",

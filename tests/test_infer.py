@@ -23,13 +23,7 @@ from lmforge.infer.engine import Engine  # noqa: E402
 GREEDY = GenerationArgs(temperature=0, max_new_tokens=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more only contend on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
