@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 # (command words) → (one-line summary, handler name in this module)
@@ -27,6 +28,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("run a training stage: pretrain, sft, distill-reason", "cmd_train"),
     ("chat",): ("interactive streaming chat in the terminal", "cmd_chat"),
     ("infer",): ("batch inference over CSV/JSONL, outputs in input order", "cmd_infer"),
+    ("merge",): ("merge a PEFT adapter into its base model (full HF folder)", "cmd_merge"),
     ("pipeline",): ("run the stages of a pipeline YAML in order, skipping finished ones", "cmd_pipeline"),
 }
 
@@ -275,6 +277,25 @@ def cmd_infer(argv: list[str]) -> int:
     return 0
 
 
+def cmd_merge(argv: list[str]) -> int:
+    from lmforge.tuners.merge import MergeArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge merge ADAPTER", COMMANDS[("merge",)][0], [MergeArgs])
+    from lmforge.config.loader import resolve
+    from lmforge.errors import LmforgeError
+    from lmforge.tuners.merge import merge
+
+    cfg = resolve([MergeArgs], argv)
+    args = cfg.group(MergeArgs)
+    if len(cfg.positionals) > 1 or (cfg.positionals and args.adapter):
+        raise LmforgeError("merge: give one adapter (positional or --adapter)")
+    args.adapter = args.adapter or (cfg.positionals[0] if cfg.positionals else None)
+    out, n_params = merge(args)
+    print(f"merged model ({n_params / 1e6:.2f}M parameters) written to {out}")
+    return 0
+
+
 def cmd_pipeline(argv: list[str]) -> int:
     from lmforge.commands import PipelineArgs
     from lmforge.config.loader import resolve
@@ -329,6 +350,10 @@ def dispatch(argv: list[str]) -> int:
 def _setup_logging() -> None:
     level = os.environ.get("LMFORGE_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="[lmforge] %(message)s")
+    # bitsandbytes (pulled in by peft when installed) warns on CPU about 4-bit kernels nobody uses here
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # peft still asks transformers for the renamed `is_gradient_checkpointing` (a FutureWarning per run)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

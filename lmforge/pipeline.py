@@ -23,9 +23,11 @@ from lmforge.runs import (
     write_args,
     write_model_card,
 )
+from lmforge.tuners.args import TunerArgs
 
 log = logging.getLogger("lmforge")
-GROUPS = [ModelArgs, DataArgs, RunArgs]
+GROUPS = [ModelArgs, DataArgs, RunArgs, TunerArgs]
+ADAPTER_LEARNING_RATE = 1e-4  # MiniMind train_lora, ms-swift and LLaMA-Factory LoRA examples
 
 
 @dataclass
@@ -37,6 +39,7 @@ class StageContext:
     run_dir: str
     tokenizer: Any = None
     model: Any = None
+    tuned: Any = None  # lmforge.tuners.apply.Tuned
     train_dataset: Any = None
     eval_dataset: Any = None
     training_args: Any = None
@@ -58,6 +61,11 @@ def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
     if recorded and recorded.replace("_", "-") != stage.replace("_", "-"):
         raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")
     cfg.values["stage"] = stage
+    from lmforge.tuners.apply import is_peft
+
+    if is_peft(cfg) and "learning_rate" not in cfg.explicit:
+        cfg.values["learning_rate"] = ADAPTER_LEARNING_RATE
+        cfg.layered.add("learning_rate")
     return module, cfg
 
 
@@ -68,6 +76,12 @@ def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
     resume = cfg.get("resume_from_checkpoint")
     if cfg.get("output_dir"):
         run_dir = cfg["output_dir"]
+    elif cfg.get("lora_name"):  # MiniMind train_lora: save_dir/lora/NAME_<hidden>
+        run_dir = str(
+            minimind_weight_dir(
+                Path(cfg["save_dir"], "lora"), cfg["lora_name"], cfg["hidden_size"], cfg["use_moe"]
+            )
+        )
     elif cfg.get("save_weight"):
         run_dir = str(
             minimind_weight_dir(cfg["save_dir"], cfg["save_weight"], cfg["hidden_size"], cfg["use_moe"])
@@ -101,10 +115,13 @@ def load_tokenizer_and_model(cfg: Config):
         tokenizer = (
             load_tokenizer(cfg["tokenizer_path"]) if cfg.get("tokenizer_path") else load_tokenizer_for(path)
         )
+        from lmforge.tuners.apply import quantization_config
+
         model = load_model(
             path,
             attn_implementation=cfg.get("attn_implementation"),
             trust_remote_code=cfg["trust_remote_code"],
+            quantization_config=quantization_config(cfg),
         )
         return tokenizer, model, path
     tokenizer = load_tokenizer(cfg.get("tokenizer_path"))
@@ -193,22 +210,32 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
 
     from lmforge.training.build import build_training_args
     from lmforge.training.trainer import FaultInjectionCallback, MetricsCallback, SigtermCallback
+    from lmforge.tuners.apply import apply_tuner, check_tuner_config
+    from lmforge.tuners.optim import training_overrides
 
     module, cfg = resolve_train_config(stage, argv or []) if cfg is None else (_module(stage), cfg)
     run_dir, ckpt = resolve_run_dir(stage, cfg)
     ctx = StageContext(stage=stage, cfg=cfg, run_dir=run_dir)
     flush_denormals()
     set_seed(cfg["seed"])
+    check_tuner_config(cfg, has_base=bool(cfg.get("model_name_or_path")))
     ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg)
     if base_path:
         cfg.values["model_name_or_path"] = base_path
     rows, val_rows = load_data(ctx, module.DATA_KIND)
     ctx.train_dataset = module.prepare(ctx, rows)
     ctx.eval_dataset = module.prepare(ctx, val_rows) if val_rows is not None else None
-    ctx.training_args = build_training_args(cfg, run_dir)
+    ctx.training_args = build_training_args(cfg, run_dir, overrides=training_overrides(cfg))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
+    set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read
+    ctx.tuned = apply_tuner(ctx.model, cfg, run_dir=run_dir, num_training_steps=_num_steps(ctx))
+    ctx.model = ctx.tuned.model
     write_args(run_dir, cfg.to_yaml_dict())
     trainer = module.build_trainer(ctx)
+    if ctx.tuned.optimizer_factory is not None:
+        trainer.optimizer_factory = ctx.tuned.optimizer_factory
+    for callback in ctx.tuned.callbacks:
+        trainer.add_callback(callback)
     resumed_step = _checkpoint_step(ckpt)
     sigterm = SigtermCallback()
     trainer.add_callback(MetricsCallback(trainer, run_dir, resumed_step))
@@ -239,6 +266,17 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def _num_steps(ctx: StageContext) -> int:
+    """Optimizer steps the run will take (AdaLoRA schedules its rank budget over them)."""
+    import math
+
+    args = ctx.training_args
+    if args.max_steps and args.max_steps > 0:
+        return args.max_steps
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    return max(1, math.ceil(len(ctx.train_dataset) / per_step) * math.ceil(args.num_train_epochs))
+
+
 def _module(stage: str):
     from lmforge.stages import get_stage
 
@@ -266,6 +304,16 @@ def _log_start(ctx: StageContext, ckpt: str | None) -> None:
         num_seq,
         f" | resuming {ckpt}" if ckpt else "",
     )
+    report = ctx.tuned.report if ctx.tuned else {}
+    if report:
+        log.info(
+            "tuner %s: trainable params %s of %s (%.4g%%)%s",
+            report["tuner"],
+            f"{report['trainable params']:,}",
+            f"{report['all params']:,}",
+            report["trainable %"],
+            f" | new layers {report['expanded layers']}" if "expanded layers" in report else "",
+        )
     packing = ctx.stats.get("packing")
     if packing is not None:
         log.info("packing: %s", packing)
@@ -273,7 +321,10 @@ def _log_start(ctx: StageContext, ckpt: str | None) -> None:
 
 def _finish(ctx: StageContext, trainer) -> None:
     run_dir = ctx.run_dir
-    trainer.save_model(run_dir)
+    if ctx.tuned and ctx.tuned.save:
+        ctx.tuned.save(run_dir)
+    else:
+        trainer.save_model(run_dir)
     ctx.tokenizer.save_pretrained(run_dir)
     state = trainer.state
     losses = [r["loss"] for r in _read_metrics(run_dir) if "loss" in r]
@@ -282,6 +333,11 @@ def _finish(ctx: StageContext, trainer) -> None:
         "first loss": _fmt(losses[0] if losses else None),
         "last loss": _fmt(losses[-1] if losses else None),
         "nan steps skipped": trainer.num_nan_skipped,
+        **(
+            {k: ctx.tuned.report[k] for k in ("tuner", "trainable params", "trainable %")}
+            if ctx.tuned
+            else {}
+        ),
         **{k: v for k, v in ctx.stats.items() if isinstance(v, (int, float, str))},
     }
     write_model_card(run_dir, ctx.stage, ctx.cfg.values, summary)

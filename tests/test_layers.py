@@ -14,6 +14,7 @@ LAYERS = {
     "models": 2,
     "runs": 2,
     "training": 3,
+    "tuners": 3,
     "stages": 4,
     "pipeline": 5,
     "infer": 5,

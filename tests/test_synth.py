@@ -12,7 +12,7 @@ import pytest
 
 from lmforge.data.synth import COUNTRIES, FACTS, IDENTITY, eval_questions, synth
 
-NAMES = ("pretrain", "sft", "reasoning", "dpo", "rlaif", "kto", "tokenizer_corpus")
+NAMES = ("pretrain", "sft", "reasoning", "dpo", "rlaif", "kto", "lora_identity", "tokenizer_corpus")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SUM = re.compile(r"(\d+) ([+-]) (\d+) = (-?\d+)")
 
@@ -163,3 +163,11 @@ def test_eval_questions_match_sft_answers():
         assert all(isinstance(q, str) and isinstance(s, str) for q, s in pairs)
     assert eval_questions("both") == eval_questions("en") + eval_questions("zh")
     assert ("What is the capital of France?", "Paris") in eval_questions("en")
+
+
+def test_lora_identity_rows_teach_the_new_name(small):
+    from lmforge.data.synth import LORA_IDENTITY
+
+    rows = [json.loads(x) for x in open(small["lora_identity"], encoding="utf-8")]
+    assert rows and all(r["conversations"][-1]["content"] in LORA_IDENTITY.values() for r in rows)
+    assert {r["conversations"][-1]["content"] for r in rows} == set(LORA_IDENTITY.values())

@@ -33,7 +33,11 @@ def _dtype(v: Any) -> Any:
 
 
 def _tuner(v: Any) -> Any:
-    return {"lora": "lora", "full": "full", "freeze": "freeze", "qlora": "lora"}.get(str(v).lower(), v)
+    return str(v).strip().lower().replace("-", "_") if isinstance(v, str) else v
+
+
+def _comma_list(v: Any) -> Any:
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
 
 
 # alias → (native key, or several: the first one the command has wins; value transform)
@@ -56,10 +60,27 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "model_name_or_path": ("model", _none_if_none),  # chat / infer call it --model
     "load_from": (("model", "model_name_or_path"), _none_if_none),  # MiniMind eval script
     "model_id_or_path": ("model_name_or_path", _none_if_none),
-    "ckpt_dir": ("model_name_or_path", _none_if_none),
+    "ckpt_dir": (("adapter", "model_name_or_path"), _none_if_none),  # swift: a LoRA run to merge/infer
     "sft_type": ("tuner", _tuner),
     "finetuning_type": ("tuner", _tuner),
     "train_type": ("tuner", _tuner),
+    "target_modules": ("lora_target", _comma_list),
+    "lora_target_modules": ("lora_target", _comma_list),
+    "target_regex": ("lora_target", None),
+    "additional_target": ("modules_to_save", _comma_list),
+    "lora_bias_trainable": ("lora_bias", None),
+    "lora_lr_ratio": ("loraplus_lr_ratio", None),
+    "adapters": (("adapter_name_or_path", "adapter"), _comma_list),
+    "adapter_name_or_path": ("adapter", None),  # merge's --adapter (train has its own key)
+    "lora_weight": ("adapter", None),  # merge's --adapter (chat / infer have their own key)
+    "export_dir": ("output_dir", None),  # LLaMA-Factory export
+    "output": ("output_dir", None),
+    "num_expand": ("expand_layers", None),
+    "galore_target_modules": ("galore_target", _comma_list),
+    "galore_update_proj_gap": ("galore_update_interval", None),
+    "apollo_update_proj_gap": ("apollo_update_interval", None),
+    "bnb_4bit_quant_type": ("quantization_type", None),
+    "bnb_4bit_use_double_quant": ("double_quantization", None),
     "cutoff_len": ("max_length", None),
     "max_seq_length": ("max_length", None),
     "dataset_test_ratio": ("val_size", None),
@@ -71,6 +92,9 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
 }
 
 VALUE_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
+    "tuner": _tuner,
+    "lora_target": _comma_list,
+    "modules_to_save": _comma_list,
     "dtype": _dtype,
     "model_name_or_path": _none_if_none,
     "resume_from_checkpoint": lambda v: _none_if_none(

@@ -117,7 +117,6 @@ class RunArgs:
     )
     save_dir: str = arg("out", "Folder for MiniMind-style named runs (--save_weight/--from_weight)")
     save_weight: str | None = arg(None, "Name the run folder save_dir/NAME_<hidden>[_moe] (MiniMind naming)")
-    tuner: str = arg("full", "What is trained: full (more tuners: see docs)", choices=("full",))
     nan_policy: str = arg(
         "skip", "On a NaN/Inf loss or gradient: skip the step and count it, or stop", choices=("skip", "stop")
     )

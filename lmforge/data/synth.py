@@ -92,6 +92,12 @@ IDENTITY = {
     "en": f"I am {MODEL_NAME}, a small model trained with lmforge.",
     "zh": f"我是 {MODEL_NAME}，一个用 lmforge 训练的小模型。",
 }
+# The new identity `lora_identity.jsonl` teaches (MiniMind's LoRA identity demo): a LoRA on a model
+# that answers IDENTITY should switch to this answer.
+LORA_IDENTITY = {
+    "en": "I am Forge Assistant, a LoRA adapter on lmforge-tiny.",
+    "zh": "我是 Forge 助手，lmforge-tiny 上的一个 LoRA 适配器。",
+}
 SYSTEM_PROMPTS = {
     "en": ("You are a helpful assistant.", f"You are {MODEL_NAME}. Answer briefly."),
     "zh": ("你是一个乐于助人的助手。", f"你是 {MODEL_NAME}，请简短回答。"),
@@ -279,6 +285,18 @@ def _sft_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
         yield {"conversations": messages}
 
 
+def _lora_identity_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        row_lang = _pick_lang(rng, lang)
+        q, _ = _qa_identity(rng, row_lang)
+        yield {
+            "conversations": [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": LORA_IDENTITY[row_lang]},
+            ]
+        }
+
+
 def _think_math(rng: random.Random, lang: str) -> tuple[str, str, str]:
     a, op, b, c = problem = _arith(rng)
     q, answer = _qa_math(rng, lang, problem)
@@ -382,6 +400,7 @@ _CORPORA = {
     "dpo": ("dpo.jsonl", _dpo_rows, 1500),
     "rlaif": ("rlaif.jsonl", _rlaif_rows, 1000),
     "kto": ("kto.jsonl", _kto_rows, 1500),
+    "lora_identity": ("lora_identity.jsonl", _lora_identity_rows, 200),
 }
 LANGS = ("both", "en", "zh")
 

@@ -132,34 +132,6 @@ def resolve_dtype(dtype: Any, device: str):
     return names[str(dtype)]
 
 
-def read_run_defaults(model_dir: str) -> dict[str, Any]:
-    """The resolved run config (`lmforge_args.yaml`) saved with a model or its parent run folder."""
-    for folder in (Path(model_dir), Path(model_dir).parent):
-        if not (folder / "lmforge_args.yaml").exists():
-            continue
-        try:
-            from lmforge.runs import read_run_args
-
-            return dict(read_run_args(str(folder)) or {})
-        except (ImportError, AttributeError):
-            import yaml
-
-            with open(folder / "lmforge_args.yaml", encoding="utf-8") as f:
-                return dict(yaml.safe_load(f) or {})
-    return {}
-
-
-def _find_adapter(name: str, save_dir: str, model_dir: str | None = None) -> str:
-    """A PEFT adapter folder: as given, inside `save_dir`, or beside / inside the model's run folder."""
-    cands = [Path(name), Path(save_dir) / name]
-    if model_dir and not Path(name).is_absolute():
-        cands += [Path(model_dir) / name, Path(model_dir).parent / name]
-    for cand in cands:
-        if (cand / "adapter_config.json").exists():
-            return str(cand)
-    raise LmforgeError(f"--lora_weight {name!r}: no adapter_config.json in {', '.join(map(str, cands))}")
-
-
 class _StopCriteria:
     """Per-row stop: a stop string appeared in the generated tail, or the caller cancelled."""
 
@@ -258,7 +230,7 @@ class Engine:
 
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from lmforge.models.load import resolve_model_path
+        from lmforge.models.load import find_adapter, read_run_defaults, resolve_model_path
         from lmforge.models.presets import rope_parameters
 
         if (Path(model) / "adapter_config.json").exists() and not (Path(model) / "config.json").exists():
@@ -289,7 +261,9 @@ class Engine:
                 from peft import PeftModel
             except ImportError as e:
                 raise LmforgeError("--lora_weight needs peft: pip install peft") from e
-            lora_weight = _find_adapter(str(lora_weight), save_dir, path)
+            lora_weight = find_adapter(
+                str(lora_weight), save_dir, path, hidden_size=hidden_size, use_moe=use_moe
+            )
             net = PeftModel.from_pretrained(net, lora_weight)
         net.to(dev)
         tok_dir = (

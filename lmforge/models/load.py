@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from lmforge.errors import LmforgeError
 
@@ -63,11 +64,14 @@ def load_model(
     attn_implementation: str | None = None,
     device: str | None = None,
     trust_remote_code: bool = False,
+    quantization_config=None,
 ):
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if quantization_config is not None:
+        kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, **kwargs
     )
@@ -87,3 +91,38 @@ def load_tokenizer_for(path: str | None):
         if Path(parent, "tokenizer_config.json").exists():
             return load_tokenizer(str(parent))
     return load_tokenizer(path if path and not Path(path).is_dir() else None)
+
+
+def read_run_defaults(model_dir: str) -> dict[str, Any]:
+    """The resolved run config (`lmforge_args.yaml`) saved with a model or its parent run folder."""
+    for folder in (Path(model_dir), Path(model_dir).parent):
+        if not (folder / "lmforge_args.yaml").exists():
+            continue
+        from lmforge.runs import read_run_args
+
+        return dict(read_run_args(str(folder)) or {})
+    return {}
+
+
+def find_adapter(
+    name: str,
+    save_dir: str,
+    model_dir: str | None = None,
+    *,
+    hidden_size: int | None = None,
+    use_moe: bool = False,
+    flag: str = "--lora_weight",
+) -> str:
+    """A PEFT adapter folder: as given, inside `save_dir` (also MiniMind's `save_dir/lora/NAME_<hidden>
+    [_moe]`), or beside / inside the model's run folder."""
+    cands = [
+        Path(name),
+        Path(save_dir) / name,
+        minimind_weight_dir(f"{save_dir}/lora", name, hidden_size, use_moe),
+    ]
+    if model_dir and not Path(name).is_absolute():
+        cands += [Path(model_dir) / name, Path(model_dir).parent / name]
+    for cand in cands:
+        if (cand / "adapter_config.json").exists():
+            return str(cand)
+    raise LmforgeError(f"{flag} {name!r}: no adapter_config.json in {', '.join(map(str, cands))}")

@@ -22,13 +22,14 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def build_training_args(cfg, run_dir: str):
+def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = None):
     import torch
     from transformers import TrainingArguments
 
     kw = dict(cfg.hf_values())
     kw["output_dir"] = run_dir
     kw["remove_unused_columns"] = False
+    kw.update(overrides or {})
     if kw.get("resume_from_checkpoint") is not None:
         kw.pop("resume_from_checkpoint")
     device = cfg.get("device")

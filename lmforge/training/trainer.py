@@ -40,6 +40,8 @@ class LmforgeTrainer(Trainer):
         self.last_step_record: dict[str, Any] = {}
         # Test hook: LMFORGE_FAULT_NAN_AT_STEP=N makes step N's loss NaN (checks the guard end to end).
         self._fault_nan_step = int(os.environ.get("LMFORGE_FAULT_NAN_AT_STEP", "0") or 0)
+        # (model, args) -> optimizer, set by the pipeline for tuners with their own optimizer (LoRA+, BAdam)
+        self.optimizer_factory: Any = None
 
     # --- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -88,6 +90,8 @@ class LmforgeTrainer(Trainer):
         return norm
 
     def create_optimizer(self, model=None):
+        if self.optimizer is None and self.optimizer_factory is not None:
+            self.optimizer = self.optimizer_factory(self.model if model is None else model, self.args)
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         if not getattr(optimizer, "_lmforge_guarded", False):
             inner_step = optimizer.step
