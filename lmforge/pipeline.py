@@ -102,7 +102,9 @@ def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
     return run_dir, ckpt
 
 
-def load_tokenizer_and_model(cfg: Config):
+def load_tokenizer_and_model(cfg: Config, loader=None):
+    """The tokenizer and the starting model (`loader(cfg, path)` replaces the causal-LM load, e.g. the
+    reward model's sequence-classification head), or a fresh model from the size flags."""
     from lmforge.models.load import load_model, load_tokenizer_for, resolve_model_path
     from lmforge.models.scratch import init_model
     from lmforge.models.tokenizer import load_tokenizer
@@ -117,6 +119,8 @@ def load_tokenizer_and_model(cfg: Config):
         )
         from lmforge.tuners.apply import quantization_config
 
+        if loader is not None:
+            return tokenizer, loader(cfg, path), path
         model = load_model(
             path,
             attn_implementation=cfg.get("attn_implementation"),
@@ -124,6 +128,10 @@ def load_tokenizer_and_model(cfg: Config):
             quantization_config=quantization_config(cfg),
         )
         return tokenizer, model, path
+    if loader is not None:
+        raise LmforgeError(
+            f"train {cfg['stage']}: needs a starting model: pass --model_name_or_path (or --from_weight)"
+        )
     tokenizer = load_tokenizer(cfg.get("tokenizer_path"))
     sizes = {
         k: cfg.get(k)
@@ -219,13 +227,16 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     flush_denormals()
     set_seed(cfg["seed"])
     check_tuner_config(cfg, has_base=bool(cfg.get("model_name_or_path")))
-    ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg)
+    ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, getattr(module, "load_model", None))
     if base_path:
         cfg.values["model_name_or_path"] = base_path
     rows, val_rows = load_data(ctx, module.DATA_KIND)
     ctx.train_dataset = module.prepare(ctx, rows)
     ctx.eval_dataset = module.prepare(ctx, val_rows) if val_rows is not None else None
-    ctx.training_args = build_training_args(cfg, run_dir, overrides=training_overrides(cfg))
+    args_cls, stage_fields = module.trainer_config(cfg) if hasattr(module, "trainer_config") else (None, {})
+    ctx.training_args = build_training_args(
+        cfg, run_dir, overrides={**training_overrides(cfg), **stage_fields}, args_cls=args_cls
+    )
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read
     ctx.tuned = apply_tuner(ctx.model, cfg, run_dir=run_dir, num_training_steps=_num_steps(ctx))

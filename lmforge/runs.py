@@ -173,8 +173,58 @@ def plot_metrics(run_dir: str | Path, keys: tuple[str, ...] = ("loss", "eval_los
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(run_dir) / "loss.png"
-    tmp = out.with_name(".loss.tmp.png")
+    out = _save_figure(fig, Path(run_dir) / "loss.png")
+    plot_rewards(run_dir, records)
+    return out
+
+
+REWARD_KEYS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "accuracy",
+    "margin",
+)
+
+
+def plot_rewards(run_dir: str | Path, records: list[dict[str, Any]] | None = None) -> str | None:
+    """rewards.png for preference and RL stages: implied rewards, margins and pair accuracy per step
+    (train as lines, eval as dots), when metrics.jsonl has any of them."""
+    records = MetricsLog(run_dir).read() if records is None else records
+    series = {
+        k: [(r["step"], r[k]) for r in records if r.get(k) is not None]
+        for key in REWARD_KEYS
+        for k in (key, f"eval_{key}")
+    }
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rew, acc) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for key, pts in series.items():
+        xs, ys = zip(*pts)
+        ax = acc if key.endswith("accuracies") or key.endswith("accuracy") else rew
+        ax.plot(xs, ys, "o-" if key.startswith("eval_") else "-", label=key, markersize=3, linewidth=1)
+    for ax, label in ((rew, "reward"), (acc, "pair accuracy")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(Path(run_dir).name)
+    fig.tight_layout()
+    return _save_figure(fig, Path(run_dir) / "rewards.png")
+
+
+def _save_figure(fig, out: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    tmp = out.with_name(f".{out.stem}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, out)

@@ -81,6 +81,12 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "apollo_update_proj_gap": ("apollo_update_interval", None),
     "bnb_4bit_quant_type": ("quantization_type", None),
     "bnb_4bit_use_double_quant": ("double_quantization", None),
+    "pref_beta": ("beta", None),  # LLaMA-Factory preference flags
+    "pref_loss": ("loss_type", None),
+    "pref_ftx": ("rpo_alpha", None),
+    "dpo_label_smoothing": ("label_smoothing", None),
+    "kto_chosen_weight": ("desirable_weight", None),
+    "kto_rejected_weight": ("undesirable_weight", None),
     "cutoff_len": ("max_length", None),
     "max_seq_length": ("max_length", None),
     "dataset_test_ratio": ("val_size", None),

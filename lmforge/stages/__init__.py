@@ -19,6 +19,12 @@ STAGES: dict[str, str] = {
     "pretrain": "lmforge.stages.pretrain",
     "sft": "lmforge.stages.sft",
     "distill-reason": "lmforge.stages.distill_reason",
+    "rm": "lmforge.stages.rm",
+    "dpo": "lmforge.stages.dpo",
+    "kto": "lmforge.stages.kto",
+    "orpo": "lmforge.stages.orpo",
+    "simpo": "lmforge.stages.simpo",
+    "cpo": "lmforge.stages.cpo",
 }
 
 

@@ -22,10 +22,13 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = None):
+def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = None, args_cls=None):
+    """`TrainingArguments` (or a TRL config class `args_cls`, e.g. `DPOConfig`) from the resolved config;
+    `overrides` are extra fields (a stage's own: beta, loss_type, ...; GaLore's optim)."""
     import torch
     from transformers import TrainingArguments
 
+    args_cls = args_cls or TrainingArguments
     kw = dict(cfg.hf_values())
     kw["output_dir"] = run_dir
     kw["remove_unused_columns"] = False
@@ -43,8 +46,8 @@ def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = No
     dtype = cfg.get("dtype", "auto")
     if dtype == "auto":
         dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
-    if dtype == "bfloat16" and "bf16" not in cfg.explicit:
-        kw["bf16"] = True
+    if "bf16" not in cfg.explicit:  # TRL configs default bf16 to True, even on CPU
+        kw["bf16"] = dtype == "bfloat16"
     if dtype == "float16" and "fp16" not in cfg.explicit:
         if not on_gpu:
             raise LmforgeError("--dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
@@ -55,7 +58,7 @@ def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = No
         kw.setdefault("eval_strategy", "steps")
         kw.setdefault("eval_steps", kw.get("save_steps", 100))
     try:
-        return TrainingArguments(**kw)
+        return args_cls(**kw)
     except (ValueError, TypeError) as e:
         msg = " ".join(str(e).split())
         raise LmforgeError(f"training arguments: {msg}") from None

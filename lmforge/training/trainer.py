@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,21 @@ from lmforge.errors import LmforgeError
 from lmforge.runs import MetricsLog, promote_staged_checkpoint
 
 
-class LmforgeTrainer(Trainer):
+class LmforgeMixin:
+    """lmforge's reliability features on top of any `transformers.Trainer` subclass (TRL's included):
+    put it first in the bases, e.g. `class LmforgeDPOTrainer(LmforgeMixin, DPOTrainer)`.
+
+    Stage metrics (rewards/chosen, accuracies, ...) go into `self._metrics[mode][name]` lists, TRL's
+    convention; `end_step` averages what one optimizer step added into its metrics.jsonl record."""
+
+    # Plain Trainer: ask for outputs to read MoE aux_loss. TRL trainers recompute outputs when asked.
+    _wants_outputs = False
+
     def __init__(self, *args: Any, nan_policy: str = "skip", max_nan_skips: int = 20, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if not isinstance(getattr(self, "_metrics", None), dict):
+            self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metric_marks: dict[str, int] = {}
         self.nan_policy = nan_policy
         self.max_nan_skips = max_nan_skips
         self.num_nan_skipped = 0
@@ -46,17 +59,21 @@ class LmforgeTrainer(Trainer):
     # --- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("loss_weights", None)
-        if weights is None:
+        if weights is not None:
+            loss, outputs = self._weighted_loss(model, inputs, weights, num_items_in_batch)
+        elif hasattr(self, "_stage_loss"):  # a stage's own loss: (loss, outputs or None)
+            loss, outputs = self._stage_loss(model, inputs, num_items_in_batch)
+        elif self._wants_outputs or return_outputs:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         else:
-            loss, outputs = self._weighted_loss(model, inputs, weights, num_items_in_batch)
+            loss, outputs = super().compute_loss(model, inputs, False, num_items_in_batch), None
         if self._fault_nan_step and self.state.global_step + 1 == self._fault_nan_step:
             loss = loss * float("nan")
         aux = getattr(outputs, "aux_loss", None)
         if aux is not None:
             self._step_aux += float(aux.detach()) / self.args.gradient_accumulation_steps
-        if "labels" in inputs:
-            self._step_tokens += int((inputs["labels"] != -100).sum())
+        if model.training:
+            self._step_tokens += _target_tokens(inputs)
         return (loss, outputs) if return_outputs else loss
 
     def _weighted_loss(self, model, inputs, weights, num_items_in_batch):
@@ -74,8 +91,9 @@ class LmforgeTrainer(Trainer):
         denom = num_items_in_batch if num_items_in_batch is not None else mask.sum()
         loss = ce.sum() / torch.as_tensor(denom, device=ce.device).clamp(min=1)
         inputs["labels"] = labels
-        if getattr(outputs, "aux_loss", None) is not None and model.config.router_aux_loss_coef:
-            loss = loss + model.config.router_aux_loss_coef * outputs.aux_loss
+        coef = getattr(self.model.config, "router_aux_loss_coef", 0)  # self.model: never a DDP wrapper
+        if getattr(outputs, "aux_loss", None) is not None and coef:
+            loss = loss + coef * outputs.aux_loss
         return loss, outputs
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -140,11 +158,27 @@ class LmforgeTrainer(Trainer):
         }
         if self._step_aux:
             rec["aux_loss"] = self._step_aux
+        rec.update(self._new_metrics("train"))
         if self.num_nan_skipped:
             rec["nan_skipped"] = self.num_nan_skipped
         self._step_loss, self._step_aux, self._step_tokens = 0.0, 0.0, 0
         self.last_step_record = rec
         return rec
+
+    def _new_metrics(self, mode: str) -> dict[str, float]:
+        """Means of the stage metrics appended since the last call (one optimizer step's worth)."""
+        out = {}
+        for key, values in self._metrics[mode].items():
+            mark = self._metric_marks.get(key, 0)
+            fresh = values[mark:] if mark <= len(values) else values
+            if fresh:
+                out[key] = sum(float(v) for v in fresh) / len(fresh)
+            self._metric_marks[key] = len(values)
+        return out
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        super().log(logs, *args, **kwargs)
+        self._metric_marks.clear()  # TRL's log() empties the metric lists
 
     # --- atomic checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
@@ -158,11 +192,9 @@ class LmforgeTrainer(Trainer):
         if self.args.should_save:
             name = f"checkpoint-{self.state.global_step}"
             promote_staged_checkpoint(Path(staging, name), Path(run_dir, name))
-            for leftover in Path(staging).glob("*"):
-                import shutil
+            import shutil
 
-                shutil.rmtree(leftover, ignore_errors=True)
-            os.rmdir(staging) if os.path.isdir(staging) else None
+            shutil.rmtree(staging, ignore_errors=True)  # leftovers, e.g. TRL's per-checkpoint model card
             from transformers.trainer_utils import rotate_checkpoints
 
             rotate_checkpoints(
@@ -170,6 +202,29 @@ class LmforgeTrainer(Trainer):
             )
         if self.args.world_size > 1:
             torch.distributed.barrier()
+
+
+def _target_tokens(inputs: dict[str, Any]) -> int:
+    """Tokens the loss is computed on: labels, else the completion mask (preference batches)."""
+    if "labels" in inputs:
+        return int((inputs["labels"] != -100).sum())
+    for key in ("completion_mask", "attention_mask"):
+        if key in inputs:
+            return int(inputs[key].sum())
+    return 0
+
+
+class LmforgeTrainer(LmforgeMixin, Trainer):
+    """transformers' Trainer with lmforge's features (pretrain, SFT, distill-reason, ...)."""
+
+    _wants_outputs = True
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
+        logs.update({f"eval_{k}" if mode == "eval" else k: v for k, v in metrics.items()})
+        super().log(logs, *args, **kwargs)
+        self._metrics[mode].clear()
 
 
 class MetricsCallback(TrainerCallback):

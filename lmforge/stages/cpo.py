@@ -1,0 +1,39 @@
+"""CPO (Xu et al. 2024, arXiv:2401.08417): sigmoid loss on the summed log-likelihood margin of
+chosen over rejected plus --cpo_alpha x the chosen NLL; no reference model.
+The loss lives in lmforge/training/ref_free.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmforge.config.fields import arg
+
+DATA_KIND = "preference"
+
+DEFAULTS = {
+    "learning_rate": 4e-8,
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "max_length": 1024,
+    "model_name_or_path": "full_sft",
+}
+
+
+@dataclass
+class Args:
+    beta: float = arg(0.1, "Scale of the preference term")
+    cpo_alpha: float = arg(1.0, "Weight of the chosen answers' NLL term")
+    label_smoothing: float = arg(0.0, "Probability a preference label is flipped")
+
+
+def prepare(ctx, rows):
+    from lmforge.training.preference import tokenize_pairs
+
+    return tokenize_pairs(ctx, rows)
+
+
+def build_trainer(ctx):
+    from lmforge.training.preference import ref_free_trainer
+
+    return ref_free_trainer(ctx, "cpo")
