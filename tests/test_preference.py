@@ -202,3 +202,18 @@ def test_preference_flags_and_errors(base, synth_dir, tmp_path):
         _train("rm", "none", synth_dir / "dpo.jsonl", tmp_path / "bad2")
     with pytest.raises(LmforgeError, match=r"sft\.jsonl:1"):  # chat rows are not preference rows
         _train("dpo", base, synth_dir / "sft.jsonl", tmp_path / "bad3")
+
+
+def test_precomputed_reference_log_probs(base, synth_dir, tmp_path):
+    run_dir = _train(
+        "dpo",
+        base,
+        synth_dir / "dpo.jsonl",
+        tmp_path / "pre",
+        "--max_steps",
+        "2",
+        "--precompute_ref_log_probs",
+        "true",
+    )
+    first = _metrics(run_dir)[0]
+    assert abs(first["loss"] - math.log(2)) < 1e-3 and first["rewards/margins"] == 0.0
