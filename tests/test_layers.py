@@ -15,6 +15,7 @@ LAYERS = {
     "runs": 2,
     "training": 3,
     "tuners": 3,
+    "rl": 3,
     "stages": 4,
     "pipeline": 5,
     "infer": 5,

@@ -81,6 +81,8 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "apollo_update_proj_gap": ("apollo_update_interval", None),
     "bnb_4bit_quant_type": ("quantization_type", None),
     "bnb_4bit_use_double_quant": ("double_quantization", None),
+    "reward_model": ("reward_model_path", None),  # LLaMA-Factory / ms-swift
+    "max_completion_length": ("max_gen_len", None),  # TRL
     "pref_beta": ("beta", None),  # LLaMA-Factory preference flags
     "pref_loss": ("loss_type", None),
     "pref_ftx": ("rpo_alpha", None),

@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "orpo": "lmforge.stages.orpo",
     "simpo": "lmforge.stages.simpo",
     "cpo": "lmforge.stages.cpo",
+    "grpo": "lmforge.stages.grpo",
 }
 
 

@@ -1,0 +1,1 @@
+"""Reinforcement learning: rewards, rollouts and the PPO / SPO / GRPO machinery."""

@@ -1,0 +1,70 @@
+"""RL stages' trainers: GRPO on TRL's GRPOTrainer with lmforge's trainer features mixed in.
+(PPO and SPO, lmforge's own, share lmforge/rl's rollout, reward and KL code.)"""
+
+from __future__ import annotations
+
+import logging
+
+from trl import GRPOTrainer
+
+from lmforge.errors import LmforgeError
+from lmforge.training.trainer import LmforgeMixin
+
+log = logging.getLogger("lmforge")
+
+
+class LmforgeGRPOTrainer(LmforgeMixin, GRPOTrainer):
+    pass
+
+
+def reward_functions(ctx):
+    """The stage's reward callables and weights from --reward_funcs / --reward_weights /
+    --reward_model_path / --reasoning."""
+    from lmforge.rl.rewards import build_reward_funcs
+
+    cfg = ctx.cfg
+    return build_reward_funcs(
+        cfg.get("reward_funcs"),
+        cfg.get("reward_weights"),
+        reasoning=cfg["reasoning"],
+        reward_model=cfg.get("reward_model_path"),
+        tokenizer=ctx.tokenizer,
+        clip=cfg.get("reward_clip"),
+        length_target=cfg.get("length_target") or 200,
+    )
+
+
+def drop_long_prompts(ctx, rows):
+    """Keep prompts whose rendered chat fits --max_length tokens (MiniMind's max_seq_len is the prompt
+    budget in RL); the rest are dropped and counted."""
+    if rows is None:
+        return None
+    tok, limit = ctx.tokenizer, ctx.cfg["max_length"]
+
+    def fits(row):
+        text = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+        return len(tok(text, add_special_tokens=False)["input_ids"]) <= limit
+
+    kept = rows.filter(fits, desc="dropping prompts longer than max_length")
+    if hasattr(rows, "__len__"):
+        ctx.stats["prompts_too_long"] = len(rows) - len(kept)
+        if len(kept) == 0:
+            raise LmforgeError(
+                f"{ctx.cfg['dataset']}: every prompt is longer than --max_length {limit} tokens"
+            )
+    return kept
+
+
+def grpo_trainer(ctx):
+    funcs, weights = reward_functions(ctx)
+    ctx.training_args.reward_weights = weights
+    return LmforgeGRPOTrainer(
+        model=ctx.model,
+        reward_funcs=funcs,
+        args=ctx.training_args,
+        train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset,
+        processing_class=ctx.tokenizer,
+        nan_policy=ctx.cfg["nan_policy"],
+        max_nan_skips=ctx.cfg["max_nan_skips"],
+    )
