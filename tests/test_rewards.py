@@ -253,3 +253,20 @@ def test_called_like_grpo_trainer(rm_dir, tokenizer, one_thread):
     assert all(len(o) == 3 and all(isinstance(r, float) for r in o) for o in outputs)
     assert outputs[0] == [1.0, 1.0, 0.0] and outputs[3] == [1.0, 0.0, 0.0]
     assert len(combine(outputs, weights)) == 3
+
+
+def test_closeness_is_dense_around_the_numeric_answer():
+    from lmforge.rl.rewards import closeness
+
+    got = closeness(
+        None,
+        [
+            "14 + 13 = 27.",
+            "14 + 13 = 28.",
+            "14 + 13 = 30.",
+            "no number",
+            [{"role": "assistant", "content": "0 + 9 = 9。"}],
+        ],
+        answer=["27", "27", "27", "27", "9"],
+    )
+    assert got == [1.0, 0.5, 0.25, 0.0, 1.0]

@@ -15,6 +15,8 @@ Each callable's ``__name__`` is what TRL logs as ``rewards/<name>/mean``. All ar
   lowercased, whitespace collapsed, trailing ``.。!！?？,，;；:：`` removed). A reference with several
   lines also accepts any one line. A row without a reference (``None`` / empty) scores 0.0.
   The reference comes from the ``answer`` column (lmforge's prompt rows), else ``solution`` / ``gt``.
+``closeness`` — ``1 / (1 + |answer - reference|)`` for a numeric reference (1.0 exact, 0.5 off by
+  one), 0.0 without a number: a dense shaping reward for arithmetic that small models can climb.
 ``format`` — the reasoning format (MiniMind ``--reasoning 1``). 1.0: the completion (leading whitespace
   ignored) is ``<think>`` + non-empty reasoning + ``</think>`` + a non-empty answer, with no other think
   tag anywhere; the answer is free text or exactly one ``<answer>...</answer>`` with non-empty content.
@@ -49,6 +51,7 @@ __all__ = [
     "RewardModelScorer",
     "accuracy",
     "build_reward_funcs",
+    "closeness",
     "combine",
     "completion_text",
     "extract_answer",
@@ -148,6 +151,17 @@ def accuracy(prompts: list, completions: list, **kwargs: Any) -> list[float]:
         answer = extract_answer(completion_text(completion))
         alternatives = [ref] + [line for line in ref.splitlines() if line.strip()] if "\n" in ref else [ref]
         out.append(1.0 if any(_matches(answer, r) for r in alternatives) else 0.0)
+    return out
+
+
+def closeness(prompts: list, completions: list, **kwargs: Any) -> list[float]:
+    """``1 / (1 + |answer - reference|)`` for numeric references: 1.0 when exact, 0.5 when off by one;
+    0.0 without a number (or for a non-numeric reference). A dense shaping reward for arithmetic."""
+    out = []
+    for completion, ref in zip(completions, _references(kwargs, len(completions))):
+        ref_num, end = _last_number(_normalise("" if ref is None else str(ref)))
+        got, _ = _last_number(extract_answer(completion_text(completion)))
+        out.append(0.0 if ref_num is None or got is None else 1.0 / (1.0 + abs(got - ref_num)))
     return out
 
 
@@ -290,6 +304,7 @@ class RewardModelScorer:
 
 REWARDS: dict[str, Callable[[int], RewardFunc]] = {
     "accuracy": lambda _target: accuracy,
+    "closeness": lambda _target: closeness,
     "format": lambda _target: format_reward,
     "length": length,
     "repetition": lambda _target: repetition,
