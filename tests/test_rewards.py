@@ -138,7 +138,12 @@ def test_build_reward_funcs():
 @pytest.mark.parametrize(
     "names, weights, reasoning, match",
     [
-        ("accuracy,bleu", None, False, "unknown reward 'bleu'; valid: accuracy, format, length, repetition"),
+        (
+            "accuracy,bleu",
+            None,
+            False,
+            "unknown reward 'bleu'; valid: accuracy, closeness, format, length, repetition",
+        ),
         ("accuracy", "1,2", False, r"2 value\(s\) for 1 reward\(s\) \(accuracy\)"),
         ("accuracy", "1", True, r"1 value\(s\) for 2 reward\(s\) \(accuracy, format\)"),
         ("accuracy", "one", False, "comma-separated numbers"),
