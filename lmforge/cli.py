@@ -355,6 +355,9 @@ def _setup_logging() -> None:
     # peft still asks transformers for the renamed `is_gradient_checkpointing` (a FutureWarning per run)
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # MKL (PyTorch's CPU BLAS) picks kernels by buffer alignment unless told to be reproducible: two
+    # runs then differ in the last bit now and then, and "resume gives bitwise the same losses" breaks.
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -26,6 +26,8 @@ STAGES: dict[str, str] = {
     "simpo": "lmforge.stages.simpo",
     "cpo": "lmforge.stages.cpo",
     "grpo": "lmforge.stages.grpo",
+    "ppo": "lmforge.stages.ppo",
+    "spo": "lmforge.stages.spo",
 }
 
 
