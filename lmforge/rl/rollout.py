@@ -99,7 +99,7 @@ def _device(model) -> torch.device:
 
 
 @contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
+def eval_mode(model) -> Iterator[None]:
     """Eval mode (no dropout) inside, the previous mode restored after."""
     was_training = model.training
     model.eval()
@@ -165,7 +165,7 @@ def generate(
         pad_token_id=pad_id,
         bos_token_id=tokenizer.bos_token_id,
     )
-    with torch.no_grad(), _eval_mode(policy):
+    with torch.no_grad(), eval_mode(policy):
         out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
     generated = out[:, width:]
     gen_mask = response_mask_from(generated, stops)
@@ -229,7 +229,7 @@ def _batched_logprobs(model, rollout: Rollout, batch_size: int | None) -> torch.
     keep = rollout.input_ids.shape[1] - rollout.prompt_length
     step = batch_size or len(rollout)
     chunks = []
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         for i in range(0, len(rollout), step):
             ids = rollout.input_ids[i : i + step].to(device)
             mask = rollout.attention_mask[i : i + step].to(device)

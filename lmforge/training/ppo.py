@@ -45,7 +45,14 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.rl import ppo_math as pm
 from lmforge.rl.rewards import combine
-from lmforge.rl.rollout import Rollout, fill_logprobs, generate, position_ids_from, sequence_logprobs
+from lmforge.rl.rollout import (
+    Rollout,
+    eval_mode,
+    fill_logprobs,
+    generate,
+    position_ids_from,
+    sequence_logprobs,
+)
 from lmforge.training.trainer import LmforgeTrainer
 
 log = logging.getLogger("lmforge")
@@ -68,16 +75,6 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-@contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _adapter_moves_base(model) -> bool:
     """True when disabling the adapter does not give the starting model: PiSSA / OLoRA / CorDA
     initialisations subtract the adapter's initial product from the base weights."""
@@ -91,7 +88,7 @@ def _adapter_moves_base(model) -> bool:
 def _no_grad_logprobs(model, rollout: Rollout) -> torch.Tensor:
     """The rollout's response log-probs under `model` (no_grad, eval mode), as `fill_logprobs` takes them."""
     keep = rollout.input_ids.shape[1] - rollout.prompt_length
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         logp = sequence_logprobs(
             model, rollout.input_ids, rollout.attention_mask, temperature=rollout.temperature, keep=keep
         )
@@ -436,7 +433,7 @@ class PPOTrainer(RolloutTrainer):
         rollout, scores, _ = self._experience(inputs)
         mask = rollout.logprob_mask
         old_logp = self._old_logprobs(rollout)
-        with torch.no_grad(), _eval_mode(self.critic):
+        with torch.no_grad(), eval_mode(self.critic):
             old_values = self._values(rollout)
             if rollout.ref_logprobs is not None:
                 kl = pm.kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, "k1", mask)
