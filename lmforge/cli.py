@@ -28,7 +28,18 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("run a training stage: pretrain, sft, distill-reason", "cmd_train"),
     ("chat",): ("interactive streaming chat in the terminal", "cmd_chat"),
     ("infer",): ("batch inference over CSV/JSONL, outputs in input order", "cmd_infer"),
+    ("serve",): ("OpenAI-compatible HTTP server with dynamic batching and LoRA adapters", "cmd_serve"),
+    ("webui",): ("browser UI: chat with a run/model, and a training board to launch/watch runs", "cmd_webui"),
     ("merge",): ("merge a PEFT adapter into its base model (full HF folder)", "cmd_merge"),
+    ("eval",): (
+        "perplexity, multiple-choice benchmarks, generation metrics, or an OpenAI endpoint",
+        "cmd_eval",
+    ),
+    ("export",): ("export to HF safetensors, GGUF (+ Ollama Modelfile) or quantised formats", "cmd_export"),
+    ("import", "minimind"): (
+        "convert MiniMind .pth weights into a native HF model folder",
+        "cmd_import_minimind",
+    ),
     ("pipeline",): ("run the stages of a pipeline YAML in order, skipping finished ones", "cmd_pipeline"),
 }
 
@@ -277,6 +288,48 @@ def cmd_infer(argv: list[str]) -> int:
     return 0
 
 
+def cmd_webui(argv: list[str]) -> int:
+    from lmforge.webui.args import WebUIArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge webui", COMMANDS[("webui",)][0], [WebUIArgs])
+    from lmforge.config.loader import resolve
+    from lmforge.errors import LmforgeError
+    from lmforge.webui.app import launch
+
+    cfg = resolve([WebUIArgs], argv)
+    if cfg.positionals:
+        raise LmforgeError(f"webui: unexpected argument {cfg.positionals[0]!r}; use --model PATH")
+    return launch(cfg.group(WebUIArgs))
+
+
+def cmd_serve(argv: list[str]) -> int:
+    from lmforge.config.loader import resolve
+    from lmforge.infer.args import GenerationArgs
+    from lmforge.serve.args import ServeArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge serve MODEL_OR_RUN", COMMANDS[("serve",)][0], [ServeArgs, GenerationArgs])
+    cfg = resolve([ServeArgs, GenerationArgs], argv)
+    from lmforge.errors import LmforgeError
+    from lmforge.serve.server import run_serve
+
+    args = cfg.group(ServeArgs)
+    # vLLM's `--lora-modules a=PATH b=PATH`: the items after the first land among the positionals
+    positionals = [p for p in cfg.positionals if "=" not in p]
+    extra = [p for p in cfg.positionals if "=" in p]
+    if extra:
+        if not args.lora_modules or args.lora_modules.startswith(("{", "[")):
+            raise LmforgeError(
+                f"serve: unexpected argument {extra[0]!r} (adapters go in --adapters name=path,...)"
+            )
+        args.lora_modules = ",".join([args.lora_modules, *extra])
+    if len(positionals) > 1 or (positionals and args.model):
+        raise LmforgeError("serve: give one model (positional or --model)")
+    args.model = args.model or (positionals[0] if positionals else None)
+    return run_serve(args, cfg.group(GenerationArgs))
+
+
 def cmd_merge(argv: list[str]) -> int:
     from lmforge.tuners.merge import MergeArgs
 
@@ -293,6 +346,73 @@ def cmd_merge(argv: list[str]) -> int:
     args.adapter = args.adapter or (cfg.positionals[0] if cfg.positionals else None)
     out, n_params = merge(args)
     print(f"merged model ({n_params / 1e6:.2f}M parameters) written to {out}")
+    return 0
+
+
+EVAL_DEFAULTS = {"do_sample": False, "temperature": 0.0, "max_new_tokens": 256}  # greedy, reproducible
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from lmforge.evaluate.args import EvalArgs
+    from lmforge.infer.args import GenerationArgs
+
+    groups = [EvalArgs, GenerationArgs]
+    if _wants_help(argv):
+        return _print_help(
+            "lmforge eval MODEL_OR_RUN", COMMANDS[("eval",)][0], groups, defaults=EVAL_DEFAULTS
+        )
+    from lmforge.config.loader import resolve
+    from lmforge.errors import LmforgeError
+    from lmforge.evaluate.run import format_table, run_eval
+
+    cfg = resolve(groups, argv, defaults=EVAL_DEFAULTS)
+    args = cfg.group(EvalArgs)
+    if len(cfg.positionals) > 1 or (cfg.positionals and args.model):
+        raise LmforgeError("eval: give one model (positional or --model)")
+    args.model = args.model or (cfg.positionals[0] if cfg.positionals else None)
+    result, out = run_eval(args, cfg.group(GenerationArgs))
+    print(format_table(result))
+    print(f"results written to {out / 'results.json'}")
+    return 0
+
+
+def cmd_export(argv: list[str]) -> int:
+    from lmforge.export.args import ExportArgs
+
+    if _wants_help(argv):
+        return _print_help("lmforge export RUN_OR_MODEL", COMMANDS[("export",)][0], [ExportArgs])
+    from lmforge.config.loader import resolve
+    from lmforge.errors import LmforgeError
+    from lmforge.export.run import export
+
+    cfg = resolve([ExportArgs], argv)
+    args = cfg.group(ExportArgs)
+    if len(cfg.positionals) > 1 or (cfg.positionals and args.model):
+        raise LmforgeError("export: give one model (positional or --model)")
+    args.model = args.model or (cfg.positionals[0] if cfg.positionals else None)
+    out, what, url = export(args)
+    print(f"{what} written to {out}" + (f"; pushed to {url}" if url else ""))
+    return 0
+
+
+def cmd_import_minimind(argv: list[str]) -> int:
+    from lmforge.models.minimind_import import ImportArgs
+
+    if _wants_help(argv):
+        return _print_help(
+            "lmforge import minimind PATH.pth", COMMANDS[("import", "minimind")][0], [ImportArgs]
+        )
+    from lmforge.config.loader import resolve
+    from lmforge.errors import LmforgeError
+    from lmforge.models.minimind_import import import_minimind
+
+    cfg = resolve([ImportArgs], argv)
+    args = cfg.group(ImportArgs)
+    if len(cfg.positionals) > 1 or (cfg.positionals and args.checkpoint):
+        raise LmforgeError("import minimind: give one checkpoint (positional or --checkpoint)")
+    args.checkpoint = args.checkpoint or (cfg.positionals[0] if cfg.positionals else None)
+    out, _, layout = import_minimind(args)
+    print(f"{layout.family} checkpoint imported as {out}")
     return 0
 
 

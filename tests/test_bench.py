@@ -45,3 +45,25 @@ def test_bench_pretrain_reports_both_modes(tmp_path):
     assert results["lmforge"]["data_padding_waste"] < results["reference"]["data_padding_waste"]
     # the printed table names both modes
     assert "lmforge" in proc.stdout and "reference" in proc.stdout and "loss tok/s" in proc.stdout
+
+
+SERVER_BENCH = Path(__file__).resolve().parents[1] / "bench" / "server.py"
+
+
+def test_bench_server_reports_batched_and_sequential():
+    """bench/server.py --quick: both servers answer every request; one JSON line (no timing asserts)."""
+    proc = subprocess.run(
+        [sys.executable, str(SERVER_BENCH), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    for mode, size in (("batched", 4), ("sequential", 1)):
+        r = report[mode]
+        assert r["max_batch_size"] == size and r["requests"] == 8, mode
+        assert r["tokens"] == 8 * 8, mode  # ignore_eos: every request generates max_tokens
+        assert r["requests_per_s"] > 0 and r["tokens_per_s"] > 0, mode
+    assert report["sequential"]["peak_batch"] == 1
+    assert report["batched"]["peak_batch"] > 1  # concurrent requests were decoded together
+    assert report["speedup_tokens_per_s"] > 0

@@ -143,6 +143,11 @@ def test_sft_from_pretrained_learns(pretrained, synth_dir, tmp_path):
     assert (out / "lmforge_finished.json").is_file()
 
 
+# MKL's reproducible mode (MKL_CBWR) holds only for a fixed thread count, and MKL may drop threads when
+# the machine is loaded (MKL_DYNAMIC); one thread makes the bitwise comparison independent of load.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_DYNAMIC": "FALSE"}
+
+
 def _cli(args, env_extra=None, **kw):
     env = {**os.environ, "LMFORGE_LOG_LEVEL": "WARNING", **(env_extra or {})}
     return subprocess.run(
@@ -169,15 +174,16 @@ def test_kill_9_then_resume_gives_bitwise_identical_losses(synth_dir, tmp_path, 
     _, extra, kill_at, ckpt_step, total = case
     data = synth_dir / "pretrain.jsonl"
     common = ["train", "pretrain", *extra]
-    full = _cli([*common, *_pretrain_args(data, tmp_path / "full")])
+    full = _cli([*common, *_pretrain_args(data, tmp_path / "full")], ONE_THREAD)
     assert full.returncode == 0, full.stderr
     killed = _cli(
-        [*common, *_pretrain_args(data, tmp_path / "killed")], {"LMFORGE_FAULT_KILL_AT_STEP": str(kill_at)}
+        [*common, *_pretrain_args(data, tmp_path / "killed")],
+        {**ONE_THREAD, "LMFORGE_FAULT_KILL_AT_STEP": str(kill_at)},
     )
     assert killed.returncode == -signal.SIGKILL
     assert Path(latest_checkpoint(tmp_path / "killed")).name == f"checkpoint-{ckpt_step}"
     assert not (tmp_path / "killed" / "lmforge_finished.json").exists()
-    resumed = _cli([*common, *_pretrain_args(data, tmp_path / "killed"), "--from_resume", "1"])
+    resumed = _cli([*common, *_pretrain_args(data, tmp_path / "killed"), "--from_resume", "1"], ONE_THREAD)
     assert resumed.returncode == 0, resumed.stderr
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
     assert len(a) == len(b) == total

@@ -74,6 +74,10 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "adapter_name_or_path": ("adapter", None),  # merge's --adapter (train has its own key)
     "lora_weight": ("adapter", None),  # merge's --adapter (chat / infer have their own key)
     "export_dir": ("output_dir", None),  # LLaMA-Factory export
+    "export_quantization_bit": ("quantization_bit", None),
+    "export_quantization_dataset": ("quantization_dataset", None),
+    "export_hub_model_id": ("push_to_hub", None),
+    "hf_hub_token": ("hub_token", None),
     "output": ("output_dir", None),
     "num_expand": ("expand_layers", None),
     "galore_target_modules": ("galore_target", _comma_list),

@@ -145,27 +145,22 @@ tokenizer = AutoTokenizer.from_pretrained("{out}")
 """
 
 
-def merge(args: MergeArgs) -> tuple[Path, int]:
-    """Merge `args.adapter` into its base, write the full model to `args.output_dir` atomically;
-    returns (output folder, parameter count)."""
-    if not args.adapter:
-        raise LmforgeError("merge: name the adapter: `lmforge merge ADAPTER --output_dir OUT`")
-    if not args.output_dir:
-        raise LmforgeError("merge: --output_dir is required (where the merged model is written)")
-    out = Path(args.output_dir)
-    _check_output(out, args.overwrite)
+def load_merged(args: MergeArgs) -> tuple[Any, Any, dict[str, Any]]:
+    """The adapter `args.adapter` merged into its base: (model, tokenizer, info) where info holds
+    `base`, `adapter` (Path), `peft_type`. Also used by `lmforge export`."""
     adapter = find_adapter(args)
     adapter_cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     base = find_base(adapter, adapter_cfg, args)
-    if out.resolve() in (adapter.resolve(), Path(base).resolve()):
-        raise LmforgeError(f"--output_dir {out} is the adapter or base folder itself; choose another folder")
+    if args.output_dir and Path(args.output_dir).resolve() in (adapter.resolve(), Path(base).resolve()):
+        raise LmforgeError(
+            f"--output_dir {args.output_dir} is the adapter or base folder itself; choose another folder"
+        )
 
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from lmforge.models.load import load_tokenizer_for
-    from lmforge.runs import mark_finished, promote_staged_checkpoint
 
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
@@ -178,9 +173,26 @@ def merge(args: MergeArgs) -> tuple[Path, int]:
     has_tokenizer = (adapter / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer_for(str(adapter) if has_tokenizer else base)
     _fill_generation_config(model, adapter, tokenizer)
+    peft_type = "DoRA" if adapter_cfg.get("use_dora") else str(adapter_cfg.get("peft_type", "PEFT"))
+    return model, tokenizer, {"base": base, "adapter": adapter, "peft_type": peft_type}
+
+
+def merge(args: MergeArgs) -> tuple[Path, int]:
+    """Merge `args.adapter` into its base, write the full model to `args.output_dir` atomically;
+    returns (output folder, parameter count)."""
+    if not args.adapter:
+        raise LmforgeError("merge: name the adapter: `lmforge merge ADAPTER --output_dir OUT`")
+    if not args.output_dir:
+        raise LmforgeError("merge: --output_dir is required (where the merged model is written)")
+    out = Path(args.output_dir)
+    _check_output(out, args.overwrite)
+    model, tokenizer, info = load_merged(args)
+    base, adapter = info["base"], info["adapter"]
+
+    from lmforge.runs import mark_finished, promote_staged_checkpoint
+
     n_params = sum(p.numel() for p in model.parameters())
     dtype_name = str(model.dtype).removeprefix("torch.")
-    peft_type = "DoRA" if adapter_cfg.get("use_dora") else str(adapter_cfg.get("peft_type", "PEFT"))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
@@ -189,7 +201,7 @@ def merge(args: MergeArgs) -> tuple[Path, int]:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(
-            _model_card(out, base, adapter, peft_type, dtype_name, n_params), encoding="utf-8"
+            _model_card(out, base, adapter, info["peft_type"], dtype_name, n_params), encoding="utf-8"
         )
         mark_finished(tmp, {"command": "merge", "base": base, "adapter": str(adapter)})
         _check_output(out, args.overwrite)  # something may have appeared there while we worked

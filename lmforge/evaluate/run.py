@@ -1,0 +1,172 @@
+"""`lmforge eval`: pick the model (local Engine or --eval_url endpoint), run the task, write
+`results.json` and `predictions.jsonl` (each written atomically) and format the printed table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+from lmforge.evaluate.args import EvalArgs
+
+
+def _check(args: EvalArgs) -> None:
+    if args.task == "ppl" and args.eval_url:
+        raise LmforgeError(
+            "--task ppl needs a local model: OpenAI-compatible servers do not return prompt log-probabilities"
+        )
+    if args.task in ("ppl", "gen") and not args.dataset:
+        raise LmforgeError(f"--task {args.task} needs --dataset FILE")
+    if not args.eval_url and not (args.model or args.weight):
+        raise LmforgeError(
+            "eval: name a model (`lmforge eval MODEL_OR_RUN ...`) or an endpoint (--eval_url URL)"
+        )
+
+
+def _output_dir(args: EvalArgs) -> Path:
+    from lmforge.runs import default_output_dir
+
+    out = Path(args.output_dir or default_output_dir(f"eval-{args.task}", args.save_dir))
+    if out.exists() and not out.is_dir():
+        raise LmforgeError(f"--output_dir {out} is a file")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise LmforgeError(f"--output_dir {out} exists and is not empty; pass --overwrite true to replace it")
+    return out
+
+
+def _use_chat(args: EvalArgs, engine) -> bool:
+    if args.template != "auto":
+        return args.template == "chat"
+    if engine is None:  # a server: chat unless told --template plain
+        return True
+    if engine.run_args.get("stage") == "pretrain":
+        return False
+    return bool(getattr(engine.tokenizer, "chat_template", None))
+
+
+def _load_inputs(args: EvalArgs) -> Any:
+    """The task's data, read (and checked row by row) before any model is loaded."""
+    if args.task == "ppl":
+        from lmforge.evaluate.ppl import load_texts
+
+        return load_texts(args.dataset, args.text_column, args.limit)
+    if args.task == "gen":
+        from lmforge.evaluate.gen import load_examples
+
+        return load_examples(args.dataset, args.limit)
+    from lmforge.evaluate.bench import load_benchmark, resolve_task_dir
+
+    task_dir = resolve_task_dir(args.task_dir)
+    layout = None if args.benchmark == "auto" else args.benchmark
+    return task_dir, *load_benchmark(task_dir, layout, args.split, args.subjects, args.limit)
+
+
+def _mc(args: EvalArgs, gen, engine, endpoint, inputs) -> dict[str, Any]:
+    from lmforge.evaluate.bench import DEFAULT_LANG
+    from lmforge.evaluate.mc import LocalScorer, evaluate_mc
+
+    task_dir, layout, split, subjects = inputs
+    lang = DEFAULT_LANG[layout] if args.lang == "auto" else args.lang
+    chat = _use_chat(args, engine)
+    if endpoint is not None:
+        from lmforge.evaluate.endpoint import EndpointScorer
+
+        scorer = EndpointScorer(endpoint, chat, args.concurrency)
+    else:
+        scorer = LocalScorer(engine, chat, gen, args.batch_size)
+    result = evaluate_mc(scorer, subjects, max(0, args.n_shot), lang, chat)
+    head = {
+        "benchmark": layout,
+        "task_dir": str(task_dir),
+        "split": split,
+        "lang": lang,
+        "n_shot": args.n_shot,
+    }
+    head.update(template="chat" if chat else "plain", methods={k: v for k, v in scorer.methods.items() if v})
+    return {**head, **result}
+
+
+def _gen(args: EvalArgs, gen, engine, endpoint, examples) -> dict[str, Any]:
+    from lmforge.evaluate.gen import evaluate_gen, local_generator
+
+    if endpoint is not None:
+        from lmforge.evaluate.endpoint import endpoint_generator
+
+        generate = endpoint_generator(endpoint, gen, args.concurrency)
+    else:
+        generate = local_generator(engine, gen, args.batch_size)
+    return {"dataset": args.dataset, "greedy": gen.greedy, **evaluate_gen(generate, examples)}
+
+
+def run_eval(args: EvalArgs, gen) -> tuple[dict[str, Any], Path]:
+    """Evaluate; returns (results without per-row predictions, output folder)."""
+    _check(args)
+    out = _output_dir(args)
+    inputs = _load_inputs(args)
+    engine = endpoint = None
+    if args.eval_url:
+        from lmforge.evaluate.endpoint import Endpoint
+
+        key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        endpoint = Endpoint(args.eval_url, key, args.model, args.timeout)
+    else:
+        from lmforge.infer.chat import load_engine
+
+        engine = load_engine(args)  # type: ignore[arg-type]  # EvalArgs carries EngineArgs' fields
+    if args.task == "ppl":
+        from lmforge.evaluate.ppl import perplexity
+
+        result: dict[str, Any] = {
+            "dataset": args.dataset,
+            **perplexity(engine, inputs, args.max_length, args.batch_size),
+        }
+    elif args.task == "mc":
+        result = _mc(args, gen, engine, endpoint, inputs)
+    else:
+        result = _gen(args, gen, engine, endpoint, inputs)
+    model = endpoint.model if endpoint else engine.name
+    result = {"task": args.task, "model": model, "eval_url": args.eval_url, **result}
+    predictions = result.pop("predictions", [])
+    write_results(out, result, predictions)
+    return result, out
+
+
+def write_results(out: Path, result: dict[str, Any], predictions: list[dict]) -> None:
+    from lmforge.runs import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    if predictions:
+        text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+        atomic_write_text(out / "predictions.jsonl", text)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The printed summary of a results dict."""
+    task = result["task"]
+    if task == "ppl":
+        return (
+            f"documents {result['documents']}  tokens {result['tokens']}  loss {result['loss']:.4f}  "
+            f"perplexity {result['perplexity']:.3f}  bits/byte {result['bits_per_byte']:.4f}"
+        )
+    if task == "gen":
+        return (
+            f"rows {result['rows']}  exact_match {100 * result['exact_match']:.1f}  "
+            f"rouge_l {100 * result['rouge_l']:.1f}  bleu_4 {100 * result['bleu_4']:.1f}"
+        )
+    methods = ", ".join(f"{k} {v}" for k, v in result["methods"].items())
+    lines = [
+        f"{result['benchmark']} ({result['split']}, {result['n_shot']}-shot, {result['template']} prompt, "
+        f"{result['lang']}; scored by {methods})",
+        f"{'subject':<36}{'category':<18}{'n':>5}{'accuracy':>10}",
+    ]
+    for name, r in result["subjects"].items():
+        lines.append(f"{name:<36}{r['category']:<18}{r['total']:>5}{100 * r['accuracy']:>10.1f}")
+    if len(result["categories"]) > 1:
+        for name, r in result["categories"].items():
+            lines.append(f"{'category ' + name:<54}{r['total']:>5}{100 * r['accuracy']:>10.1f}")
+    lines.append(f"{'overall (micro)':<54}{result['total']:>5}{100 * result['accuracy']:>10.1f}")
+    lines.append(f"{'overall (macro, mean of subjects)':<59}{100 * result['macro_accuracy']:>10.1f}")
+    return "\n".join(lines)

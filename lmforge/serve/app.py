@@ -1,0 +1,277 @@
+"""The FastAPI app: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`.
+
+Streams are server-sent events, one `chat.completion.chunk` (or `text_completion`) per piece of
+text, a last chunk per choice carrying `finish_reason`, an optional usage chunk with empty
+`choices` (`stream_options.include_usage`), then `data: [DONE]`. A non-streamed answer is the
+concatenation of the same pieces. Every error, including FastAPI's own validation and routing
+errors, has OpenAI's body; a client that leaves a stream cancels its generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmforge.serve.protocol import ApiError, ChatRequest, CompletionRequest, bad_request, validation_error
+from lmforge.serve.service import Service
+from lmforge.serve.text import ChatDeltas, opens_think
+
+logger = logging.getLogger("lmforge")
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        err = validation_error(list(exc.errors()))
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(ApiError(exc.status_code, message, type=kind).body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception):
+        logger.exception("serve: request failed")
+        err = ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
+        return JSONResponse(err.body(), status_code=500)
+
+
+def create_app(service: Service) -> FastAPI:
+    app = FastAPI(title="lmforge serve", docs_url=None, redoc_url=None)
+    _install_errors(app)
+
+    async def check_key(authorization: str | None = Header(default=None)) -> None:
+        if service.api_key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), service.api_key):
+            raise ApiError(
+                401,
+                "Incorrect API key provided: pass it as `Authorization: Bearer KEY`.",
+                code="invalid_api_key",
+            )
+
+    @app.get("/health")
+    async def health() -> dict:
+        sched = service.scheduler
+        return {
+            "status": "ok",
+            "running": sched.num_running,
+            "waiting": sched.num_waiting,
+            "peak_batch": sched.peak_batch,
+        }
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
+
+    @v1.get("/models")
+    async def models() -> dict:
+        return {"object": "list", "data": service.model_cards()}
+
+    @v1.post("/chat/completions")
+    async def chat(req: ChatRequest):
+        return await chat_completion(service, req)
+
+    @v1.post("/completions")
+    async def completions(req: CompletionRequest):
+        return await text_completion(service, req)
+
+    app.include_router(v1)
+    return app
+
+
+async def chat_completion(service: Service, req: ChatRequest):
+    adapter = service.adapter_for(req.model)
+    if req.logprobs:
+        raise bad_request("logprobs are not supported by lmforge serve", param="logprobs")
+    text, ids, tools = service.chat_prompt(req)
+    params = service.sampling(req, len(ids), req.max_completion_tokens or req.max_tokens)
+    jobs, queue = service.submit([ids], [params], req.n, adapter)
+    deltas = [ChatDeltas(think_open=opens_think(text), tools=tools) for _ in jobs]
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
+    events = _events(jobs, queue)
+    if req.stream:
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        return _stream(_chat_chunks(events, deltas, meta, len(ids), usage))
+    return await _chat_response(events, deltas, meta, len(ids))
+
+
+async def text_completion(service: Service, req: CompletionRequest):
+    adapter = service.adapter_for(req.model)
+    if req.logprobs is not None or req.suffix is not None:
+        field = "logprobs" if req.logprobs is not None else "suffix"
+        raise bad_request(f"{field} is not supported by lmforge serve", param=field)
+    if req.best_of not in (None, req.n):
+        raise bad_request("best_of must equal n (lmforge serve returns every sample)", param="best_of")
+    prompts = service.text_prompts(req.prompt)
+    params = [service.sampling(req, len(ids), req.max_tokens, "prompt") for ids in prompts]
+    jobs, queue = service.submit(prompts, params, req.n, adapter)
+    echo = [service.engine.decode(ids) if req.echo else "" for ids in prompts for _ in range(req.n)]
+    meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
+    num_prompt = sum(map(len, prompts))
+    events = _events(jobs, queue)
+    if req.stream:
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        return _stream(_text_chunks(events, echo, meta, num_prompt, usage))
+    return await _text_response(events, echo, meta, num_prompt)
+
+
+def _stream(chunks: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _events(jobs, queue) -> AsyncIterator[tuple]:
+    """(choice index, event) until every job is done; cancels what is left if the consumer stops."""
+    left = len(jobs)
+    try:
+        while left:
+            index, event = await queue.get()
+            if event[0] != "text":
+                left -= 1
+            yield index, event
+    finally:
+        for job in jobs:
+            job.cancelled = True
+
+
+def _error_of(event: tuple) -> ApiError:
+    return ApiError(500, event[1], type="server_error")
+
+
+# ---------------------------------------------------------------------------------------- chat
+def _chat_chunk(meta: dict, index: int, delta: dict, finish: str | None = None, usage: bool = False) -> str:
+    chunk = {
+        **meta,
+        "object": "chat.completion.chunk",
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage:
+        chunk["usage"] = None
+    return _sse(chunk)
+
+
+def _tool_delta(calls: list[dict]) -> dict:
+    return {"tool_calls": [{"index": k, **call} for k, call in enumerate(calls)]}
+
+
+async def _chat_chunks(events, deltas: list[ChatDeltas], meta: dict, prompt: int, usage: bool):
+    completion = 0
+    for i in range(len(deltas)):
+        yield _chat_chunk(meta, i, {"role": "assistant", "content": ""}, usage=usage)
+    async with aclosing(events):
+        async for i, event in events:
+            if event[0] == "error":
+                yield _sse(_error_of(event).body())
+                continue
+            final = event[0] == "done"
+            for delta in deltas[i].feed(event[1] if not final else "", final=final):
+                yield _chat_chunk(meta, i, delta, usage=usage)
+            if final:
+                completion += event[2]
+                reason = event[1]
+                if deltas[i].tool_calls:
+                    yield _chat_chunk(meta, i, _tool_delta(deltas[i].tool_calls), usage=usage)
+                    reason = "tool_calls"
+                yield _chat_chunk(meta, i, {}, reason, usage=usage)
+    if usage:
+        yield _sse(
+            {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(prompt, completion)}
+        )
+    yield "data: [DONE]\n\n"
+
+
+async def _chat_response(events, deltas: list[ChatDeltas], meta: dict, prompt: int) -> dict:
+    parts: list[dict[str, str]] = [{"content": "", "reasoning_content": ""} for _ in deltas]
+    reasons, completion = [""] * len(deltas), 0
+    async with aclosing(events):
+        async for i, event in events:
+            if event[0] == "error":
+                raise _error_of(event)
+            final = event[0] == "done"
+            for delta in deltas[i].feed(event[1] if not final else "", final=final):
+                for key, value in delta.items():
+                    parts[i][key] += value
+            if final:
+                reasons[i], completion = event[1], completion + event[2]
+    choices = []
+    for i, d in enumerate(deltas):
+        message = {"role": "assistant", "content": parts[i]["content"]}
+        if d.seen_think:
+            message["reasoning_content"] = parts[i]["reasoning_content"]
+        if d.tool_calls:
+            message["tool_calls"] = d.tool_calls
+            message["content"] = message["content"] or None
+            reasons[i] = "tool_calls"
+        choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reasons[i]})
+    return {**meta, "object": "chat.completion", "choices": choices, "usage": _usage(prompt, completion)}
+
+
+# ---------------------------------------------------------------------------------------- text
+def _text_chunk(meta: dict, index: int, text: str, finish: str | None = None, usage: bool = False) -> str:
+    chunk = {
+        **meta,
+        "object": "text_completion",
+        "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage:
+        chunk["usage"] = None
+    return _sse(chunk)
+
+
+async def _text_chunks(events, echo: list[str], meta: dict, prompt: int, usage: bool):
+    completion = 0
+    for i, text in enumerate(echo):
+        if text:
+            yield _text_chunk(meta, i, text, usage=usage)
+    async with aclosing(events):
+        async for i, event in events:
+            if event[0] == "error":
+                yield _sse(_error_of(event).body())
+            elif event[0] == "text":
+                yield _text_chunk(meta, i, event[1], usage=usage)
+            else:
+                completion += event[2]
+                yield _text_chunk(meta, i, "", event[1], usage=usage)
+    if usage:
+        yield _sse({**meta, "object": "text_completion", "choices": [], "usage": _usage(prompt, completion)})
+    yield "data: [DONE]\n\n"
+
+
+async def _text_response(events, echo: list[str], meta: dict, prompt: int) -> dict:
+    texts, reasons, completion = list(echo), [""] * len(echo), 0
+    async with aclosing(events):
+        async for i, event in events:
+            if event[0] == "error":
+                raise _error_of(event)
+            if event[0] == "text":
+                texts[i] += event[1]
+            else:
+                reasons[i], completion = event[1], completion + event[2]
+    choices = [
+        {"index": i, "text": t, "logprobs": None, "finish_reason": r}
+        for i, (t, r) in enumerate(zip(texts, reasons))
+    ]
+    return {**meta, "object": "text_completion", "choices": choices, "usage": _usage(prompt, completion)}

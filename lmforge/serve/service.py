@@ -1,0 +1,175 @@
+"""What the HTTP layer needs from the model: served names → adapters, prompts → token ids,
+request fields → `SamplingParams` (with the context-length check), and jobs for the scheduler.
+
+Request values win over the server's `GenerationArgs` (its command-line defaults); without either,
+decoding follows `lmforge chat` (so `--temperature 0` makes greedy the default for every request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+from lmforge.infer.args import GenerationArgs
+from lmforge.serve.protocol import ApiError, ChatRequest, Message, Sampling, bad_request
+from lmforge.serve.sampling import SamplingParams
+from lmforge.serve.scheduler import Job, Overloaded, Scheduler
+
+
+class Service:
+    """The served model, its names and its scheduler."""
+
+    def __init__(
+        self,
+        engine,
+        scheduler: Scheduler,
+        models: dict[str, str | None],
+        gen: GenerationArgs,
+        *,
+        api_key: str | None = None,
+        roots: dict[str, str] | None = None,
+    ):
+        """`models` maps each served name to its PEFT adapter name (None: the base weights)."""
+        self.engine, self.scheduler, self.models, self.gen = engine, scheduler, models, gen
+        self.api_key = api_key
+        self.roots = roots or {}
+        self.created = int(time.time())
+
+    # ------------------------------------------------------------------ names
+    def adapter_for(self, model: str) -> str | None:
+        if model not in self.models:
+            raise ApiError(
+                404,
+                f"The model `{model}` does not exist. Served models: {', '.join(self.models)}",
+                param="model",
+                code="model_not_found",
+            )
+        return self.models[model]
+
+    def model_cards(self) -> list[dict[str, Any]]:
+        base = next((name for name, adapter in self.models.items() if adapter is None), None)
+        return [
+            {
+                "id": name,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "lmforge",
+                "root": self.roots.get(name, name),
+                "parent": base if adapter is not None else None,
+            }
+            for name, adapter in self.models.items()
+        ]
+
+    # ------------------------------------------------------------------ prompts
+    def chat_prompt(self, req: ChatRequest) -> tuple[str, list[int], bool]:
+        """(prompt text, its token ids, whether tool calls are parsed) of a chat request."""
+        messages = [_message(m, i) for i, m in enumerate(req.messages)]
+        thinking = (req.chat_template_kwargs or {}).get("enable_thinking", self.gen.enable_thinking)
+        gen = dataclasses.replace(self.gen, enable_thinking=bool(thinking))
+        tools = req.tools if req.tools and req.tool_choice != "none" else None
+        try:
+            text = self.engine.render(messages, gen, tools)
+        except Exception as e:  # the chat template rejected the conversation
+            raise bad_request(f"messages: the chat template failed: {e}", param="messages") from None
+        ids = self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text, ids, tools is not None
+
+    def text_prompts(self, prompt: Any) -> list[list[int]]:
+        """Token ids of a /v1/completions `prompt` (str, list of str, token ids or lists of them)."""
+        if isinstance(prompt, str):
+            prompt = [prompt]
+        if not prompt:
+            raise bad_request("prompt: must not be empty", param="prompt")
+        if all(isinstance(x, int) for x in prompt):
+            prompt = [prompt]
+        vocab = len(self.engine.tokenizer)
+        out = []
+        for p in prompt:
+            ids = self.engine.encode(p, self.gen) if isinstance(p, str) else list(p)
+            if not ids or any(not 0 <= t < vocab for t in ids):
+                raise bad_request(f"prompt: token ids must be in [0, {vocab}) and not empty", param="prompt")
+            out.append(ids)
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def sampling(
+        self, req: Sampling, prompt_tokens: int, max_tokens: int | None, where: str = "messages"
+    ) -> SamplingParams:
+        """The request's decoding settings; 400 when prompt + answer cannot fit the context."""
+        gen, context = self.gen, self.engine.context_length
+        if max_tokens is None:
+            max_tokens = min(gen.max_new_tokens, context - prompt_tokens)
+            asked = f"your {where} resulted in {prompt_tokens} tokens"
+        else:
+            asked = (
+                f"you requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {where}, "
+                f"{max_tokens} in the completion)"
+            )
+        if max_tokens < 1 or prompt_tokens + max_tokens > context:
+            raise bad_request(
+                f"This model's maximum context length is {context} tokens. However, {asked}. "
+                f"Please reduce the length of the {where} or completion.",
+                param=where,
+                code="context_length_exceeded",
+            )
+        temperature = req.temperature
+        if temperature is None:
+            temperature = gen.temperature if gen.do_sample else 0.0
+        top_k = gen.top_k if req.top_k is None else req.top_k
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=gen.top_p if req.top_p is None else req.top_p,
+            top_k=max(top_k, 0),
+            seed=gen.seed if req.seed is None else req.seed,
+            stop=[*(gen.stop or []), *req.stops()],
+            repetition_penalty=req.repetition_penalty or gen.repetition_penalty,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            ignore_eos=req.ignore_eos,
+        )
+
+    # ------------------------------------------------------------------ jobs
+    def submit(
+        self, prompts: list[list[int]], params: list[SamplingParams], n: int, adapter: str | None
+    ) -> tuple[list[Job], asyncio.Queue]:
+        """n jobs per prompt (choice index = prompt × n + j, seed + j); their events arrive on the
+        returned queue as (choice index, event)."""
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        jobs = []
+        for p, (ids, base) in enumerate(zip(prompts, params)):
+            for j in range(n):
+                seed = None if base.seed is None else base.seed + j
+                jobs.append(
+                    Job(
+                        ids,
+                        dataclasses.replace(base, seed=seed),
+                        adapter,
+                        lambda ev, i=p * n + j: loop.call_soon_threadsafe(queue.put_nowait, (i, ev)),
+                    )
+                )
+        try:
+            self.scheduler.submit(jobs)
+        except Overloaded as e:
+            raise ApiError(
+                503, f"the server is overloaded: {e}; retry later", type="server_error", code="overloaded"
+            ) from None
+        return jobs, queue
+
+
+def _message(m: Message, i: int) -> dict[str, Any]:
+    """A request message → the dict the chat template expects (text parts joined)."""
+    content = m.content
+    if isinstance(content, list):
+        if any(part.type != "text" for part in content):
+            raise bad_request(
+                f"messages[{i}].content: only text parts are supported", param=f"messages.{i}.content"
+            )
+        content = "".join(part.text or "" for part in content)
+    out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
+    for key in ("name", "tool_calls", "tool_call_id", "reasoning_content"):
+        if getattr(m, key) is not None:
+            out[key] = getattr(m, key)
+    return out

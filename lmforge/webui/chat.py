@@ -1,0 +1,99 @@
+"""The Chat tab's logic, without Gradio: which folders hold a model, the loaded model, and one
+streamed reply split into its `<think>` reasoning and its answer (the same split as `lmforge chat`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+from lmforge.infer.args import GenerationArgs
+from lmforge.infer.engine import Engine, ThinkSplitter
+
+MAX_DEPTH = 4  # out/demo/sft is depth 2; deeper trees are not run folders
+
+
+def _holds_model(path: Path) -> bool:
+    if (path / "adapter_config.json").is_file():
+        return True
+    if not (path / "config.json").is_file():
+        return False
+    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+
+
+def find_model_dirs(runs_dir: str | Path) -> list[str]:
+    """Folders under `runs_dir` (itself included) that hold a model or an adapter, newest first.
+    Checkpoints are left out (type their path to load one); model folders are not searched inside."""
+    root = Path(runs_dir)
+    found: list[Path] = []
+
+    def walk(path: Path, depth: int) -> None:
+        if _holds_model(path):
+            found.append(path)
+            return
+        if depth >= MAX_DEPTH:
+            return
+        try:
+            children = sorted(p for p in path.iterdir() if p.is_dir())
+        except OSError:
+            return
+        for child in children:
+            if not child.name.startswith((".", "checkpoint-")):
+                walk(child, depth + 1)
+
+    if root.is_dir():
+        walk(root, 0)
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [str(p) for p in found]
+
+
+class ModelSlot:
+    """The one loaded model, shared by every browser tab (a local UI; one model fits in memory)."""
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self.engine: Engine | None = None
+        self.path: str | None = None
+
+    def load(self, path: str) -> str:
+        """Load `path` (replacing the current model); returns a one-line description."""
+        path = (path or "").strip()
+        if not path:
+            raise LmforgeError("choose a run from the list or type a model folder")
+        try:
+            engine = Engine.from_path(path, device=self.device)
+        except LmforgeError:
+            raise
+        except Exception as e:  # a broken folder: a library error, said in one line
+            detail = " ".join(str(e).split())[:300]
+            raise LmforgeError(f"{path}: cannot load a model ({type(e).__name__}: {detail})") from None
+        from lmforge.models.presets import count_parameters
+
+        self.engine, self.path = engine, path
+        return f"loaded {path} ({count_parameters(engine.model) / 1e6:.2f}M parameters, {engine.device})"
+
+
+def build_messages(history: list[dict], user: str, system: str | None, history_turns: int) -> list[dict]:
+    """The conversation sent to the model: system prompt, the last `history_turns` turns, `user`."""
+    kept = history[-2 * history_turns :] if history_turns > 0 else []
+    head = [{"role": "system", "content": system}] if system else []
+    return head + kept + [{"role": "user", "content": user}]
+
+
+def stream_reply(engine: Engine, messages: list[dict], gen: GenerationArgs) -> Iterator[tuple[str, str]]:
+    """Yield (reasoning so far, answer so far) while the model streams; the last pair is the
+    Engine's own final split (`Completion.reasoning_content`, `Completion.text`)."""
+    splitter = ThinkSplitter()
+    parts = {"reasoning": "", "content": ""}
+    stream = engine.stream(messages, gen)
+    try:
+        for piece in stream:
+            for kind, text in splitter.feed(piece):
+                parts[kind] += text
+            yield parts["reasoning"].strip(), parts["content"].lstrip("\n")
+    finally:
+        stream.close()  # the browser went away or pressed Stop: end the generation thread
+    done = stream.completion
+    if done is not None:
+        yield (done.reasoning_content or "").strip(), done.text
