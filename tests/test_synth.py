@@ -13,6 +13,7 @@ import pytest
 from lmforge.data.synth import COUNTRIES, FACTS, IDENTITY, eval_questions, synth
 
 NAMES = ("pretrain", "sft", "reasoning", "dpo", "rlaif", "kto", "lora_identity", "tokenizer_corpus")
+NAMES += ("math1_sft", "math1_rl", "math1_heldout")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SUM = re.compile(r"(\d+) ([+-]) (\d+) = (-?\d+)")
 
@@ -171,3 +172,20 @@ def test_lora_identity_rows_teach_the_new_name(small):
     rows = [json.loads(x) for x in open(small["lora_identity"], encoding="utf-8")]
     assert rows and all(r["conversations"][-1]["content"] in LORA_IDENTITY.values() for r in rows)
     assert {r["conversations"][-1]["content"] for r in rows} == set(LORA_IDENTITY.values())
+
+
+def test_math1_rows_are_correct_one_digit_arithmetic(small):
+    sft = _rows(small["math1_sft"])
+    for r in sft:
+        _check_messages(r["conversations"])
+        a, op, b, c = SUM.search(r["conversations"][1]["content"]).groups()
+        assert max(int(a), int(b)) < 10 and int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        assert int(c) >= 0 and f"{a}" in r["conversations"][0]["content"]
+    for name in ("math1_rl", "math1_heldout"):
+        for r in _rows(small[name]):
+            _check_messages(r["conversations"])
+            q = r["conversations"][0]["content"]
+            a, b = map(int, re.findall(r"\d", q))
+            assert int(r["gt"][0]) in (a + b, a - b)
+    held = [r["conversations"][0]["content"] for r in _rows(small["math1_heldout"])]
+    assert held != [r["conversations"][0]["content"] for r in _rows(small["math1_rl"])][: len(held)]

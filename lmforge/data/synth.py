@@ -389,6 +389,36 @@ def _rlaif_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
         yield {"conversations": messages, "gt": [str(c)]}
 
 
+MATH1_PHRASINGS = ("What is {a} {op} {b}?", "Calculate {a} {op} {b}.", "How much is {a} {word} {b}?")
+
+
+def _one_digit_problem(rng: random.Random) -> tuple[str, str]:
+    """(question, answer line) for a one-digit sum or difference in one of MATH1_PHRASINGS."""
+    a, b = rng.randrange(10), rng.randrange(10)
+    op = "+" if rng.random() < 0.5 else "-"
+    if op == "-":
+        a, b = max(a, b), min(a, b)
+    c = a + b if op == "+" else a - b
+    word = "plus" if op == "+" else "minus"
+    q = rng.choice(MATH1_PHRASINGS).format(a=a, op=op, b=b, word=word)
+    return q, f"{a} {op} {b} = {c}."
+
+
+def _math1_sft_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        q, answer = _one_digit_problem(rng)
+        yield {"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]}
+
+
+def _math1_prompt_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        q, answer = _one_digit_problem(rng)
+        yield {
+            "conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": "无"}],
+            "gt": [answer.split("= ")[1].rstrip(".")],
+        }
+
+
 # ---------------------------------------------------------------------------------------------
 # Public API
 
@@ -401,6 +431,11 @@ _CORPORA = {
     "rlaif": ("rlaif.jsonl", _rlaif_rows, 1000),
     "kto": ("kto.jsonl", _kto_rows, 1500),
     "lora_identity": ("lora_identity.jsonl", _lora_identity_rows, 200),
+    # The RL task: one-digit sums and differences that a tiny model half learns in a minute of SFT;
+    # RL prompts with answers, and held-out prompts (rows of their own, drawn the same way).
+    "math1_sft": ("math1_sft.jsonl", _math1_sft_rows, 3000),
+    "math1_rl": ("math1_rl.jsonl", _math1_prompt_rows, 400),
+    "math1_heldout": ("math1_heldout.jsonl", _math1_prompt_rows, 200),
 }
 LANGS = ("both", "en", "zh")
 

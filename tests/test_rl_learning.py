@@ -1,0 +1,85 @@
+"""Issue 5's acceptance: grpo, ppo and spo each raise the mean rule reward on held-out prompts.
+
+The task is `data synth`'s one-digit arithmetic (math1_*.jsonl). A 0.5M-parameter model SFT-ed on
+it for 200 steps answers about 70% of held-out prompts right greedily but only about 33% when
+sampled at temperature 1, which leaves RL room to sharpen the policy. The held-out rows
+(math1_heldout.jsonl) are never used in RL training; they are drawn from the same distribution as
+the training prompts, and since the task has only 155 problems in 3 phrasings most of them also
+occur as training prompts. Each is sampled 4 times with a fixed seed, before and after RL, as the
+rollouts sample (temperature 1, no top-k/top-p).
+"""
+
+import pytest
+
+from lmforge.data.load import load_rows
+from lmforge.data.synth import synth
+from lmforge.infer.args import GenerationArgs
+from lmforge.infer.engine import Engine
+from lmforge.pipeline import run_train
+from lmforge.rl.rewards import accuracy
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["--max_length", "32", "--max_gen_len", "12", "--save_steps", "1000", "--logging_steps", "10"]
+COMMON += ["--report_to", "none", "--plot", "false"]
+SAMPLES_PER_PROMPT = 4
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory, one_thread):
+    data = tmp_path_factory.mktemp("math1")
+    synth(str(data), seed=0, scale=1.0)
+    base = data / "sft"
+    run_train(
+        "sft",
+        ["--preset", "tiny", "--from_weight", "none", "--dataset", str(data / "math1_sft.jsonl")]
+        + ["--output_dir", str(base), "--max_length", "32", "--per_device_train_batch_size", "32"]
+        + ["--learning_rate", "3e-3", "--max_steps", "200", "--save_steps", "1000", "--plot", "false"]
+        + ["--report_to", "none", "--logging_steps", "50"],
+    )
+    return data, base
+
+
+def held_out_reward(model_dir, held_out_file) -> float:
+    rows, _ = load_rows(str(held_out_file), "prompt")
+    prompts = [r["prompt"] for r in rows] * SAMPLES_PER_PROMPT
+    answers = list(rows["answer"]) * SAMPLES_PER_PROMPT
+    engine = Engine.from_path(str(model_dir), device="cpu")
+    gen = GenerationArgs(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=12, seed=0)
+    outs = engine.generate_batch(prompts, gen, batch_size=100)
+    rewards = accuracy(None, [o.text for o in outs], answer=answers)
+    return sum(rewards) / len(rewards)
+
+
+@pytest.fixture(scope="module")
+def base_reward(task):
+    data, base = task
+    return held_out_reward(base, data / "math1_heldout.jsonl")
+
+
+# Settings found on this task (measured in the RL issue's note): a 20-40 step warm-up matters, since
+# full-rate early updates first raise the entropy; GRPO needs more completions per step than PPO/SPO
+# and learns faster here without the KL term (beta 0).
+STAGES = {
+    "grpo": ["--learning_rate", "3e-4", "--warmup_steps", "30", "--max_steps", "150"]
+    + ["--per_device_train_batch_size", "64", "--num_generations", "4", "--beta", "0"],
+    "ppo": ["--learning_rate", "1e-3", "--critic_learning_rate", "1e-3", "--warmup_steps", "10"]
+    + ["--max_steps", "150", "--per_device_train_batch_size", "32"],
+    "spo": ["--learning_rate", "1e-3", "--warmup_steps", "10", "--max_steps", "150"]
+    + ["--per_device_train_batch_size", "32"],
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_rl_raises_held_out_reward(stage, task, base_reward, tmp_path, one_thread):
+    data, base = task
+    out = tmp_path / stage
+    run_train(
+        stage,
+        ["--model_name_or_path", str(base), "--dataset", str(data / "math1_rl.jsonl")]
+        + ["--output_dir", str(out), *COMMON, *STAGES[stage]],
+    )
+    after = held_out_reward(out, data / "math1_heldout.jsonl")
+    # 800 samples each way: one standard error of the difference is about 0.024; runs are seeded.
+    print(f"{stage}: held-out accuracy {base_reward:.3f} -> {after:.3f}")
+    assert after >= base_reward + 0.04, f"{stage}: held-out accuracy {base_reward:.3f} -> {after:.3f}"
