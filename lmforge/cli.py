@@ -163,65 +163,129 @@ def cmd_data_check(argv: list[str]) -> int:
     from lmforge.models.tokenizer import load_tokenizer
     from lmforge.stages import get_stage
 
+    if cfg.positionals and not cfg.get("dataset"):
+        cfg.values["dataset"] = ",".join(cfg.positionals)
     if not cfg.get("dataset"):
         raise LmforgeError("data check: --dataset is required")
     kind = get_stage(cfg["stage"]).DATA_KIND
+    opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
     report = check_dataset(
         cfg["dataset"],
         kind,
         tokenizer=load_tokenizer(cfg.get("tokenizer_path")),
         max_length=cfg["max_length"],
         fmt=cfg.get("format"),
-        text_column=cfg.get("text_column"),
-        system=cfg.get("system"),
         dataset_dir=cfg.get("dataset_dir"),
+        mix_strategy=cfg["mix_strategy"],
+        interleave_probs=cfg.get("interleave_probs"),
+        **opts,
     )
     print(format_report(report))
+    if cfg.get("plot_path"):
+        from lmforge.data.check import plot_histogram
+
+        if report.get("token_lengths"):
+            print(f"  histogram: {plot_histogram(report, cfg['plot_path'])}")
     return 1 if report.get("num_bad") else 0
 
 
-def cmd_data_convert(argv: list[str]) -> int:
+def _convert_argv(argv: list[str]) -> tuple[str, list[str]]:
+    """`data convert [STAGE] [CONFIG.yaml] [INPUT] --output DIR ...` → (stage, `train STAGE` flags).
+
+    STAGE is a leading stage name or `--stage` (default sft); INPUT is `--dataset`; `--output` is
+    `--tokenized_path` (mdl-toolkit's `convert-dataset INPUT --output DIR`)."""
+    from lmforge.config.loader import split_argv
     from lmforge.errors import LmforgeError
+    from lmforge.stages import STAGES
 
-    stage = argv[0] if argv and not argv[0].startswith("-") else None
-    if _wants_help(argv) and not stage:
-        print(
-            "usage: lmforge data convert STAGE [CONFIG.yaml] --dataset D --tokenized_path DIR [flags of "
-            "`lmforge train STAGE`]\n\nTokenise once; `lmforge train STAGE --tokenized_path DIR` reuses it."
-        )
-        return 0
-    if not stage:
-        raise LmforgeError(
-            "data convert: name the stage first, e.g. `lmforge data convert sft --dataset ...`"
-        )
-    if _wants_help(argv):
-        return cmd_train(argv)
-    from lmforge.pipeline import StageContext, load_data, resolve_train_config
+    stage = None
+    if argv and not argv[0].startswith("-") and argv[0].replace("-", "_") in STAGES:
+        stage, argv = argv[0], argv[1:]
+    positionals, pairs = split_argv(argv)
+    flags: list[str] = []
+    for key, value in pairs:
+        if key == "stage":
+            stage = str(value)
+            continue
+        key = "tokenized_path" if key == "output" else key
+        flags.append(f"--{key}" if value is True else f"--{key}={value}")
+    configs = [p for p in positionals if p.endswith((".yaml", ".yml"))]
+    inputs = [p for p in positionals if p not in configs]
+    if len(inputs) > 1:
+        raise LmforgeError(f"data convert: give one INPUT (comma-separate to mix); got {' '.join(inputs)}")
+    if inputs:
+        flags.append(f"--dataset={inputs[0]}")
+    return stage or "sft", [*configs, *flags]
 
-    module, cfg = resolve_train_config(stage, argv[1:])
-    if not cfg.get("tokenized_path"):
-        raise LmforgeError("data convert: --tokenized_path is required (where the cache is written)")
 
-    ctx = StageContext(stage=stage, cfg=cfg, run_dir="")
+def _convert_tokenizer(cfg):
+    """The tokenizer training will use: --tokenizer_path, else the model's, else lmforge's own."""
+    from lmforge.errors import LmforgeError
     from lmforge.models.load import load_tokenizer_for, resolve_model_path
     from lmforge.models.tokenizer import load_tokenizer
 
     if cfg.get("tokenizer_path"):
-        ctx.tokenizer = load_tokenizer(cfg["tokenizer_path"])
-    elif cfg.get("model_name_or_path"):
-        ctx.tokenizer = load_tokenizer_for(
-            resolve_model_path(
+        return load_tokenizer(cfg["tokenizer_path"])
+    if cfg.get("model_name_or_path"):
+        try:
+            path = resolve_model_path(
                 cfg["model_name_or_path"],
                 save_dir=cfg["save_dir"],
                 hidden_size=cfg["hidden_size"],
                 use_moe=cfg["use_moe"],
             )
+        except LmforgeError:
+            if "model_name_or_path" in cfg.explicit:
+                raise
+            logging.getLogger("lmforge").warning(
+                "data convert: the stage's default model %r is not there; tokenising with lmforge's "
+                "tokenizer (pass --model_name_or_path or --tokenizer_path to match your run)",
+                cfg["model_name_or_path"],
+            )
+        else:
+            return load_tokenizer_for(path)
+    return load_tokenizer(None)
+
+
+def cmd_data_convert(argv: list[str]) -> int:
+    from lmforge.errors import LmforgeError
+
+    if _wants_help(argv) and not (argv and not argv[0].startswith("-")):
+        print(
+            "usage: lmforge data convert [STAGE] [CONFIG.yaml] INPUT --output DIR [flags of `lmforge "
+            "train STAGE`]\n\nCSV / JSONL / JSON / Parquet / Arrow → tokenised Arrow dataset with labels "
+            "(STAGE or --stage, default sft).\n`lmforge train STAGE --dataset DIR` trains on it; "
+            "`--tokenized_path DIR` next to the raw --dataset reuses it while it matches.\n"
+            "`lmforge data convert STAGE --help` lists every flag."
         )
-    else:
-        ctx.tokenizer = load_tokenizer(None)
-    rows, _ = load_data(ctx, module.DATA_KIND)
-    ds = module.prepare(ctx, rows)
-    print(f"{len(ds)} training sequences cached in {cfg['tokenized_path']}")
+        return 0
+    stage, flags = _convert_argv(argv)
+    if _wants_help(argv):
+        return cmd_train([stage, "--help"])
+    from lmforge.data import convert
+    from lmforge.pipeline import StageContext, prepare_datasets, resolve_train_config, stage_option_keys
+
+    module, cfg = resolve_train_config(stage, flags)
+    if not cfg.get("dataset"):
+        raise LmforgeError("data convert: give the INPUT file (or --dataset)")
+    out = cfg.get("tokenized_path")
+    if not out:
+        raise LmforgeError("data convert: --output DIR is required (where the tokenised dataset is written)")
+    if cfg["streaming"]:
+        raise LmforgeError("data convert: --streaming converts nothing; drop it (convert, then train on DIR)")
+    if convert.is_converted(cfg["dataset"]):
+        raise LmforgeError(f"data convert: {cfg['dataset']} is already converted; train on it directly")
+    convert.check_output(out)
+    ctx = StageContext(stage=stage, cfg=cfg, run_dir="")
+    ctx.tokenizer = _convert_tokenizer(cfg)
+    key = convert.fingerprint(cfg, ctx.tokenizer, stage, module.DATA_KIND, stage_option_keys(module))["key"]
+    reused = convert.matches(out, key)
+    train, val = prepare_datasets(ctx, module)
+    what = "up to date" if reused else "written"
+    val_text = f", {len(val)} validation" if val is not None else ""
+    print(
+        f"{len(train)} training sequences{val_text} ({stage}, max_length {cfg['max_length']}) {what}: {out}"
+    )
     return 0
 
 
@@ -253,6 +317,10 @@ def cmd_train(argv: list[str]) -> int:
             include_hf=True,
             defaults=stage_defaults(module),
         )
+    from lmforge.launch import relaunch, wants_launch
+
+    if wants_launch():  # NPROC_PER_NODE / NNODES: re-run under torchrun (lmforge/launch.py)
+        return relaunch(["train", *argv])
     from lmforge.pipeline import run_train
 
     run_dir = run_train(stage, argv[1:])

@@ -34,6 +34,7 @@ class SynthArgs:
 class DataCheckArgs:
     stage: str = arg("sft", "Check against this stage's format (pretrain, sft, distill-reason, ...)")
     tokenizer_path: str | None = arg(None, "Tokenizer for the length histogram (default: lmforge's)")
+    plot_path: str | None = arg(None, "Also write the token-length histogram as this PNG file")
 
 
 @dataclass

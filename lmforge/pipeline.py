@@ -170,15 +170,7 @@ def load_data(ctx: StageContext, kind: str):
     cfg = ctx.cfg
     if not cfg.get("dataset"):
         raise LmforgeError(f"train {ctx.stage}: --dataset (or --data_path) is required")
-    opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
-    opts.update(
-        fmt=cfg.get("format"),
-        skip_bad_rows=cfg["skip_bad_rows"],
-        seed=cfg["seed"],
-        dataset_dir=cfg.get("dataset_dir"),
-        mix_strategy=cfg["mix_strategy"],
-        interleave_probs=cfg.get("interleave_probs"),
-    )
+    opts = _load_options(cfg)
     if cfg["streaming"]:
         return _load_streaming(ctx, kind, opts)
     rows, stats = load_rows(cfg["dataset"], kind, **opts)
@@ -194,6 +186,93 @@ def load_data(ctx: StageContext, kind: str):
     elif cfg.get("val_size"):
         rows, val = split_val(rows, cfg["val_size"], cfg["seed"])
     return rows, val
+
+
+def stage_option_keys(module) -> tuple[str, ...]:
+    """The stage's own flags (they may change its features, e.g. distill-reason's marker_weight)."""
+    from dataclasses import fields
+
+    return tuple(f.name for f in fields(module.Args))
+
+
+def _prepare(ctx: StageContext, module, rows):
+    """`module.prepare` with the stage's own on-disk cache off: `prepare_datasets` owns caching."""
+    if rows is None:
+        return None
+    saved = ctx.cfg.values.get("tokenized_path")
+    ctx.cfg.values["tokenized_path"] = None
+    try:
+        return module.prepare(ctx, rows)
+    finally:
+        ctx.cfg.values["tokenized_path"] = saved
+
+
+def prepare_datasets(ctx: StageContext, module):
+    """(train, eval) features: from a converted `--dataset` folder, from a matching
+    `--tokenized_path` cache, or by loading and tokenising (and then caching) the raw data."""
+    from lmforge.data import convert
+
+    cfg = ctx.cfg
+    if convert.is_converted(cfg.get("dataset")):
+        return _from_converted(ctx, module)
+    path = cfg.get("tokenized_path")
+    if not path or cfg["streaming"]:
+        rows, val_rows = load_data(ctx, module.DATA_KIND)
+        return _prepare(ctx, module, rows), _prepare(ctx, module, val_rows)
+    meta = convert.fingerprint(cfg, ctx.tokenizer, ctx.stage, module.DATA_KIND, stage_option_keys(module))
+    if convert.matches(path, meta["key"]):
+        train, val, record = convert.load_converted(path)
+        ctx.stats["rows"] = record.get("num_rows", len(train))
+        log.info("tokenised data: reusing %s (fingerprint matches)", path)
+        return train, val
+    if convert.is_converted(path):
+        log.info("tokenised data: %s was built with other data, tokenizer or options; rebuilding", path)
+    rows, val_rows = load_data(ctx, module.DATA_KIND)
+    train, val = _prepare(ctx, module, rows), _prepare(ctx, module, val_rows)
+    convert.save_converted(path, train, val, dict(meta, num_rows=ctx.stats.get("rows")))
+    train, val, _ = convert.load_converted(path)
+    return train, val
+
+
+def _from_converted(ctx: StageContext, module):
+    """`--dataset DIR` where DIR came from `lmforge data convert`: its features as they are."""
+    from lmforge.data import convert
+    from lmforge.data.load import split_val
+
+    cfg, path = ctx.cfg, ctx.cfg["dataset"]
+    if cfg["streaming"]:
+        raise LmforgeError(f"--dataset {path} is already tokenised; drop --streaming to train on it")
+    train, val, meta = convert.load_converted(path)
+    convert.check_usable(path, meta, ctx.tokenizer, module.DATA_KIND, cfg.get("max_length"))
+    ctx.stats["rows"] = meta.get("num_rows") or len(train)
+    if cfg.get("max_samples"):
+        train = train.select(range(min(cfg["max_samples"], len(train))))
+    if cfg.get("val_dataset"):
+        vpath = cfg["val_dataset"]
+        if convert.is_converted(vpath):
+            val, _, vmeta = convert.load_converted(vpath)
+            convert.check_usable(vpath, vmeta, ctx.tokenizer, module.DATA_KIND, cfg.get("max_length"))
+        else:
+            from lmforge.data.load import load_rows
+
+            val_rows, _ = load_rows(vpath, module.DATA_KIND, **_load_options(cfg))
+            val = _prepare(ctx, module, val_rows)
+    elif cfg.get("val_size"):
+        train, val = split_val(train, cfg["val_size"], cfg["seed"])
+    return train, val
+
+
+def _load_options(cfg: Config) -> dict[str, Any]:
+    opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
+    opts.update(
+        fmt=cfg.get("format"),
+        skip_bad_rows=cfg["skip_bad_rows"],
+        seed=cfg["seed"],
+        dataset_dir=cfg.get("dataset_dir"),
+        mix_strategy=cfg["mix_strategy"],
+        interleave_probs=cfg.get("interleave_probs"),
+    )
+    return opts
 
 
 def _load_streaming(ctx: StageContext, kind: str, opts: dict[str, Any]):
@@ -230,9 +309,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, getattr(module, "load_model", None))
     if base_path:
         cfg.values["model_name_or_path"] = base_path
-    rows, val_rows = load_data(ctx, module.DATA_KIND)
-    ctx.train_dataset = module.prepare(ctx, rows)
-    ctx.eval_dataset = module.prepare(ctx, val_rows) if val_rows is not None else None
+    ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
     args_cls, stage_fields = module.trainer_config(cfg) if hasattr(module, "trainer_config") else (None, {})
     ctx.training_args = build_training_args(
         cfg, run_dir, overrides={**training_overrides(cfg), **stage_fields}, args_cls=args_cls
@@ -241,7 +318,8 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read
     ctx.tuned = apply_tuner(ctx.model, cfg, run_dir=run_dir, num_training_steps=_num_steps(ctx))
     ctx.model = ctx.tuned.model
-    write_args(run_dir, cfg.to_yaml_dict())
+    if ctx.training_args.should_save:  # rank 0 only under DDP
+        write_args(run_dir, cfg.to_yaml_dict())
     trainer = module.build_trainer(ctx)
     if ctx.tuned.optimizer_factory is not None:
         trainer.optimizer_factory = ctx.tuned.optimizer_factory

@@ -28,7 +28,9 @@ _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def default_output_dir(stage: str, save_dir: str = "out") -> str:
-    return str(Path(save_dir) / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # under `lmforge.launch` every rank reads the launcher's stamp, so all pick the same folder
+    stamp = os.environ.get("LMFORGE_RUN_STAMP") or time.strftime("%Y%m%d-%H%M%S")
+    return str(Path(save_dir) / f"{stage}-{stamp}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -67,3 +67,30 @@ def test_bench_server_reports_batched_and_sequential():
     assert report["sequential"]["peak_batch"] == 1
     assert report["batched"]["peak_batch"] > 1  # concurrent requests were decoded together
     assert report["speedup_tokens_per_s"] > 0
+
+
+SFT_BENCH = Path(__file__).resolve().parents[1] / "bench" / "sft.py"
+
+
+def test_bench_sft_reports_lmforge_and_hf_trainer():
+    """bench/sft.py --quick: both modes train, one JSON line with the figures (no timing asserts)."""
+    proc = subprocess.run(
+        [sys.executable, str(SFT_BENCH), "--quick", "--steps", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    for mode in ("lmforge", "hf"):
+        r = report[mode]
+        assert r["steps"] == 4, mode
+        assert 0 < r["tokens_per_s"] < r["positions_per_s"], mode  # assistant tokens only carry loss
+        assert 0 < r["waste"] < 1 and r["peak_rss_mb"] > 0, mode
+        assert r["last_loss"] < r["first_loss"], mode  # both really trained
+    # packing whole conversations into full rows wastes fewer positions than padding each batch
+    assert report["lmforge"]["waste"] < report["hf"]["waste"]
+    assert report["speedup_tokens_per_s"] > 0 and report["memory_ratio"] > 0
+    assert report["memory_measure"] in ("peak_rss_mb", "peak_cuda_mb")

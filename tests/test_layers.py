@@ -18,6 +18,7 @@ LAYERS = {
     "rl": 3,
     "stages": 4,
     "pipeline": 5,
+    "launch": 5,
     "infer": 5,
     "evaluate": 5,
     "export": 5,

@@ -134,3 +134,48 @@ def test_pack_rejects_bad_input():
         pack_documents(Dataset.from_dict({"text": ["a"]}), 8)
     with pytest.raises(ValueError, match="at least 2"):
         pack_documents(Dataset.from_dict({"input_ids": [[1]]}), 1)
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_packed_rows_give_each_document_its_unpacked_loss(tmp_path, tokenizer, use_cache):
+    """Through the trainer's own loss path: every document packed into a shared row gets exactly
+    the loss it gets alone (no attention across documents), within fp32 tolerance. Also with
+    `--use_cache true`, under which transformers would skip the per-document mask."""
+    from transformers import TrainingArguments
+
+    from lmforge.models.scratch import init_model
+    from lmforge.training.trainer import LmforgeTrainer
+
+    torch.manual_seed(0)
+    docs = [torch.randint(5, len(tokenizer), (n,)).tolist() for n in (9, 5, 12, 7, 3, 11, 6)]
+    packed, _ = pack_documents(Dataset.from_dict({"input_ids": docs}), 24, pad_id=tokenizer.pad_token_id)
+    batch = PackedCollator()([packed[i] for i in range(len(packed))])
+    model = init_model(tokenizer, preset="tiny", seed=0).float()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", use_cache=use_cache)
+    trainer = LmforgeTrainer(model=model, args=args)
+    model.train()  # as in training (dropout is 0 in the presets)
+    with torch.no_grad():
+        _, out = trainer.compute_loss(model, dict(batch), return_outputs=True)
+        shared_causal = model(input_ids=batch["input_ids"], use_cache=False).logits  # no document mask
+
+    def doc_loss(logits, ids):  # mean next-token loss of one document, (n, V) logits
+        return torch.nn.functional.cross_entropy(logits[:-1], torch.as_tensor(ids[1:]))
+
+    row_of, start, checked, leaks = 0, 0, 0, 0
+    for ids in docs:
+        if start + len(ids) > 24:  # the pack cut this document at the row end: not a whole one
+            row_of, start = row_of + 1, start + len(ids) - 24
+            continue
+        span = slice(start, start + len(ids))
+        assert batch["input_ids"][row_of, span].tolist() == ids
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+        packed_loss = doc_loss(out.logits[row_of, span], ids)
+        torch.testing.assert_close(packed_loss, doc_loss(alone, ids), atol=1e-5, rtol=1e-5)
+        checked += 1
+        leaks += not torch.allclose(
+            doc_loss(shared_causal[row_of, span], ids), doc_loss(alone, ids), atol=1e-3
+        )
+        start += len(ids)
+    assert checked >= 5
+    assert leaks >= 3  # without the document mask later documents would attend to earlier ones

@@ -96,6 +96,9 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "cutoff_len": ("max_length", None),
     "max_seq_length": ("max_length", None),
     "dataset_test_ratio": ("val_size", None),
+    "num_proc": ("preprocessing_num_workers", None),  # datasets' / ms-swift's name
+    "dataset_num_proc": ("preprocessing_num_workers", None),
+    "eval_dataset": ("val_dataset", None),  # mdl-toolkit
     "default_system": ("system", None),
     "template_system": ("system", None),
     # transformers 4.x names that users still type (v5 folded the ratio into warmup_steps < 1)

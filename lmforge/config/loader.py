@@ -154,10 +154,9 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, Any]]]:
     while i < len(argv):
         tok = argv[i]
         if tok.startswith("--") and len(tok) > 2:
-            key = tok[2:].replace("-", "_")
-            if "=" in key:
-                key, val = key.split("=", 1)
-                pairs.append((key, val))
+            key = tok[2:].split("=", 1)[0].replace("-", "_")
+            if "=" in tok:  # `--key=value`: only the key's dashes are spelling (`--max-length`)
+                pairs.append((key, tok.split("=", 1)[1]))
             elif i + 1 < len(argv) and not (argv[i + 1].startswith("--") and len(argv[i + 1]) > 2):
                 pairs.append((key, argv[i + 1]))
                 i += 1

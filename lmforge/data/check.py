@@ -1,16 +1,20 @@
 """`lmforge data check`: validate a dataset against a stage's format and summarise it.
 
-The report counts rows, rows per detected format and bad rows (with their one-line messages),
-and, given a tokenizer, a token-length histogram and how many rows exceed `max_length`.
+The report counts rows, rows per detected format and bad rows (with their one-line messages,
+file:line), and, given a tokenizer, a token-length histogram (printed, and as a PNG with
+`plot_histogram`) and which rows exceed `max_length` (1-based positions in the loaded data).
 Rows are rendered with the tokenizer's chat template when it has one (else plain ChatML), so the
 lengths are the ones training will see, up to the template's own extras.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from lmforge.data.load import load_rows
+
+_MAX_LISTED = 10
 
 
 def _clean(messages: list[dict]) -> list[dict]:
@@ -86,9 +90,37 @@ def check_dataset(
         "histogram": _histogram(lengths),
     }
     if max_length:
+        over = [i + 1 for i, n in enumerate(lengths) if n > max_length]
         report["max_length"] = max_length
-        report["num_over_max_length"] = sum(n > max_length for n in lengths)
+        report["num_over_max_length"] = len(over)
+        report["over_max_length_rows"] = over[:_MAX_LISTED]
+    report["token_lengths"] = lengths
     return report
+
+
+def plot_histogram(report: dict, path: str) -> str:
+    """Write the token-length histogram (and the max_length line) as a PNG; returns `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = report.get("token_lengths")
+    if not lengths:
+        raise ValueError("the report has no token lengths (no tokenizer, or no rows)")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(lengths, bins=min(50, max(5, len(set(lengths)))), color="#4477aa")
+    if report.get("max_length"):
+        ax.axvline(report["max_length"], color="#cc3311", linestyle="--", label="max_length")
+        ax.legend()
+    ax.set_xlabel("tokens per row")
+    ax.set_ylabel("rows")
+    ax.set_title(f"{os.path.basename(str(report['spec']))} ({report['kind']}, {len(lengths)} rows)")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def format_report(report: dict) -> str:
@@ -112,4 +144,11 @@ def format_report(report: dict) -> str:
             lines.append(f"  {low:>7}-{high:<7} {count:>9}  {bar}")
     if "num_over_max_length" in report:
         lines.append(f"  over max_length {report['max_length']}: {report['num_over_max_length']} rows")
+        listed = report.get("over_max_length_rows") or []
+        if listed:
+            more = report["num_over_max_length"] - len(listed)
+            tail = f" and {more} more" if more > 0 else ""
+            lines.append(
+                f"  rows over max_length (truncated in training): {', '.join(map(str, listed))}{tail}"
+            )
     return "\n".join(lines)

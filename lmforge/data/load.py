@@ -1,7 +1,7 @@
 """Load dataset specifiers into Arrow datasets of canonical rows, streaming from disk.
 
-A specifier is a file (.jsonl, .json, .txt, .csv, .tsv, .parquet), a folder (its data files,
-sorted), a name in a registry file (``dataset_info.yaml`` / ``.json``, LLaMA-Factory's layout),
+A specifier is a file (.jsonl, .json, .txt, .csv, .tsv, .parquet, .arrow), a folder (its data
+files, sorted; a `Dataset.save_to_disk` folder reads its .arrow shards), a name in a registry file (``dataset_info.yaml`` / ``.json``, LLaMA-Factory's layout),
 any of these with ``#N`` to sample N rows, or several of them comma-separated and mixed.
 
 Files are read row by row inside `datasets.Dataset.from_generator`, so a multi-GB JSONL never sits
@@ -30,7 +30,7 @@ from lmforge.errors import DataError, LmforgeError
 if TYPE_CHECKING:
     import datasets
 
-DATA_EXTS = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet")
+DATA_EXTS = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".arrow")
 REGISTRY_NAMES = ("dataset_info.yaml", "dataset_info.yml", "dataset_info.json")
 MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")
 _MAX_BAD_EXAMPLES = 10
@@ -168,11 +168,35 @@ def _iter_parquet(path: str) -> Iterator[tuple[int, Any]]:
             yield lineno, row
 
 
+def _iter_arrow(path: str) -> Iterator[tuple[int, Any]]:
+    """Rows of an Arrow IPC file: the stream format `datasets` writes, or the random-access one."""
+    import pyarrow as pa
+
+    with pa.memory_map(path) as source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            try:
+                file_reader = pa.ipc.open_file(source)
+            except pa.ArrowInvalid as e:
+                raise LmforgeError(f"{path}: not an Arrow IPC file ({e})") from None
+            reader = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
+        lineno = 0
+        for batch in reader:
+            for row in batch.to_pylist():
+                lineno += 1
+                yield lineno, row
+
+
 def iter_raw(path: str, kind: str) -> Iterator[tuple[int, Any]]:
     """Raw rows of one file as (line or row number, dict or DataError), read lazily."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".parquet":
         yield from _iter_parquet(path)
+        return
+    if ext == ".arrow":
+        yield from _iter_arrow(path)
         return
     with open(path, encoding="utf-8-sig", newline="" if ext in (".csv", ".tsv") else None) as f:
         if ext == ".txt":
@@ -286,7 +310,14 @@ def _read_registry(path: str) -> dict:
 def _data_files(path: str) -> tuple:
     """(path, size, mtime_ns) of a file, or of every data file in a folder (sorted)."""
     if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "lmforge_cache.json")):
+            raise LmforgeError(
+                f"{path}: a tokenised folder from `lmforge data convert`; pass it to `lmforge train "
+                "STAGE --dataset`, which trains on it as it is (raw rows are needed here)"
+            )
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(DATA_EXTS) and not n.startswith("."))
+        if os.path.isfile(os.path.join(path, "state.json")):  # Dataset.save_to_disk: its .arrow shards
+            names = [n for n in names if n.lower().endswith(".arrow")]
         paths = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
         if not paths:
             raise LmforgeError(f"{path}: folder holds no data files ({', '.join(DATA_EXTS)})")
@@ -500,9 +531,13 @@ def load_rows(
             )
         except Exception as e:  # noqa: BLE001 - datasets wraps the generator's error; surface ours
             ours = _unwrap(e)
-            if ours is None:
+            if ours is None and "corresponds to no data" in str(e):  # every row skipped or empty files
+                empty = features_for(kind, audio=audio)
+                ds = datasets.Dataset.from_dict({k: [] for k in empty}, features=empty)
+            elif ours is None:
                 raise
-            raise ours.with_traceback(None) from None
+            else:
+                raise ours.with_traceback(None) from None
         total.add(_read_stats(gen_kwargs["stats_path"], len(ds)))
         if part.sample:
             ds = _sample(ds, part.sample, seed)

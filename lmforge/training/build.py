@@ -52,6 +52,9 @@ def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = No
         if not on_gpu:
             raise LmforgeError("--dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
         kw["fp16"] = True
+    from lmforge.training.sharding import apply_sharding
+
+    apply_sharding(kw, on_gpu)
     if cfg.get("wandb_project"):
         os.environ["WANDB_PROJECT"] = cfg["wandb_project"]
     if cfg.get("val_size") or cfg.get("val_dataset"):

@@ -8,6 +8,14 @@
   float precision (Trainer's own log rounds and averages), so resumed runs can be compared bitwise.
 - SIGTERM: finish the current step, save a checkpoint, stop; the CLI then exits 0.
 - Optional per-token loss weights (`loss_weights` column), used by distill-reason.
+- Packed rows (position_ids, no attention_mask) always run with `use_cache=False`: transformers
+  builds its per-document block mask only when no KV cache exists (Trainer turns the cache off
+  unless `--use_cache true`; with it, packed documents would attend to each other).
+- Under DDP the per-step loss and token count in metrics.jsonl are reduced over all ranks, so
+  they equal a single-process run with the same global batch; checkpoints are staged in one
+  folder shared by all ranks and promoted by rank 0 once every rank has written its part.
+- Debug hook (env LMFORGE_DEBUG_BATCH_DIR=DIR): each rank appends, per micro-batch, a short hash
+  of every training row to DIR/rank<R>.jsonl (tests check that ranks see disjoint data).
 """
 
 from __future__ import annotations
@@ -59,6 +67,8 @@ class LmforgeMixin:
     # --- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("loss_weights", None)
+        if "position_ids" in inputs and "attention_mask" not in inputs:
+            inputs["use_cache"] = False  # packed rows: a KV cache would switch off the document mask
         if weights is not None:
             loss, outputs = self._weighted_loss(model, inputs, weights, num_items_in_batch)
         elif hasattr(self, "_stage_loss"):  # a stage's own loss: (loss, outputs or None)
@@ -90,6 +100,9 @@ class LmforgeMixin:
         ce = ce.view_as(target) * w * mask
         denom = num_items_in_batch if num_items_in_batch is not None else mask.sum()
         loss = ce.sum() / torch.as_tensor(denom, device=ce.device).clamp(min=1)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # denom counts the tokens of every rank and DDP averages gradients: as Trainer's own loss
+            loss = loss * self.accelerator.num_processes
         inputs["labels"] = labels
         coef = getattr(self.model.config, "router_aux_loss_coef", 0)  # self.model: never a DDP wrapper
         if getattr(outputs, "aux_loss", None) is not None and coef:
@@ -97,6 +110,8 @@ class LmforgeMixin:
         return loss, outputs
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if os.environ.get("LMFORGE_DEBUG_BATCH_DIR"):
+            _dump_batch(os.environ["LMFORGE_DEBUG_BATCH_DIR"], self.state.global_step + 1, inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._step_loss += float(loss)
         return loss
@@ -148,6 +163,8 @@ class LmforgeMixin:
 
     def end_step(self) -> dict[str, Any]:
         """Called by MetricsCallback after each optimizer step: the step's record, then reset."""
+        if self.args.world_size > 1:
+            self._reduce_step_totals()
         rec = {
             "step": self.state.global_step,
             "loss": self._step_loss,
@@ -164,6 +181,17 @@ class LmforgeMixin:
         self._step_loss, self._step_aux, self._step_tokens = 0.0, 0.0, 0
         self.last_step_record = rec
         return rec
+
+    def _reduce_step_totals(self) -> None:
+        """Rank r's loss is its share of the global token-mean times world_size (Trainer's
+        `average_tokens_across_devices`), so the mean over ranks is the global batch's loss."""
+        totals = torch.tensor(
+            [self._step_loss, self._step_aux, float(self._step_tokens)], dtype=torch.float64
+        )
+        torch.distributed.all_reduce(totals)
+        n = self.args.world_size
+        self._step_loss, self._step_aux = float(totals[0]) / n, float(totals[1]) / n
+        self._step_tokens = int(totals[2])
 
     def _new_metrics(self, mode: str) -> dict[str, float]:
         """Means of the stage metrics appended since the last call (one optimizer step's worth)."""
@@ -183,12 +211,14 @@ class LmforgeMixin:
     # --- atomic checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
         run_dir = self.args.output_dir
-        staging = os.path.join(run_dir, f".staging-{os.getpid()}")
+        staging = os.path.join(run_dir, f".staging-{self._staging_tag()}")
         self.args.output_dir = staging
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir = run_dir
+        if self.args.world_size > 1:
+            torch.distributed.barrier()  # every rank's files (its rng state) are in before the rename
         if self.args.should_save:
             name = f"checkpoint-{self.state.global_step}"
             promote_staged_checkpoint(Path(staging, name), Path(run_dir, name))
@@ -202,6 +232,27 @@ class LmforgeMixin:
             )
         if self.args.world_size > 1:
             torch.distributed.barrier()
+
+    def _staging_tag(self) -> str:
+        """This run's staging-folder name: rank 0's process id, the same on every rank."""
+        if getattr(self, "_staging", None) is None:
+            tag = [str(os.getpid())]
+            if self.args.world_size > 1:
+                torch.distributed.broadcast_object_list(tag, src=0)
+            self._staging = tag[0]
+        return self._staging
+
+
+def _dump_batch(out_dir: str, step: int, inputs: dict[str, Any]) -> None:
+    """Debug hook: one line per micro-batch with a short hash of each row (see module docstring)."""
+    import hashlib
+    import json
+
+    rank = int(os.environ.get("RANK", "0"))
+    rows = [hashlib.sha1(str(r.tolist()).encode()).hexdigest()[:16] for r in inputs["input_ids"]]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(out_dir, f"rank{rank}.jsonl"), "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": step, "rows": rows}) + "\n")
 
 
 def _target_tokens(inputs: dict[str, Any]) -> int:
