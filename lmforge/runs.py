@@ -13,11 +13,13 @@ A run folder (``--output_dir``, default ``out/<stage>-<yyyymmdd-hhmmss>``) holds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,33 @@ def promote_staged_checkpoint(staged: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staged, final)
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """A command's `--output_dir` must be absent or empty unless `--overwrite true`."""
+    from lmforge.errors import LmforgeError
+
+    if out.exists() and not out.is_dir():
+        raise LmforgeError(f"--output_dir {out} is a file")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LmforgeError(f"--output_dir {out} exists and is not empty; pass --overwrite true to replace it")
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, overwrite: bool, info: dict[str, Any]) -> Iterator[Path]:
+    """A fresh `OUT.tmp-<pid>` to write into; marked finished and renamed to `out` only when the
+    block succeeds, so a half-written output folder is never taken for a good one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        mark_finished(tmp, info)
+        check_output(out, overwrite)  # something may have appeared there while we worked
+        promote_staged_checkpoint(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class MetricsLog:

@@ -3,44 +3,17 @@ folder (`OUT.tmp-<pid>`) and rename it into place when complete, then optionally
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.export.args import ExportArgs
+from lmforge.runs import check_output, staged_folder
 
 log = logging.getLogger("lmforge")
 GGUF_NAME = "model.gguf"
-
-
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise LmforgeError(f"--output_dir {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LmforgeError(f"--output_dir {out} exists and is not empty; pass --overwrite true to replace it")
-
-
-@contextlib.contextmanager
-def staged_folder(out: Path, overwrite: bool, info: dict[str, Any]) -> Iterator[Path]:
-    """A fresh `OUT.tmp-<pid>` to write into; renamed to `out` only when the block succeeds."""
-    from lmforge.runs import mark_finished, promote_staged_checkpoint
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        mark_finished(tmp, info)
-        _check_output(out, overwrite)  # something may have appeared there while we worked
-        promote_staged_checkpoint(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _generation_params(model) -> dict[str, Any]:
@@ -87,7 +60,7 @@ def export(args: ExportArgs) -> tuple[Path, str, str | None]:
     if not args.output_dir:
         raise LmforgeError("export: --output_dir is required (where the export is written)")
     out = Path(args.output_dir)
-    _check_output(out, args.overwrite)
+    check_output(out, args.overwrite)
     if args.format in ("gptq", "awq", "bnb"):
         from lmforge.export.quant import check_available
 

@@ -76,7 +76,7 @@ class ThinkSplitter:
             if idx < 0:
                 if self.in_think and THINK_OPEN in self.buf:
                     self.buf = self.buf.replace(THINK_OPEN, "")
-                keep = 0 if final else _partial_suffix(self.buf, (tag,))
+                keep = 0 if final else partial_suffix(self.buf, (tag,))
                 text, self.buf = self.buf[: len(self.buf) - keep], self.buf[len(self.buf) - keep :]
                 if text:
                     out.append(("reasoning" if self.in_think else "content", text))
@@ -88,7 +88,7 @@ class ThinkSplitter:
         return out
 
 
-def _partial_suffix(text: str, stops: tuple[str, ...] | list[str]) -> int:
+def partial_suffix(text: str, stops: tuple[str, ...] | list[str]) -> int:
     """Length of the longest suffix of `text` that is a proper prefix of one of `stops`."""
     best = 0
     for s in stops:
@@ -514,7 +514,7 @@ class TextStream:
                         emitted, stopped = hit, True
                         hit_stop = True
                         break
-                    end = len(text) - _partial_suffix(text, stops)
+                    end = len(text) - partial_suffix(text, stops)
                     while end > emitted and text[end - 1] == "\ufffd":  # incomplete UTF-8 sequence
                         end -= 1
                     if end > emitted:

@@ -24,9 +24,7 @@ minimind-3 1), RoPE theta (1e6). Written by hand: no library reads MiniMind chec
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -386,13 +384,6 @@ def _moe_layer(sd: dict[str, Any], p: str, lay: Layout) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- writing
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise LmforgeError(f"--output_dir {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LmforgeError(f"--output_dir {out} exists and is not empty; pass --overwrite true to replace it")
-
-
 def _model_card(src: str, lay: Layout, arch: str, n_params: int) -> str:
     return f"""---
 library_name: transformers
@@ -427,9 +418,9 @@ def build_model(sd: dict[str, Any], lay: Layout, args: ImportArgs, tokenizer):
     """The target model with the converted weights, in `--dtype`, with a generation config that
     stops at the tokenizer's end-of-turn (MiniMind's sampling defaults: temperature / top_p 0.85)."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
-    from lmforge.models.scratch import special_ids
+    from lmforge.models.scratch import default_generation_config, special_ids
 
     config = build_hf_config(lay, args)
     ids = special_ids(tokenizer)
@@ -442,22 +433,14 @@ def build_model(sd: dict[str, Any], lay: Layout, args: ImportArgs, tokenizer):
         model.tie_weights()
     stored = next(iter(sd.values())).dtype
     model.to(stored if args.dtype == "auto" else getattr(torch, args.dtype)).eval()
-    model.generation_config = GenerationConfig(
-        pad_token_id=ids["pad_token_id"],
-        bos_token_id=ids["bos_token_id"],
-        eos_token_id=ids["eos_token_id"],
-        do_sample=True,
-        temperature=0.85,
-        top_p=0.85,
-        max_new_tokens=512,
-    )
+    model.generation_config = default_generation_config(ids, top_p=0.85)  # MiniMind's eval top_p
     return model
 
 
 def import_minimind(args: ImportArgs) -> tuple[Path, Any, Layout]:
     """Convert `args.checkpoint`, write the HF folder atomically; returns (folder, model, layout)."""
     from lmforge.models.presets import count_parameters
-    from lmforge.runs import mark_finished, promote_staged_checkpoint
+    from lmforge.runs import check_output, staged_folder
 
     if not args.checkpoint:
         raise LmforgeError(
@@ -466,23 +449,15 @@ def import_minimind(args: ImportArgs) -> tuple[Path, Any, Layout]:
     if not args.output_dir:
         raise LmforgeError("import minimind: --output_dir is required (where the HF model is written)")
     out = Path(args.output_dir)
-    _check_output(out, args.overwrite)
+    check_output(out, args.overwrite)
     sd = read_state_dict(args.checkpoint)
     lay = inspect_layout(sd, args, args.checkpoint)
     tokenizer = _load_tokenizer(args, lay.vocab_size)
     model = build_model(sd, lay, args, tokenizer)
     card = _model_card(args.checkpoint, lay, type(model).__name__, count_parameters(model))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    info = {"command": "import minimind", "checkpoint": str(args.checkpoint), "family": lay.family}
+    with staged_folder(out, args.overwrite, info) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        info = {"command": "import minimind", "checkpoint": str(args.checkpoint), "family": lay.family}
-        mark_finished(tmp, info)
-        _check_output(out, args.overwrite)  # something may have appeared there while we worked
-        promote_staged_checkpoint(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, model, lay

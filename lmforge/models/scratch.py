@@ -32,7 +32,7 @@ def init_model(
 ):
     """A randomly initialised `AutoModelForCausalLM` sized by `preset` / `config_kwargs`."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     # Without a preset the embedding fits the tokenizer (rounded up to a multiple of 64 for fast
     # matmuls) unless the caller sizes it.
@@ -48,13 +48,20 @@ def init_model(
     torch.manual_seed(seed)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32, **kwargs)
-    model.generation_config = GenerationConfig(
+    model.generation_config = default_generation_config(ids)
+    return model
+
+
+def default_generation_config(ids: dict, top_p: float = 0.95):
+    """Sampling defaults saved with every model lmforge creates (MiniMind's temperature 0.85)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
         pad_token_id=ids["pad_token_id"],
         bos_token_id=ids["bos_token_id"],
         eos_token_id=ids["eos_token_id"],
         do_sample=True,
         temperature=0.85,
-        top_p=0.95,
+        top_p=top_p,
         max_new_tokens=512,
     )
-    return model

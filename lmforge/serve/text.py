@@ -18,21 +18,10 @@ import re
 import uuid
 from collections.abc import Callable
 
-from lmforge.infer.engine import THINK_CLOSE, THINK_OPEN
+from lmforge.infer.engine import THINK_CLOSE, THINK_OPEN, partial_suffix
 
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _TOOL_BLOCK = re.compile(re.escape(TOOL_OPEN) + r"\s*(.*?)\s*" + re.escape(TOOL_CLOSE), re.DOTALL)
-
-
-def partial_suffix(text: str, marks: list[str]) -> int:
-    """Length of the longest end of `text` that is a proper start of one of `marks`."""
-    best = 0
-    for m in marks:
-        for n in range(min(len(m) - 1, len(text)), best, -1):
-            if text.endswith(m[:n]):
-                best = n
-                break
-    return best
 
 
 class RowText:

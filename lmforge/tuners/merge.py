@@ -10,8 +10,6 @@ adapter's `base_model_name_or_path`, else the run's `model_name_or_path`. The mo
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,13 +101,6 @@ def find_base(adapter: Path, adapter_cfg: dict[str, Any], args: MergeArgs) -> st
     )
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise LmforgeError(f"--output_dir {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LmforgeError(f"--output_dir {out} exists and is not empty; pass --overwrite true to replace it")
-
-
 def _fill_generation_config(model, adapter: Path, tokenizer) -> None:
     """The adapter run's generation config if it saved one, else the base's; stops at the tokenizer's eos."""
     from transformers import GenerationConfig
@@ -184,28 +175,20 @@ def merge(args: MergeArgs) -> tuple[Path, int]:
         raise LmforgeError("merge: name the adapter: `lmforge merge ADAPTER --output_dir OUT`")
     if not args.output_dir:
         raise LmforgeError("merge: --output_dir is required (where the merged model is written)")
+    from lmforge.runs import check_output, staged_folder
+
     out = Path(args.output_dir)
-    _check_output(out, args.overwrite)
+    check_output(out, args.overwrite)
     model, tokenizer, info = load_merged(args)
     base, adapter = info["base"], info["adapter"]
 
-    from lmforge.runs import mark_finished, promote_staged_checkpoint
-
     n_params = sum(p.numel() for p in model.parameters())
     dtype_name = str(model.dtype).removeprefix("torch.")
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    card = _model_card(out, base, adapter, info["peft_type"], dtype_name, n_params)
+    with staged_folder(
+        out, args.overwrite, {"command": "merge", "base": base, "adapter": str(adapter)}
+    ) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(
-            _model_card(out, base, adapter, info["peft_type"], dtype_name, n_params), encoding="utf-8"
-        )
-        mark_finished(tmp, {"command": "merge", "base": base, "adapter": str(adapter)})
-        _check_output(out, args.overwrite)  # something may have appeared there while we worked
-        promote_staged_checkpoint(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     return out, n_params
