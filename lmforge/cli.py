@@ -123,6 +123,18 @@ def cmd_init(argv: list[str]) -> int:
     cfg.values.setdefault("save_dir", "out")
     cfg.values["seed"] = cfg["seed"]
     cfg.values["model_name_or_path"] = None
+    if cfg["audio"]:
+        from lmforge.models.audio import build_tiny_audio_model, load_audio_model
+        from lmforge.models.tokenizer import load_tokenizer
+
+        sizes = {k: cfg[k] for k in ("hidden_size", "num_hidden_layers") if k in cfg.explicit}
+        build_tiny_audio_model(
+            cfg["output_dir"], load_tokenizer(cfg.get("tokenizer_path")), seed=cfg["seed"], **sizes
+        )
+        mark_finished(cfg["output_dir"], {"command": "init --audio"})
+        n = count_parameters(load_audio_model(cfg["output_dir"]))
+        print(f"Qwen2AudioForConditionalGeneration with {n / 1e6:.2f}M parameters → {cfg['output_dir']}")
+        return 0
     tokenizer, model, _ = load_tokenizer_and_model(cfg)
     model.save_pretrained(cfg["output_dir"])
     tokenizer.save_pretrained(cfg["output_dir"])
@@ -144,6 +156,10 @@ def cmd_data_synth(argv: list[str]) -> int:
     from lmforge.runs import mark_finished
 
     files = synth(cfg["output_dir"], seed=cfg["seed"], scale=cfg["scale"], lang=cfg["lang"])
+    if cfg["audio_clips"] > 0:
+        from lmforge.data.audio import synth_clips
+
+        files.update(synth_clips(cfg["output_dir"], cfg["audio_clips"], seed=cfg["seed"]))
     mark_finished(cfg["output_dir"], {"command": "data synth", "files": files})
     for name, path in files.items():
         print(f"{name:<12} {path}")
@@ -219,13 +235,14 @@ def _convert_argv(argv: list[str]) -> tuple[str, list[str]]:
 
 
 def _convert_tokenizer(cfg):
-    """The tokenizer training will use: --tokenizer_path, else the model's, else lmforge's own."""
+    """(tokenizer training will use: --tokenizer_path, else the model's, else lmforge's own; the model
+    folder when it is an audio LLM, else None)."""
     from lmforge.errors import LmforgeError
     from lmforge.models.load import load_tokenizer_for, resolve_model_path
     from lmforge.models.tokenizer import load_tokenizer
 
     if cfg.get("tokenizer_path"):
-        return load_tokenizer(cfg["tokenizer_path"])
+        return load_tokenizer(cfg["tokenizer_path"]), None
     if cfg.get("model_name_or_path"):
         try:
             path = resolve_model_path(
@@ -243,8 +260,12 @@ def _convert_tokenizer(cfg):
                 cfg["model_name_or_path"],
             )
         else:
-            return load_tokenizer_for(path)
-    return load_tokenizer(None)
+            from lmforge.models.audio import is_audio_model_dir
+
+            if is_audio_model_dir(path):  # the processor's tokenizer, with the audio tokens
+                return load_tokenizer_for(path), path
+            return load_tokenizer_for(path), None
+    return load_tokenizer(None), None
 
 
 def cmd_data_convert(argv: list[str]) -> int:
@@ -277,8 +298,15 @@ def cmd_data_convert(argv: list[str]) -> int:
         raise LmforgeError(f"data convert: {cfg['dataset']} is already converted; train on it directly")
     convert.check_output(out)
     ctx = StageContext(stage=stage, cfg=cfg, run_dir="")
-    ctx.tokenizer = _convert_tokenizer(cfg)
-    key = convert.fingerprint(cfg, ctx.tokenizer, stage, module.DATA_KIND, stage_option_keys(module))["key"]
+    ctx.tokenizer, audio_path = _convert_tokenizer(cfg)
+    if audio_path:
+        from lmforge.models.audio import load_processor
+
+        ctx.processor = load_processor(audio_path)
+        ctx.tokenizer = ctx.processor.tokenizer
+    key = convert.fingerprint(
+        cfg, ctx.tokenizer, stage, module.DATA_KIND, stage_option_keys(module), processor=ctx.processor
+    )["key"]
     reused = convert.matches(out, key)
     train, val = prepare_datasets(ctx, module)
     what = "up to date" if reused else "written"

@@ -20,6 +20,11 @@ class TokenizerTrainArgs:
 class InitArgs:
     output_dir: str = arg("out/init", "Folder for the new model (HF format)")
     seed: int = arg(42, "Seed of the random initialisation")
+    audio: bool = arg(
+        False,
+        "Build a tiny audio LLM instead (Qwen2-Audio layout: Whisper-style encoder, projector, decoder of "
+        "--hidden_size/--num_hidden_layers) with its processor, 2 s feature window",
+    )
 
 
 @dataclass
@@ -28,6 +33,9 @@ class SynthArgs:
     seed: int = arg(0, "Same seed, same bytes")
     scale: float = arg(1.0, "Multiply the number of rows (1.0 ≈ a few MB, a CPU demo's worth)")
     lang: str = arg("both", "Languages: both, en, zh", choices=("both", "en", "zh"))
+    audio_clips: int = arg(
+        0, "Also write N labelled tone clips (clips/*.wav) and audio_train.csv / audio_test.csv"
+    )
 
 
 @dataclass

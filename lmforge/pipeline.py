@@ -38,6 +38,7 @@ class StageContext:
     cfg: Config
     run_dir: str
     tokenizer: Any = None
+    processor: Any = None  # audio LLMs: the folder's processor (feature extractor + tokenizer)
     model: Any = None
     tuned: Any = None  # lmforge.tuners.apply.Tuned
     train_dataset: Any = None
@@ -121,6 +122,13 @@ def load_tokenizer_and_model(cfg: Config, loader=None):
 
         if loader is not None:
             return tokenizer, loader(cfg, path), path
+        from lmforge.models.audio import is_audio_model_dir, load_audio_model
+
+        if is_audio_model_dir(path):
+            if cfg.get("quantization_bit"):
+                raise LmforgeError("--quantization_bit is not supported for audio models; use --tuner lora")
+            model = load_audio_model(path, attn_implementation=cfg.get("attn_implementation"))
+            return tokenizer, model, path
         model = load_model(
             path,
             attn_implementation=cfg.get("attn_implementation"),
@@ -219,7 +227,9 @@ def prepare_datasets(ctx: StageContext, module):
     if not path or cfg["streaming"]:
         rows, val_rows = load_data(ctx, module.DATA_KIND)
         return _prepare(ctx, module, rows), _prepare(ctx, module, val_rows)
-    meta = convert.fingerprint(cfg, ctx.tokenizer, ctx.stage, module.DATA_KIND, stage_option_keys(module))
+    meta = convert.fingerprint(
+        cfg, ctx.tokenizer, ctx.stage, module.DATA_KIND, stage_option_keys(module), processor=ctx.processor
+    )
     if convert.matches(path, meta["key"]):
         train, val, record = convert.load_converted(path)
         ctx.stats["rows"] = record.get("num_rows", len(train))
@@ -309,6 +319,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, getattr(module, "load_model", None))
     if base_path:
         cfg.values["model_name_or_path"] = base_path
+        ctx.processor = _audio_processor(base_path, ctx)
     ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
     args_cls, stage_fields = module.trainer_config(cfg) if hasattr(module, "trainer_config") else (None, {})
     ctx.training_args = build_training_args(
@@ -345,6 +356,27 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     if trainer.args.should_save:
         _finish(ctx, trainer)
     return run_dir
+
+
+def _audio_processor(path: str, ctx: StageContext):
+    """An audio LLM's processor (its tokenizer then replaces ctx.tokenizer), else None."""
+    from lmforge.models.audio import is_audio_model_dir, load_processor
+
+    if not is_audio_model_dir(path):
+        if ctx.cfg.get("train_target"):
+            raise LmforgeError(
+                f"--train_target applies to audio models; {path} is a text model (use --lora_target "
+                "and --modules_to_save to choose what trains)"
+            )
+        return None
+    if ctx.stage != "sft":
+        raise LmforgeError(
+            f"train {ctx.stage}: audio models are trained with `train sft` (CSV with an audio column)"
+        )
+    proc = load_processor(path)
+    if not ctx.cfg.get("tokenizer_path"):
+        ctx.tokenizer = proc.tokenizer
+    return proc
 
 
 def flush_denormals() -> None:
@@ -410,11 +442,13 @@ def _log_start(ctx: StageContext, ckpt: str | None) -> None:
 
 def _finish(ctx: StageContext, trainer) -> None:
     run_dir = ctx.run_dir
-    if ctx.tuned and ctx.tuned.save:
+    if ctx.cfg.get("merge_lora") and ctx.tuned and hasattr(ctx.model, "merge_and_unload"):
+        _save_merged(ctx, trainer)
+    elif ctx.tuned and ctx.tuned.save:
         ctx.tuned.save(run_dir)
     else:
         trainer.save_model(run_dir)
-    ctx.tokenizer.save_pretrained(run_dir)
+    (ctx.processor or ctx.tokenizer).save_pretrained(run_dir)
     state = trainer.state
     losses = [r["loss"] for r in _read_metrics(run_dir) if "loss" in r]
     summary = {
@@ -432,6 +466,18 @@ def _finish(ctx: StageContext, trainer) -> None:
     write_model_card(run_dir, ctx.stage, ctx.cfg.values, summary)
     mark_finished(run_dir, {"stage": ctx.stage, "global_step": state.global_step})
     log.info("finished %s: %s", ctx.stage, run_dir)
+
+
+def _save_merged(ctx: StageContext, trainer) -> None:
+    """`--merge_lora`: the adapter goes to RUN/adapter, the merged full model to RUN itself."""
+    run_dir = ctx.run_dir
+    if ctx.tuned.save:
+        ctx.tuned.save(os.path.join(run_dir, "adapter"))
+    else:
+        trainer.save_model(os.path.join(run_dir, "adapter"))
+    merged = ctx.model.merge_and_unload()
+    merged.save_pretrained(run_dir)
+    log.info("--merge_lora: full model in %s (adapter in %s/adapter)", run_dir, run_dir)
 
 
 def _read_metrics(run_dir: str) -> list[dict[str, Any]]:

@@ -382,3 +382,33 @@ def test_audio_errors_name_the_row_and_file(tmp_path):
     else:
         with pytest.raises(LmforgeError, match="unreadable audio"):
             load_audio(str(tmp_path / "x.flac"))
+
+
+# ------------------------------------------------------------------------------------ infer input
+
+
+def test_infer_on_converted_folder_and_csv_output(tmp_path, csv_file, capsys):
+    """`infer` on a converted folder uses the training prompts (same greedy answers as the raw CSV);
+    a .csv --output keeps the input columns and adds `prediction` in input order."""
+    model = str(tmp_path / "m")
+    assert run_cli("init", "--preset", "tiny", "--output_dir", model) == 0
+    conv = str(tmp_path / "conv")
+    prompt = ["--user_prompt", "Say yes."]
+    assert (
+        run_cli("data", "convert", "sft", csv_file, "--output", conv, "--model_name_or_path", model, *prompt)
+        == 0
+    )
+    gen = ["--max_new_tokens", "5", "--temperature", "0", "--model", model, *prompt]
+    assert run_cli("infer", "--input", csv_file, "--output", tmp_path / "raw.jsonl", *gen) == 0
+    assert run_cli("infer", "--input", conv, "--output", tmp_path / "conv.jsonl", *gen) == 0
+    assert run_cli("infer", "--input", csv_file, "--output", tmp_path / "out.csv", *gen) == 0
+    raw, conv_rows = ([json.loads(x) for x in open(tmp_path / n)] for n in ("raw.jsonl", "conv.jsonl"))
+    assert [r["prediction"] for r in raw] == [r["prediction"] for r in conv_rows]
+    assert [r["reference"] for r in conv_rows] == ["four", "Paris", "yes"]
+    import csv
+
+    with open(tmp_path / "out.csv", encoding="utf-8", newline="") as f:
+        out = list(csv.DictReader(f))
+    assert list(out[0]) == ["system_prompt", "user_prompt", "prediction"]
+    assert [r["user_prompt"] for r in out] == ["What is two plus two?", "Capital of France?", "Say yes."]
+    assert [r["prediction"] for r in out] == [r["prediction"] for r in raw]

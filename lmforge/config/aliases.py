@@ -97,6 +97,7 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "max_seq_length": ("max_length", None),
     "dataset_test_ratio": ("val_size", None),
     "num_proc": ("preprocessing_num_workers", None),  # datasets' / ms-swift's name
+    "tokenizing_batch_size": ("preprocessing_batch_size", None),  # mdl-toolkit
     "dataset_num_proc": ("preprocessing_num_workers", None),
     "eval_dataset": ("val_dataset", None),  # mdl-toolkit
     "default_system": ("system", None),

@@ -122,3 +122,45 @@ def write_wav(path: str, samples: np.ndarray, sampling_rate: int = DEFAULT_SAMPL
         f.setframerate(sampling_rate)
         f.writeframes(pcm.tobytes())
     return path
+
+
+# Pitch classes of the synthetic clip task: a label a model can only get right by listening.
+TONE_LABELS = {"low": 300.0, "mid": 1000.0, "high": 3000.0}
+TONE_PROMPT = "Is this tone low, mid or high?"
+
+
+def synth_clips(
+    out_dir: str, num_clips: int = 300, seed: int = 0, test_fraction: float = 0.2
+) -> dict[str, str]:
+    """Labelled tone clips for audio-LLM demos and tests: `clips/*.wav` (0.5-1.5 s, pitch within
+    ±20% of its class, noise), and mdl-toolkit CSVs `audio_train.csv` / `audio_test.csv` with columns
+    audio (relative to `out_dir`, so pass `--base_dir out_dir`), user_prompt, prediction."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    labels = list(TONE_LABELS)
+    os.makedirs(os.path.join(out_dir, "clips"), exist_ok=True)
+    rows = []
+    for i in range(num_clips):
+        label = labels[int(rng.integers(len(labels)))]
+        freq = TONE_LABELS[label] * float(rng.uniform(0.8, 1.25))
+        clip = tone(
+            freq,
+            float(rng.uniform(0.5, 1.5)),
+            noise=0.05,
+            amplitude=float(rng.uniform(0.3, 0.7)),
+            seed=seed * 100003 + i,
+        )
+        rel = f"clips/tone_{i:05d}.wav"
+        write_wav(os.path.join(out_dir, rel), clip)
+        rows.append({"audio": rel, "user_prompt": TONE_PROMPT, "prediction": label})
+    n_test = max(1, round(num_clips * test_fraction))
+    paths = {}
+    for name, part in (("audio_train", rows[n_test:]), ("audio_test", rows[:n_test])):
+        path = os.path.join(out_dir, f"{name}.csv")
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["audio", "user_prompt", "prediction"])
+            w.writeheader()
+            w.writerows(part)
+        paths[name] = path
+    return paths

@@ -32,7 +32,13 @@ log = logging.getLogger("lmforge")
 META_NAME = "lmforge_cache.json"
 FORMAT_VERSION = 1
 # DataArgs fields that do not change the features (where the cache goes, how fast it is built)
-_NOT_IN_KEY = {"tokenized_path", "preprocessing_num_workers", "streaming", "dataset_dir"}
+_NOT_IN_KEY = {
+    "tokenized_path",
+    "preprocessing_num_workers",
+    "preprocessing_batch_size",
+    "streaming",
+    "dataset_dir",
+}
 _SOURCES = (
     "lmforge/data/formats.py",
     "lmforge/data/load.py",
@@ -80,8 +86,11 @@ def _spec_files(spec: str | None, dataset_dir: str | None) -> list:
     return [[list(f) for f in part.files] for part in resolve_spec(spec, dataset_dir)]
 
 
-def fingerprint(cfg: Any, tokenizer: Any, stage: str, kind: str, stage_fields: tuple[str, ...]) -> dict:
-    """What the features depend on, as a JSON-able dict whose `key` is the hash of the rest."""
+def fingerprint(
+    cfg: Any, tokenizer: Any, stage: str, kind: str, stage_fields: tuple[str, ...], processor: Any = None
+) -> dict:
+    """What the features depend on, as a JSON-able dict whose `key` is the hash of the rest (for
+    audio LLMs also the feature extractor, which decides how many audio tokens a clip becomes)."""
     from lmforge.config.schema import DataArgs
 
     data_keys = [f.name for f in fields(DataArgs) if f.name not in _NOT_IN_KEY]
@@ -97,6 +106,9 @@ def fingerprint(cfg: Any, tokenizer: Any, stage: str, kind: str, stage_fields: t
         "val_files": _spec_files(cfg.get("val_dataset"), cfg.get("dataset_dir")),
         "code": _code_hash(),
     }
+    if processor is not None:
+        fe = processor.feature_extractor.to_json_string()
+        parts["audio"] = hashlib.sha256(f"{processor.audio_token}|{fe}".encode()).hexdigest()[:16]
     blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return {"key": hashlib.sha256(blob.encode()).hexdigest(), **parts}
 

@@ -402,7 +402,8 @@ def _to_chat(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
     if fmt == "csv" and row.get("audio"):
         audio = _text(row["audio"], "audio", ctx)
         base_dir = opts.get("base_dir")
-        out["audio"] = os.path.join(base_dir, audio) if base_dir and not os.path.isabs(audio) else audio
+        path = os.path.join(base_dir, audio) if base_dir and not os.path.isabs(audio) else audio
+        out["audio"] = os.path.abspath(path)  # a converted dataset must not depend on the cwd
     return out
 
 

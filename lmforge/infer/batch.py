@@ -43,9 +43,19 @@ _WAVE = 16  # batches generated per wave; each wave is written before the next s
 class InferArgs(EngineArgs):
     """Input, output and model of a batch inference run."""
 
-    input: str = field(default="", metadata={"help": "Input file: .csv, .jsonl or .json (list of rows)."})
+    input: str = field(
+        default="",
+        metadata={
+            "help": "Input file: .csv, .jsonl or .json (list of rows), or a `data convert` folder "
+            "(prompts = the tokens before each row's answer)"
+        },
+    )
     output: str | None = field(
-        default=None, metadata={"help": "Output JSONL (default: <input stem>.pred.jsonl beside the input)."}
+        default=None,
+        metadata={
+            "help": "Output JSONL (default: <input stem>.pred.jsonl beside the input); a .csv name writes "
+            "the input columns plus `prediction` (mdl-toolkit)"
+        },
     )
     batch_size: int = field(default=8, metadata={"help": "Prompts generated together (left padded)."})
     max_length: int | None = field(
@@ -53,6 +63,14 @@ class InferArgs(EngineArgs):
         metadata={
             "help": "Most prompt tokens per row; longer rows are an error (default: the run's max_length)."
         },
+    )
+    user_prompt: str | None = field(
+        default=None,
+        metadata={"help": "User prompt for CSV rows whose user_prompt is empty or missing (mdl-toolkit)."},
+    )
+    base_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder that relative CSV `audio` paths are resolved against (audio models)."},
     )
     system: str | None = field(
         default=None, metadata={"help": "System prompt for rows without one (default: the run's, if any)."}
@@ -156,6 +174,57 @@ def parse_row(row: Any, path: str, line: int) -> tuple[list[dict] | str, str, st
     raise DataError(path, line, "row", f"expected one of {_FORMS}", "keys " + ", ".join(list(row)[:8]))
 
 
+def _has_prompt(row: dict) -> bool:
+    return any(row.get(k) for k in ("conversations", "messages", "prompt", "instruction", "text"))
+
+
+def _converted_rows(args: InferArgs, engine) -> tuple[list, list, list[list[int]]]:
+    """A `data convert` folder as input: each row's prompt is its ids before the first trained
+    token, its reference the trained tokens; the tokenizer must be the model's."""
+    from lmforge.data.convert import check_usable, load_converted
+
+    train, _, meta = load_converted(args.input)
+    check_usable(args.input, meta, engine.tokenizer, "chat", None)
+    raw, rows, pre = [], [], []
+    audio = "audio" in train.column_names
+    for i, row in enumerate(train):
+        labels = row["labels"]
+        start = next((j for j, x in enumerate(labels) if x != -100), None)
+        if start is None or start == 0:
+            raise DataError(args.input, i + 1, "labels", "a prompt followed by trained answer tokens")
+        end = next((j for j in range(start, len(labels)) if labels[j] == -100), len(labels))
+        ids = row["input_ids"][:start]
+        prompt = engine.tokenizer.decode(ids, skip_special_tokens=False)
+        reference = engine.tokenizer.decode(row["input_ids"][start:end], skip_special_tokens=True).strip()
+        record = {"id": i, "prompt": prompt, "reference": reference}
+        if audio:
+            record["audio"] = row["audio"]
+        raw.append((i + 1, record))
+        rows.append((i + 1, ids, prompt, reference))
+        pre.append(ids)
+    return raw, rows, pre
+
+
+def _read_clips(args: InferArgs, raw: list[tuple[int, dict]], engine) -> list | None:
+    """Each row's clip (audio models only), read and resampled; None for text models."""
+    if not hasattr(engine, "generate_audio"):
+        return None
+    from lmforge.data.audio import load_audio
+    from lmforge.models.audio import sampling_rate
+
+    rate, waves = sampling_rate(engine.processor), []
+    for line, row in raw:
+        path = row.get("audio") if isinstance(row, dict) else None
+        if not isinstance(path, str) or not path:
+            raise DataError(
+                args.input, line, "audio", "a clip path (this is an audio model)", repr(path)[:40]
+            )
+        if args.base_dir and not os.path.isabs(path):
+            path = os.path.join(args.base_dir, path)
+        waves.append(load_audio(path, rate, row=f"{args.input}:{line}"))
+    return waves
+
+
 def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -> str:
     """Predict every row of `infer_args.input`; returns the output path. `engine` skips loading."""
     args = infer_args
@@ -163,18 +232,40 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
         raise LmforgeError("--input is required (a .csv, .jsonl or .json file)")
     if args.batch_size < 1:
         raise LmforgeError(f"--batch_size {args.batch_size}: must be at least 1")
-    rows = [(line, *parse_row(row, args.input, line)) for line, row in read_rows(args.input)]
+    from lmforge.data.convert import is_converted
+
+    converted = is_converted(args.input)
     if engine is None:
         from lmforge.infer.chat import load_engine
 
         engine = load_engine(args)  # type: ignore[arg-type]
+    if converted:
+        raw, rows, pre = _converted_rows(args, engine)
+    else:
+        raw = list(read_rows(args.input))
+        if args.user_prompt:
+            for _, row in raw:
+                if isinstance(row, dict) and not row.get("user_prompt") and not _has_prompt(row):
+                    row["user_prompt"] = args.user_prompt
+        rows = [(line, *parse_row(row, args.input, line)) for line, row in raw]
+        pre = None
     if args.system is not None:
         engine.system = args.system
     limit = args.max_length or engine.run_args.get("max_length")
     source = "--max_length" if args.max_length else "max_length of the run (set --max_length to change)"
+    waves = _read_clips(args, raw, engine)
     encoded = []
     for idx, (line, item, _, _) in enumerate(rows):
-        ids = engine.encode(item, gen_args)
+        if pre is not None:  # a converted folder: the prompt ids as they were tokenised for training
+            ids = pre[idx]
+        elif waves is not None:
+            if isinstance(item, str):
+                raise DataError(
+                    args.input, line, "row", "an audio model needs a prompt (user_prompt), not raw text"
+                )
+            ids = engine.encode_audio(item, waves[idx], gen_args)
+        else:
+            ids = engine.encode(item, gen_args)
         where = f"{args.input}:{line}: row {idx}"
         if limit and len(ids) > int(limit):
             raise LmforgeError(f"{where} has a {len(ids)}-token prompt, more than {source} {limit}")
@@ -184,13 +275,32 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{out_path}.tmp-{os.getpid()}"
     wave = args.batch_size * _WAVE
+    as_csv = Path(out_path).suffix.lower() == ".csv"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", newline="" if as_csv else None) as f:
+            writer = None
+            if as_csv:  # mdl-toolkit: the input columns plus `prediction`
+                import csv
+
+                columns = list(dict.fromkeys([k for _, r in raw for k in r if k != "prediction"]))
+                writer = csv.DictWriter(f, fieldnames=[*columns, "prediction"], extrasaction="ignore")
+                writer.writeheader()
             for start in range(0, len(rows), wave):
-                done = engine.generate_ids(
-                    encoded[start : start + wave], gen_args, batch_size=args.batch_size
-                )
+                if waves is not None:
+                    done = engine.generate_audio(
+                        encoded[start : start + wave],
+                        waves[start : start + wave],
+                        gen_args,
+                        batch_size=args.batch_size,
+                    )
+                else:
+                    done = engine.generate_ids(
+                        encoded[start : start + wave], gen_args, batch_size=args.batch_size
+                    )
                 for idx, comp in enumerate(done, start):
+                    if writer is not None:
+                        writer.writerow({**raw[idx][1], "prediction": comp.text})
+                        continue
                     _, _, prompt, reference = rows[idx]
                     rec: dict[str, Any] = {"id": idx, "prompt": prompt, "prediction": comp.text}
                     if comp.reasoning_content is not None:

@@ -255,7 +255,11 @@ class Engine:
                 int(text_cfg.max_position_embeddings or 0), int(YARN_FACTOR * YARN_ORIGINAL_MAX)
             )
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        net = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
+        from lmforge.models.audio import is_audio_config, model_class
+
+        audio = is_audio_config(config)
+        net_cls = model_class(config) if audio else AutoModelForCausalLM
+        net = net_cls.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
         if lora_weight:
             try:
                 from peft import PeftModel
@@ -271,6 +275,20 @@ class Engine:
             if lora_weight and (Path(str(lora_weight)) / "tokenizer_config.json").exists()
             else path
         )
+        if audio:
+            from lmforge.infer.audio import AudioEngine
+            from lmforge.models.audio import load_processor
+
+            proc_dir = tok_dir if (Path(tok_dir) / "preprocessor_config.json").exists() else path
+            engine = AudioEngine(
+                net,
+                load_processor(proc_dir),
+                system=run.get("system") or None,
+                enable_thinking=run.get("enable_thinking"),
+                name=str(model),
+            )
+            engine.run_args = run
+            return engine
         try:
             from lmforge.models.load import load_tokenizer_for
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.errors import LmforgeError
+
 DATA_KIND = "chat"
 
 DEFAULTS = {
@@ -28,6 +30,17 @@ class Args:
 
 
 def prepare(ctx, rows):
+    if getattr(ctx, "processor", None) is not None:  # an audio LLM: rows carry an `audio` clip
+        from lmforge.training.audio import tokenize_audio_chat
+
+        if "audio" not in rows.column_names:
+            raise LmforgeError(
+                f"{ctx.cfg.get('dataset')}: this audio model needs an `audio` column (clip paths; "
+                "CSV columns audio, user_prompt, prediction)"
+            )
+        if ctx.cfg["packing"]:
+            raise LmforgeError("--packing is not supported for audio models (one clip per row)")
+        return tokenize_audio_chat(ctx, rows)
     from lmforge.training.features import tokenize_chat
 
     return tokenize_chat(ctx, rows)
@@ -36,4 +49,9 @@ def prepare(ctx, rows):
 def build_trainer(ctx):
     from lmforge.training.build import default_trainer
 
-    return default_trainer(ctx)
+    trainer = default_trainer(ctx)
+    if getattr(ctx, "processor", None) is not None:
+        from lmforge.training.audio import AudioCollator
+
+        trainer.data_collator = AudioCollator(ctx.processor, ctx.tokenizer.pad_token_id)
+    return trainer

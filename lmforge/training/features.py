@@ -50,6 +50,8 @@ def is_streamed(ds) -> bool:
 
 def _map(ds, fn, ctx, **kw):
     """`Dataset.map` with lmforge's worker count, or the lazy `IterableDataset.map` when streaming."""
+    if kw.get("batched"):
+        kw.setdefault("batch_size", ctx.cfg.get("preprocessing_batch_size") or 1000)
     if is_streamed(ds):
         kw.pop("desc", None)
         return ds.map(fn, **kw)

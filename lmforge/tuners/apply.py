@@ -115,6 +115,10 @@ def apply_tuner(model, cfg, *, run_dir: str, num_training_steps: int) -> Tuned:
     """Make only what `--tuner` names trainable (wrapping in a PeftModel for adapters)."""
     name = tuner_name(cfg)
     tuned = Tuned(model, {})
+    if name == "full" and cfg.get("train_target"):
+        from lmforge.models.audio import set_trainable_parts
+
+        set_trainable_parts(model, cfg["train_target"])
     if name == "freeze":
         _freeze(model, cfg, _trainable_layer_ids(model, cfg["freeze_trainable_layers"]))
     elif name == "llama_pro":
@@ -264,9 +268,20 @@ def peft_config(model, cfg, name: str, num_training_steps: int):
     import peft
 
     targets = parse_targets(cfg["lora_target"])
+    to_save = _modules_to_save(model, cfg.get("modules_to_save"))
+    from lmforge.models.audio import is_audio_config, train_target_modules
+
+    if is_audio_config(model.config) and ("lora_target" not in cfg.explicit or cfg.get("train_target")):
+        targets, full = train_target_modules(model, cfg.get("train_target"))
+        to_save = sorted({*(to_save or []), *full}) or None
+        if targets is None:  # only embed_tokens / lm_head: nothing gets an adapter
+            raise LmforgeError(
+                f"--train_target {cfg.get('train_target')}: adapters need encoder, projector or decoder; "
+                "to train only embed_tokens/lm_head use --tuner full --train_target ..."
+            )
     common = {
         "target_modules": targets,
-        "modules_to_save": _modules_to_save(model, cfg.get("modules_to_save")),
+        "modules_to_save": to_save,
         "task_type": "CAUSAL_LM",
     }
     r = cfg["lora_rank"]

@@ -48,6 +48,16 @@ class TunerArgs:
         None,
         "Comma list of extra modules trained in full and saved with the adapter (e.g. embed_tokens,lm_head)",
     )
+    train_target: str | None = arg(
+        None,
+        "Audio LLMs: parts that train, comma list of encoder, projector, decoder, embed_tokens, lm_head "
+        "(default encoder,projector,decoder). Adapters go on every linear layer of encoder/projector/"
+        "decoder (attention and MLP); embed_tokens/lm_head train in full",
+    )
+    merge_lora: bool = arg(
+        False,
+        "After training an adapter, save the merged full model in the run folder (adapter in RUN/adapter)",
+    )
     lora_bias: str = arg(
         "none", "Train biases too: none, all, lora_only", choices=("none", "all", "lora_only")
     )

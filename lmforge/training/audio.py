@@ -1,0 +1,130 @@
+"""Audio-LLM training features: chat rows with an `audio` clip → token ids whose audio placeholder is
+expanded to the processor's count of audio tokens, labels on the answer only; and the collator that
+reads the clips and computes the encoder features per batch.
+
+Features (log-mel frames) are computed in the collator, not stored: a 30 s clip is ~1.5 MB of
+float32 features, so a converted dataset keeps the clip path and the ids only. Each clip is read
+once at tokenisation time too (to count its audio tokens and to report a bad file by row).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+IGNORE_INDEX = -100
+
+
+def _with_audio(messages: list[dict], placeholder: str) -> list[dict]:
+    """The clip goes before the text of the first user turn (mdl-toolkit / Qwen2-Audio order)."""
+    out, done = [], False
+    for m in messages:
+        if not done and m.get("role") == "user":
+            m = {**m, "content": placeholder + (m.get("content") or "")}
+            done = True
+        out.append(m)
+    if not done:
+        raise LmforgeError("an audio row needs a user turn to attach its clip to")
+    return out
+
+
+def expand_audio(ids: list[int], labels: list[int] | None, audio_id: int, n: int):
+    """Replace the single audio token by `n` copies (labels -100 there)."""
+    if ids.count(audio_id) != 1:
+        raise LmforgeError(f"expected one audio token per row, found {ids.count(audio_id)}")
+    i = ids.index(audio_id)
+    new_ids = ids[:i] + [audio_id] * n + ids[i + 1 :]
+    if labels is None:
+        return new_ids, None
+    return new_ids, labels[:i] + [IGNORE_INDEX] * n + labels[i + 1 :]
+
+
+def tokenize_audio_chat(ctx, rows):
+    """Chat rows with an `audio` path column → input_ids, labels, audio (path kept for the collator)."""
+    from lmforge.data.audio import load_audio
+    from lmforge.data.template import encode_chat_batch
+    from lmforge.models.audio import audio_placeholder, num_audio_tokens, sampling_rate
+    from lmforge.training.features import _map
+
+    proc, cfg = ctx.processor, ctx.cfg
+    tok, max_len = proc.tokenizer, cfg["max_length"]
+    placeholder, audio_id, rate = audio_placeholder(proc), proc.audio_token_id, sampling_rate(proc)
+    where = cfg.get("dataset")
+
+    def encode(batch, idx):
+        items, counts = [], []
+        for messages, tools, path, i in zip(batch["messages"], batch["tools"], batch["audio"], idx):
+            row = f"{where}: row {i + 1}"
+            if not path:
+                raise LmforgeError(f"{row}: empty `audio` (this model needs a clip per row)")
+            counts.append(num_audio_tokens(proc, load_audio(path, rate, row=row)))
+            items.append({"messages": _with_audio(messages, placeholder), "tools": tools})
+        enc = encode_chat_batch(
+            tok,
+            items,
+            max_length=None,
+            train_on_prompt=cfg["train_on_prompt"],
+            enable_thinking=cfg["enable_thinking"],
+        )
+        out = {"input_ids": [], "labels": [], "audio": list(batch["audio"])}
+        for ids, labels, n, i in zip(enc["input_ids"], enc["labels"], counts, idx):
+            ids, labels = expand_audio(ids, labels, audio_id, n)
+            if max_len and len(ids) > max_len:
+                last_audio = len(ids) - 1 - ids[::-1].index(audio_id)
+                if last_audio >= max_len:
+                    raise LmforgeError(
+                        f"{where}: row {i + 1}: the clip alone takes {n} audio tokens, its prompt "
+                        f"{last_audio + 1} tokens, more than --max_length {max_len}"
+                    )
+                ids, labels = ids[:max_len], labels[:max_len]
+            out["input_ids"].append(ids)
+            out["labels"].append(labels)
+        return out
+
+    ds = _map(
+        rows,
+        encode,
+        ctx,
+        batched=True,
+        with_indices=True,
+        remove_columns=list(rows.column_names),
+        desc="tokenising audio rows",
+    )
+    before = len(ds)
+    ds = ds.filter(lambda b: [any(x != IGNORE_INDEX for x in lab) for lab in b["labels"]], batched=True)
+    ctx.stats["rows_without_targets"] = before - len(ds)
+    if len(ds) == 0:
+        raise LmforgeError(f"{where}: no audio row has an answer left within --max_length {max_len}")
+    return ds
+
+
+class AudioCollator:
+    """Right-pads ids/labels and computes the batch's audio features from the `audio` paths."""
+
+    def __init__(self, processor, pad_id: int):
+        self.processor, self.pad_id = processor, pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        from lmforge.data.audio import load_audio
+        from lmforge.models.audio import extract_features, sampling_rate
+
+        rate = sampling_rate(self.processor)
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        waves = [load_audio(f["audio"], rate) for f in features]
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            **extract_features(self.processor, waves),
+        }
