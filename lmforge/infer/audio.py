@@ -31,38 +31,11 @@ class AudioEngine(Engine):
     def generate_audio(
         self, encoded: list[list[int]], waves: list, gen: GenerationArgs, batch_size: int = 8
     ) -> list[Completion]:
-        """Answers in input order; rows are sorted by length and left padded per batch."""
-        import torch
-        from transformers import StoppingCriteriaList
-
-        from lmforge.infer.engine import _StopCriteria
+        """Answers in input order; rows are sorted by length and left padded per batch, and each
+        batch's clips become its encoder features."""
         from lmforge.models.audio import extract_features
 
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        results: list[Completion | None] = [None] * len(encoded)
-        step = max(1, batch_size)
-        for start in range(0, len(order), step):
-            chunk = order[start : start + step]
-            width = max(len(encoded[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]) :] = 1
-            feats = extract_features(self.processor, [waves[i] for i in chunk])
-            if gen.seed is not None:
-                torch.manual_seed(gen.seed)
-            criteria = StoppingCriteriaList(
-                [_StopCriteria(self.tokenizer, list(gen.stop or []), width, None)]
-            )
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    **{k: v.to(self.device) for k, v in feats.items()},
-                    generation_config=self._generation_config(gen),
-                    stopping_criteria=criteria,
-                )
-            for row, i in enumerate(chunk):
-                results[i] = self._finish(out[row, width:].tolist(), len(encoded[i]), gen)
-        return results  # type: ignore[return-value]
+        def features(rows: list[int]) -> dict:
+            return extract_features(self.processor, [waves[i] for i in rows])
+
+        return self.generate_ids(encoded, gen, batch_size, extra_inputs=features)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,8 +367,10 @@ class Engine:
         gen: GenerationArgs,
         streamer=None,
         cancel: threading.Event | None = None,
+        extra: dict | None = None,
     ):
-        """Left-pad `batch`, run `model.generate`; returns (sequences, padded prompt length)."""
+        """Left-pad `batch`, run `model.generate` (`extra`: more model inputs, e.g. audio features);
+        returns (sequences, padded prompt length)."""
         import torch
         from transformers import StoppingCriteriaList
 
@@ -388,6 +390,7 @@ class Engine:
                 generation_config=self._generation_config(gen),
                 stopping_criteria=criteria,
                 streamer=streamer,
+                **{k: v.to(self.device) for k, v in (extra or {}).items()},
             )
         return out, width
 
@@ -444,14 +447,20 @@ class Engine:
         return self.generate_ids(encoded, gen, batch_size)
 
     def generate_ids(
-        self, encoded: list[list[int]], gen: GenerationArgs, batch_size: int = 8
+        self,
+        encoded: list[list[int]],
+        gen: GenerationArgs,
+        batch_size: int = 8,
+        extra_inputs: Callable[[list[int]], dict] | None = None,
     ) -> list[Completion]:
-        """`generate_batch` on already encoded (and length-checked) prompts."""
+        """`generate_batch` on already encoded (and length-checked) prompts; `extra_inputs(rows)`
+        gives more model inputs for the rows (indices into `encoded`) of one batch."""
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
         for start in range(0, len(order), max(1, batch_size)):
             chunk = order[start : start + max(1, batch_size)]
-            out, width = self._generate([encoded[i] for i in chunk], gen)
+            extra = extra_inputs(chunk) if extra_inputs else None
+            out, width = self._generate([encoded[i] for i in chunk], gen, extra=extra)
             for row, i in enumerate(chunk):
                 results[i] = self._finish(out[row, width:].tolist(), len(encoded[i]), gen)
         return results  # type: ignore[return-value]
