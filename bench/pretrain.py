@@ -47,7 +47,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -55,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import common
 
 START = time.time()
 WARMUP_STEPS = 2
@@ -153,26 +154,14 @@ def summarise(records: list[dict[str, Any]], batch_size: int, seq_len: int) -> d
 
 
 def process_figures() -> dict[str, Any]:
-    import resource
-
     import torch
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    rss = usage.ru_maxrss  # KiB on Linux, bytes on macOS
-    out = {
-        "peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10),
+    return {
+        **common.process_figures(START),
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "dtype": "bfloat16" if use_bf16() else "float32",
-        "wall_s": time.time() - START,
-        # CPU seconds per wall second of this process, and the machine's load: if cpu_busy is well
-        # below the thread count while load_1m is above the core count, others were competing.
-        "cpu_busy": (usage.ru_utime + usage.ru_stime) / (time.time() - START),
-        "load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    if torch.cuda.is_available():
-        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,22 +379,6 @@ def fastest(runs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def format_table(results: list[dict[str, Any]]) -> str:
     cuda = any("peak_cuda_mb" in r for r in results)
     head = ["mode", "steps", "all tok/s", "loss tok/s", "waste %", "peak RSS MB"]
@@ -497,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
             args.data = synth(tmp, scale=1.0)["pretrain"]
         runs = [run_child(args, mode) for _ in range(args.repeats) for mode in args.modes]
         results = [fastest(runs, mode) for mode in args.modes]
-        info = machine()
+        info = common.machine()
         print(report(args, results, info))
     if args.json:
         payload = {

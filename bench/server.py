@@ -37,13 +37,14 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import common
 
 MODES = {"batched": None, "sequential": 1}  # mode → --max_batch_size (None: the client count)
 WORDS = "the capital of france is paris and japan has tokyo while rivers flow into seas".split()
@@ -79,16 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def log(msg: str) -> None:
     print(f"[bench/server] {msg}", file=sys.stderr, flush=True)
-
-
-def make_model(preset: str, out_dir: str) -> str:
-    from lmforge.models.scratch import init_model
-    from lmforge.models.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer()
-    init_model(tokenizer, preset=preset, seed=0).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
 
 
 def start_server(
@@ -199,7 +190,7 @@ def run_mode(model: str, mode: str, args: argparse.Namespace, tmp: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-serve-") as tmp:
-        model = args.model or make_model(args.preset, str(Path(tmp) / "model"))
+        model = args.model or common.make_model(args.preset, str(Path(tmp) / "model"))
         results = {mode: run_mode(model, mode, args, tmp) for mode in MODES}
     batched, seq = results["batched"], results["sequential"]
     report = {
@@ -212,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         **results,
         "speedup_requests_per_s": round(batched["requests_per_s"] / seq["requests_per_s"], 2),
         "speedup_tokens_per_s": round(batched["tokens_per_s"] / seq["tokens_per_s"], 2),
-        "machine": {"cores": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+        "machine": common.machine(),
         "command": " ".join([sys.executable, *sys.argv]),
     }
     print(json.dumps(report), flush=True)

@@ -253,7 +253,7 @@ def test_mixing_csv_with_audio_and_jsonl(tmp_path, load):
     (tmp_path / "c.csv").write_text("audio,user_prompt,prediction\nx.wav,q,a\n")
     j = write_jsonl(tmp_path / "j.jsonl", [chat_row(0)])
     ds, _ = load(f"{tmp_path / 'c.csv'},{j}", "chat")
-    assert ds["audio"] == ["x.wav", None]
+    assert ds["audio"] == [os.path.abspath("x.wav"), None]  # relative to the cwd without --base_dir
 
 
 def test_registry_alpaca_and_sharegpt(tmp_path, load, monkeypatch):

@@ -105,7 +105,7 @@ STAGES = {
     "dpo": ("dpo.jsonl", ["--learning_rate", "1e-3"], "implied"),
     "kto": ("kto.jsonl", ["--learning_rate", "2e-3"], "implied"),
     "orpo": ("dpo.jsonl", ["--learning_rate", "2e-3", "--beta", "1.0"], "mean"),
-    "simpo": ("dpo.jsonl", ["--learning_rate", "1e-3"], "mean"),
+    "simpo": ("dpo.jsonl", ["--learning_rate", "2e-3"], "mean"),
     "cpo": ("dpo.jsonl", ["--learning_rate", "1e-3"], "sum"),
 }
 

@@ -61,7 +61,7 @@ def base_reward(task):
 # full-rate early updates first raise the entropy; GRPO needs more completions per step than PPO/SPO
 # and learns faster here without the KL term (beta 0).
 STAGES = {
-    "grpo": ["--learning_rate", "3e-4", "--warmup_steps", "30", "--max_steps", "150"]
+    "grpo": ["--learning_rate", "3e-4", "--warmup_steps", "30", "--max_steps", "250"]
     + ["--per_device_train_batch_size", "64", "--num_generations", "4", "--beta", "0"],
     "ppo": ["--learning_rate", "1e-3", "--critic_learning_rate", "1e-3", "--warmup_steps", "10"]
     + ["--max_steps", "150", "--per_device_train_batch_size", "32"],

@@ -267,7 +267,7 @@ def test_batch_times_accumulation_equivalence(synth_dir, tmp_path):
     for key, (loss, state) in runs.items():
         assert loss == pytest.approx(ref_loss, rel=1e-5), key
         for name, t in state.items():
-            torch.testing.assert_close(t, ref_state[name], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(t, ref_state[name], rtol=1e-4, atol=5e-5)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(synth_dir, tmp_path):

@@ -91,6 +91,7 @@ class DataArgs:
     )
     skip_bad_rows: bool = arg(False, "Count and skip malformed rows instead of stopping at the first one")
     preprocessing_num_workers: int | None = arg(None, "Processes for tokenisation (default: 1 on <=2 cores)")
+    preprocessing_batch_size: int = arg(1000, "Rows per tokenisation batch (lower it for long rows or audio)")
     streaming: bool = arg(False, "Stream the data instead of building an Arrow cache (data larger than disk)")
     mix_strategy: str = arg(
         "concat",
@@ -129,3 +130,13 @@ class RunArgs:
     device: str | None = arg(None, "Device: cpu, cuda, cuda:N (default: GPU when present)")
     wandb_project: str | None = arg(None, "Weights & Biases project (with --report_to wandb)")
     plot: bool = arg(True, "Write loss.png into the run folder")
+    loss_chunk_size: int = arg(
+        1024,
+        "LM loss in chunks of this many labelled tokens, never building the (batch, length, vocab) "
+        "logits; 0 = off (plain transformers loss)",
+    )
+    padding_free: bool | None = arg(
+        None,
+        "Unpacked batches without padding: rows laid end to end, position_ids restart per row, no "
+        "cross-row attention (default: on for transformers' llama/qwen/mistral-family models)",
+    )

@@ -250,6 +250,77 @@ class PaddingCollator:
         return out
 
 
-def collator_for(columns: Sequence[str], pad_id: int) -> PackedCollator | PaddingCollator:
-    """Packed rows (position_ids present) are stacked as they are; anything else is right-padded."""
-    return PackedCollator() if "position_ids" in columns else PaddingCollator(pad_id)
+class FlatteningCollator:
+    """Padding-free batches: the batch's rows laid end to end, with no padding between them and no
+    attention mask; `position_ids` restart at 0 at every row start, so transformers keeps each row
+    to itself exactly as for packed rows (a block-diagonal mask with sdpa/eager, varlen kernels with
+    flash attention). The first label of every row is -100: nothing is trained to follow the
+    previous row (that position is never a target in a padded batch either). The batch holds the
+    same rows as a padded one, so the loss is the same; compute and memory follow its real tokens.
+
+    `max_row_tokens=None` puts everything in ONE row (1, total): right for flash-attention varlen
+    kernels, which only compute within each row. sdpa and eager attend over the whole row under a
+    mask, an N x N cost, so with `max_row_tokens` the rows are spread over the fewest rows of at
+    most that many tokens (balanced, longest first), each tail padded (pad_id, labels -100, its own
+    position run): attention then costs no more per token than a packed row of that length.
+    """
+
+    def __init__(self, max_row_tokens: int | None = None, pad_id: int = 0):
+        self.max_row_tokens, self.pad_id = max_row_tokens, pad_id
+
+    def bins(self, lengths: list[int]) -> list[list[int]]:
+        """Indices of the batch rows that share each output row (batch order kept within one)."""
+        total = sum(lengths)
+        if self.max_row_tokens is None or total <= self.max_row_tokens:
+            return [list(range(len(lengths)))]
+        cap = max(self.max_row_tokens, max(lengths))
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        k = -(-total // cap)
+        while True:
+            loads, members = [0] * k, [[] for _ in range(k)]
+            for i in order:  # longest first onto the least-loaded row
+                j = min(range(k), key=loads.__getitem__)
+                loads[j] += lengths[i]
+                members[j].append(i)
+            if max(loads) <= cap:
+                return [sorted(m) for m in members if m]
+            k += 1
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        lengths = [len(f["input_ids"]) for f in features]
+        bins = self.bins(lengths)
+        width = max(sum(lengths[i] for i in b) for b in bins)
+        shape = (len(bins), width)
+        input_ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        position_ids = torch.zeros(shape, dtype=torch.long)
+        weighted = "loss_weights" in features[0]
+        weights = torch.zeros(shape, dtype=torch.float32) if weighted else None
+        for r, members in enumerate(bins):
+            at = 0
+            for i in members:
+                f, n = features[i], lengths[i]
+                input_ids[r, at : at + n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+                labels[r, at : at + n] = torch.as_tensor(f.get("labels", f["input_ids"]), dtype=torch.long)
+                labels[r, at] = IGNORE_INDEX
+                position_ids[r, at : at + n] = torch.arange(n)
+                if weighted:
+                    weights[r, at : at + n] = torch.as_tensor(f["loss_weights"], dtype=torch.float32)
+                at += n
+            position_ids[r, at:] = torch.arange(width - at)  # padding: a run of its own
+        out = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+        if weighted:
+            out["loss_weights"] = weights
+        return out
+
+
+def collator_for(
+    columns: Sequence[str], pad_id: int, *, padding_free: bool = False, max_row_tokens: int | None = None
+) -> PackedCollator | PaddingCollator | FlatteningCollator:
+    """Packed rows (position_ids present) are stacked as they are; anything else is laid end to
+    end without padding (`padding_free`, rows of at most `max_row_tokens`) or right-padded."""
+    if "position_ids" in columns:
+        return PackedCollator()
+    return FlatteningCollator(max_row_tokens, pad_id) if padding_free else PaddingCollator(pad_id)

@@ -52,6 +52,8 @@ def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = No
         if not on_gpu:
             raise LmforgeError("--dtype float16 needs a GPU; use float32 or bfloat16 on CPU")
         kw["fp16"] = True
+    if kw.get("use_liger_kernel"):
+        check_liger(on_gpu)
     from lmforge.training.sharding import apply_sharding
 
     apply_sharding(kw, on_gpu)
@@ -73,16 +75,54 @@ def default_trainer(ctx):
     from lmforge.training.trainer import LmforgeTrainer
 
     cfg = ctx.cfg
+    padding_free, max_row_tokens = padding_free_rows(cfg, ctx.model)
     return LmforgeTrainer(
         model=ctx.model,
         args=ctx.training_args,
         train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset,
-        data_collator=collator_for(_columns(ctx.train_dataset), ctx.tokenizer.pad_token_id),
+        data_collator=collator_for(
+            _columns(ctx.train_dataset),
+            ctx.tokenizer.pad_token_id,
+            padding_free=padding_free,
+            max_row_tokens=max_row_tokens,
+        ),
         processing_class=ctx.tokenizer,
         nan_policy=cfg["nan_policy"],
         max_nan_skips=cfg["max_nan_skips"],
+        loss_chunk_size=cfg.get("loss_chunk_size", 0) or 0,
     )
+
+
+def padding_free_rows(cfg, model) -> tuple[bool, int | None]:
+    """(`--padding_free`, the longest row a padding-free batch may build).
+
+    Default: on for transformers' own causal LMs (they turn restarting position_ids into
+    per-row attention: tests/test_fastpath.py checks it), off for other models (remote code may
+    ignore position_ids and let rows attend to each other). Flash-attention kernels take the
+    whole batch as one row; sdpa/eager rows stop at --max_length tokens (their attention is
+    quadratic in the row, so no row costs more than a packed one)."""
+    from lmforge.training.loss import SUPPORTED_MODEL_TYPES
+
+    value = cfg.get("padding_free")
+    config = getattr(model, "config", None)
+    attn = str(getattr(config, "_attn_implementation", None) or "")
+    if value is None:
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        native = type(inner).__module__.startswith("transformers.models.")
+        value = native and getattr(config, "model_type", None) in SUPPORTED_MODEL_TYPES
+    varlen = attn.startswith("flash_attention")
+    return bool(value), None if varlen else cfg.get("max_length")
+
+
+def check_liger(on_gpu: bool) -> None:
+    """`--use_liger_kernel`: Liger's Triton kernels need a CUDA GPU and the liger-kernel package."""
+    import importlib.util
+
+    if not on_gpu:
+        raise LmforgeError("--use_liger_kernel needs a CUDA GPU (Liger's kernels are Triton); drop it on CPU")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise LmforgeError("--use_liger_kernel needs the liger-kernel package: pip install 'lmforge[gpu]'")
 
 
 def _columns(ds) -> list[str]:

@@ -8,7 +8,13 @@
   float precision (Trainer's own log rounds and averages), so resumed runs can be compared bitwise.
 - SIGTERM: finish the current step, save a checkpoint, stop; the CLI then exits 0.
 - Optional per-token loss weights (`loss_weights` column), used by distill-reason.
-- Packed rows (position_ids, no attention_mask) always run with `use_cache=False`: transformers
+- Chunked loss (`--loss_chunk_size N`, default 1024; 0 = off): for the plain causal-LM loss
+  (pretrain, SFT, distill-reason's weighted loss) the head and cross-entropy run in chunks of N
+  labelled tokens (lmforge/training/loss.py), so the (batch, length, vocab) logits never exist and
+  prompt/padding positions never reach the head. Same loss and gradients as the plain path; the
+  plain path is kept for callers that want logits (evaluation), label smoothing, Liger kernels,
+  --torch_compile, FSDP/DeepSpeed, and models whose logits are not just `lm_head(hidden)`.
+- Packed and padding-free rows (position_ids, no attention_mask) always run with `use_cache=False`: transformers
   builds its per-document block mask only when no KV cache exists (Trainer turns the cache off
   unless `--use_cache true`; with it, packed documents would attend to each other).
 - Under DDP the per-step loss and token count in metrics.jsonl are reduced over all ranks, so
@@ -34,6 +40,9 @@ from transformers import Trainer, TrainerCallback
 from lmforge.errors import LmforgeError
 from lmforge.runs import MetricsLog, promote_staged_checkpoint
 
+# Labelled tokens per head + cross-entropy chunk (`--loss_chunk_size`): see lmforge/training/loss.py.
+DEFAULT_LOSS_CHUNK_SIZE = 1024
+
 
 class LmforgeMixin:
     """lmforge's reliability features on top of any `transformers.Trainer` subclass (TRL's included):
@@ -45,8 +54,23 @@ class LmforgeMixin:
     # Plain Trainer: ask for outputs to read MoE aux_loss. TRL trainers recompute outputs when asked.
     _wants_outputs = False
 
-    def __init__(self, *args: Any, nan_policy: str = "skip", max_nan_skips: int = 20, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        nan_policy: str = "skip",
+        max_nan_skips: int = 20,
+        loss_chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
+        if loss_chunk_size < 0:
+            raise LmforgeError(f"--loss_chunk_size must be 0 (off) or positive; got {loss_chunk_size}")
+        self.loss_chunk_size = loss_chunk_size
+        # The chunked loss replaces transformers' own LM loss only, never a TRL trainer's.
+        parent = next(c for c in type(self).__mro__[type(self).__mro__.index(LmforgeMixin) + 1 :]
+                      if "compute_loss" in c.__dict__)  # fmt: skip
+        self._plain_lm_loss = parent is Trainer
+        self._heads: dict[int, Any] = {}
         if not isinstance(getattr(self, "_metrics", None), dict):
             self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._metric_marks: dict[str, int] = {}
@@ -69,7 +93,10 @@ class LmforgeMixin:
         weights = inputs.pop("loss_weights", None)
         if "position_ids" in inputs and "attention_mask" not in inputs:
             inputs["use_cache"] = False  # packed rows: a KV cache would switch off the document mask
-        if weights is not None:
+        head = self._chunked_head(model, inputs, return_outputs)
+        if head is not None:
+            loss, outputs = self._chunked_loss(model, inputs, head, weights, num_items_in_batch)
+        elif weights is not None:
             loss, outputs = self._weighted_loss(model, inputs, weights, num_items_in_batch)
         elif hasattr(self, "_stage_loss"):  # a stage's own loss: (loss, outputs or None)
             loss, outputs = self._stage_loss(model, inputs, num_items_in_batch)
@@ -85,6 +112,66 @@ class LmforgeMixin:
         if model.training:
             self._step_tokens += _target_tokens(inputs)
         return (loss, outputs) if return_outputs else loss
+
+    def _chunked_head(self, model, inputs, return_outputs):
+        """(decoder, lm_head) when this batch's loss can be chunked, else None (the plain path)."""
+        if (
+            not self.loss_chunk_size
+            or return_outputs  # the caller wants logits (evaluation's prediction_step)
+            or not self._plain_lm_loss
+            or hasattr(self, "_stage_loss")  # a stage's own loss (ORPO/SimPO, PPO, ...)
+            or "labels" not in inputs
+            or self.label_smoother is not None
+            or self.compute_loss_func is not None
+            or getattr(self.args, "use_liger_kernel", False)  # Liger fuses the head and loss itself
+            or getattr(self.args, "torch_compile", False)  # a hook per call would break the graph
+            or getattr(self, "is_fsdp_enabled", False)  # sharded head weight
+            or getattr(self, "is_deepspeed_enabled", False)
+        ):
+            return None
+        key = id(model)
+        if key not in self._heads:
+            from lmforge.training.loss import head_of
+
+            self._heads[key] = head_of(model)
+        return self._heads[key]
+
+    def _chunked_loss(self, model, inputs, head, weights, num_items_in_batch):
+        """The plain path's loss (or `_weighted_loss`'s) without the (B, T, V) logits."""
+        from lmforge.training.loss import forward_hidden, linear_cross_entropy
+
+        decoder, lm_head = head
+        labels = inputs.pop("labels")
+        try:
+            outputs, hidden = forward_hidden(model, decoder, inputs)
+        finally:
+            inputs["labels"] = labels
+        total, n = linear_cross_entropy(
+            hidden,
+            lm_head.weight,
+            labels,
+            bias=lm_head.bias,
+            weights=weights,
+            chunk_size=self.loss_chunk_size,
+        )
+        aux = getattr(outputs, "aux_loss", None)
+        coef = getattr(self.model.config, "router_aux_loss_coef", 0) if aux is not None else 0
+        if weights is not None:  # as _weighted_loss
+            denom = num_items_in_batch if num_items_in_batch is not None else n
+            loss = total / torch.as_tensor(denom, device=total.device).clamp(min=1)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+            return (loss + coef * aux if coef else loss), outputs
+        # as Trainer.compute_loss over the model's ForCausalLMLoss (sum / num_items_in_batch, or mean)
+        by_items = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        denom = num_items_in_batch if by_items else n
+        loss = total / torch.as_tensor(denom, device=total.device).clamp(min=1)
+        if coef:
+            loss = loss + coef * aux.to(loss.device)
+        if by_items and self.args.average_tokens_across_devices:
+            tp = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+            loss = loss * (self.accelerator.num_processes // tp if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return loss, outputs
 
     def _weighted_loss(self, model, inputs, weights, num_items_in_batch):
         """Cross-entropy with a per-token weight (labels −100 are ignored)."""
