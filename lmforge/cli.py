@@ -36,6 +36,14 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "cmd_eval",
     ),
     ("export",): ("export to HF safetensors, GGUF (+ Ollama Modelfile) or quantised formats", "cmd_export"),
+    ("generate", "distill"): (
+        "answer the questions of a chat dataset with an OpenAI-compatible teacher → SFT rows",
+        "cmd_generate_distill",
+    ),
+    ("generate", "qa"): (
+        "have an OpenAI-compatible teacher write questions on a topic and answer them → SFT rows",
+        "cmd_generate_qa",
+    ),
     ("import", "minimind"): (
         "convert MiniMind .pth weights into a native HF model folder",
         "cmd_import_minimind",
@@ -215,7 +223,7 @@ def _convert_argv(argv: list[str]) -> tuple[str, list[str]]:
     from lmforge.stages import STAGES
 
     stage = None
-    if argv and not argv[0].startswith("-") and argv[0].replace("-", "_") in STAGES:
+    if argv and not argv[0].startswith("-") and argv[0].replace("_", "-") in STAGES:
         stage, argv = argv[0], argv[1:]
     positionals, pairs = split_argv(argv)
     flags: list[str] = []
@@ -489,6 +497,50 @@ def cmd_export(argv: list[str]) -> int:
     out, what, url = export(args)
     print(f"{what} written to {out}" + (f"; pushed to {url}" if url else ""))
     return 0
+
+
+def _generate(words: tuple[str, str], argv: list[str]) -> int:
+    """`generate distill` / `generate qa`: flags → lmforge.teacher.generate; exit 1 if rows failed."""
+    from lmforge.teacher.args import (
+        QA_DEFAULTS,
+        DistillArgs,
+        GenerateArgs,
+        QAArgs,
+        TeacherArgs,
+        normalize_argv,
+    )
+
+    own, defaults = (DistillArgs, None) if words[1] == "distill" else (QAArgs, QA_DEFAULTS)
+    groups = [own, GenerateArgs, TeacherArgs]
+    if _wants_help(argv):
+        return _print_help(f"lmforge {' '.join(words)}", COMMANDS[words][0], groups, defaults=defaults)
+    from lmforge.config.loader import resolve
+    from lmforge.errors import LmforgeError
+    from lmforge.teacher import generate
+
+    cfg = resolve(groups, normalize_argv(argv), defaults=defaults, yaml_positional=True)
+    if cfg.positionals:
+        raise LmforgeError(f"{' '.join(words)}: unexpected argument {cfg.positionals[0]!r}")
+    run = generate.run_distill if words[1] == "distill" else generate.run_qa
+    report = run(cfg.group(TeacherArgs), cfg.group(GenerateArgs), cfg.group(own))
+    print(report.summary())
+    if report.failed:
+        first_id, first_error = report.failed[0]
+        print(
+            f"lmforge: {len(report.failed)} rows failed (first: id {first_id!r}: "
+            f"{first_error}); listed in {report.failed_file}; run the same command again to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_generate_distill(argv: list[str]) -> int:
+    return _generate(("generate", "distill"), argv)
+
+
+def cmd_generate_qa(argv: list[str]) -> int:
+    return _generate(("generate", "qa"), argv)
 
 
 def cmd_import_minimind(argv: list[str]) -> int:

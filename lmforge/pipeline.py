@@ -197,10 +197,20 @@ def load_data(ctx: StageContext, kind: str):
 
 
 def stage_option_keys(module) -> tuple[str, ...]:
-    """The stage's own flags (they may change its features, e.g. distill-reason's marker_weight)."""
+    """The stage's own flags that may change its features (e.g. distill-reason's marker_weight): all
+    of them, or the ones the stage names in `FEATURE_KEYS` (distill-api leaves out its API key)."""
     from dataclasses import fields
 
-    return tuple(f.name for f in fields(module.Args))
+    keys = getattr(module, "FEATURE_KEYS", None)
+    return tuple(keys) if keys is not None else tuple(f.name for f in fields(module.Args))
+
+
+def public_values(cfg: Config, module) -> dict[str, Any]:
+    """The config to write into the run folder: without the stage's secret flags (API keys)."""
+    from dataclasses import fields
+
+    secret = {f.name for f in fields(module.Args) if f.metadata.get("secret")}
+    return {k: v for k, v in cfg.to_yaml_dict().items() if k not in secret}
 
 
 def _prepare(ctx: StageContext, module, rows):
@@ -330,7 +340,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     ctx.tuned = apply_tuner(ctx.model, cfg, run_dir=run_dir, num_training_steps=_num_steps(ctx))
     ctx.model = ctx.tuned.model
     if ctx.training_args.should_save:  # rank 0 only under DDP
-        write_args(run_dir, cfg.to_yaml_dict())
+        write_args(run_dir, public_values(cfg, module))
     trainer = module.build_trainer(ctx)
     if ctx.tuned.optimizer_factory is not None:
         trainer.optimizer_factory = ctx.tuned.optimizer_factory

@@ -13,6 +13,7 @@ LAYERS = {
     "data": 2,
     "models": 2,
     "runs": 2,
+    "teacher": 2,
     "training": 3,
     "tuners": 3,
     "rl": 3,

@@ -55,6 +55,11 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "from_weight": ("model_name_or_path", _none_if_none),
     "from_resume": ("resume_from_checkpoint", _resume),
     "use_wandb": ("report_to", _wandb),
+    # MiniMind train_distillation.py (train distill): student = the stage's model, teacher its own flag
+    "from_student_weight": ("model_name_or_path", _none_if_none),
+    "student_hidden_size": ("hidden_size", None),
+    "student_num_layers": ("num_hidden_layers", None),
+    "from_teacher_weight": ("teacher_model_name_or_path", None),
     # ms-swift / LLaMA-Factory
     "model": ("model_name_or_path", _none_if_none),
     "model_name_or_path": ("model", _none_if_none),  # chat / infer call it --model
@@ -86,6 +91,8 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "bnb_4bit_quant_type": ("quantization_type", None),
     "bnb_4bit_use_double_quant": ("double_quantization", None),
     "reward_model": ("reward_model_path", None),  # LLaMA-Factory / ms-swift
+    # ms-swift GKD's teacher folder; `train distill-api`'s own --teacher_model (an API model name) wins there
+    "teacher_model": ("teacher_model_name_or_path", None),
     "max_completion_length": ("max_gen_len", None),  # TRL
     "pref_beta": ("beta", None),  # LLaMA-Factory preference flags
     "pref_loss": ("loss_type", None),

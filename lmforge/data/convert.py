@@ -46,6 +46,8 @@ _SOURCES = (
     "lmforge/data/packing.py",
     "lmforge/training/features.py",
     "lmforge/training/preference.py",
+    "lmforge/training/audio.py",
+    "lmforge/training/distill_api.py",
 )
 
 

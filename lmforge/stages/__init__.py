@@ -18,7 +18,9 @@ from lmforge.errors import LmforgeError
 STAGES: dict[str, str] = {
     "pretrain": "lmforge.stages.pretrain",
     "sft": "lmforge.stages.sft",
+    "distill": "lmforge.stages.distill",
     "distill-reason": "lmforge.stages.distill_reason",
+    "distill-api": "lmforge.stages.distill_api",
     "rm": "lmforge.stages.rm",
     "dpo": "lmforge.stages.dpo",
     "kto": "lmforge.stages.kto",
