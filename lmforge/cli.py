@@ -25,7 +25,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "pre-tokenise a dataset for a stage into a reusable Arrow cache",
         "cmd_data_convert",
     ),
-    ("train",): ("run a training stage: pretrain, sft, distill-reason", "cmd_train"),
+    ("train",): (
+        "run a training stage: pretrain, sft, distill, distill-reason, distill-api, rm, dpo, kto, orpo, "
+        "simpo, cpo, grpo, ppo, spo",
+        "cmd_train",
+    ),
     ("chat",): ("interactive streaming chat in the terminal", "cmd_chat"),
     ("infer",): ("batch inference over CSV/JSONL, outputs in input order", "cmd_infer"),
     ("serve",): ("OpenAI-compatible HTTP server with dynamic batching and LoRA adapters", "cmd_serve"),
