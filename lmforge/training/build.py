@@ -69,14 +69,16 @@ def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = No
         raise LmforgeError(f"training arguments: {msg}") from None
 
 
-def default_trainer(ctx):
-    """An `LmforgeTrainer` over ctx's datasets with lmforge's callbacks."""
+def default_trainer(ctx, trainer_cls=None, *, allow_padding_free: bool = True, **extra):
+    """An `LmforgeTrainer` (or the subclass `trainer_cls`, given `extra` keyword arguments) over ctx's
+    datasets with lmforge's collator; `allow_padding_free=False` keeps padded batches by default."""
     from lmforge.data.packing import collator_for
     from lmforge.training.trainer import LmforgeTrainer
 
     cfg = ctx.cfg
     padding_free, max_row_tokens = padding_free_rows(cfg, ctx.model)
-    return LmforgeTrainer(
+    padding_free = padding_free and allow_padding_free
+    return (trainer_cls or LmforgeTrainer)(
         model=ctx.model,
         args=ctx.training_args,
         train_dataset=ctx.train_dataset,
@@ -91,6 +93,7 @@ def default_trainer(ctx):
         nan_policy=cfg["nan_policy"],
         max_nan_skips=cfg["max_nan_skips"],
         loss_chunk_size=cfg.get("loss_chunk_size", 0) or 0,
+        **extra,
     )
 
 

@@ -348,28 +348,15 @@ class KDTrainer(LmforgeTrainer):
 def kd_trainer(ctx, teacher) -> KDTrainer:
     """The off-policy trainer over ctx's tokenised chat rows (SFT's collators: padded, packed, or
     padding-free when both models are transformers' own causal LMs)."""
-    from lmforge.data.packing import collator_for
-    from lmforge.training.build import _columns, padding_free_rows
+    from lmforge.training.build import default_trainer, padding_free_rows
 
     cfg = ctx.cfg
-    padding_free, max_row_tokens = padding_free_rows(cfg, ctx.model)
-    if padding_free and cfg.get("padding_free") is None and not padding_free_rows(cfg, teacher)[0]:
-        padding_free = False  # the teacher might ignore position_ids and let rows attend to each other
-    return KDTrainer(
-        model=ctx.model,
-        args=ctx.training_args,
-        train_dataset=ctx.train_dataset,
-        eval_dataset=ctx.eval_dataset,
-        data_collator=collator_for(
-            _columns(ctx.train_dataset),
-            ctx.tokenizer.pad_token_id,
-            padding_free=padding_free,
-            max_row_tokens=max_row_tokens,
-        ),
-        processing_class=ctx.tokenizer,
-        nan_policy=cfg["nan_policy"],
-        max_nan_skips=cfg["max_nan_skips"],
-        loss_chunk_size=cfg.get("loss_chunk_size", 0) or 0,
+    # the teacher might ignore position_ids and let padding-free rows attend to each other
+    allow = cfg.get("padding_free") is not None or padding_free_rows(cfg, teacher)[0]
+    return default_trainer(
+        ctx,
+        KDTrainer,
+        allow_padding_free=allow,
         teacher=teacher,
         alpha=cfg["alpha"],
         temperature=cfg["temperature"],
