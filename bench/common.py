@@ -28,6 +28,19 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def emit(report: dict[str, Any]) -> None:
+    """Print a bench's one JSON line, stamped with the machine, the command line and the date."""
+    import json
+    import shlex
+
+    report.update(
+        machine=machine(),
+        command=shlex.join([sys.executable, *sys.argv]),
+        date=time.strftime("%Y-%m-%d", time.gmtime()),
+    )
+    print(json.dumps(report), flush=True)
+
+
 def process_figures(start: float) -> dict[str, Any]:
     """This process's peak RSS (imports and data included), wall time since `start`, CPU seconds
     per wall second, the machine's 1-minute load and, on CUDA, peak allocated GPU memory."""

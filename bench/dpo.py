@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -330,11 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
         threads=args.threads,
         repeats=args.repeats,
-        machine=common.machine(),
-        command=shlex.join([sys.executable, *sys.argv]),
-        date=time.strftime("%Y-%m-%d", time.gmtime()),
     )
-    print(json.dumps(report), flush=True)
+    common.emit(report)
 
 
 if __name__ == "__main__":

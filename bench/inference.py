@@ -261,11 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         max_new_tokens=args.max_new_tokens,
         threads=args.threads,
         repeats=args.repeats,
-        machine=common.machine(),
-        command=shlex.join([sys.executable, *sys.argv]),
-        date=time.strftime("%Y-%m-%d", time.gmtime()),
     )
-    print(json.dumps(report), flush=True)
+    common.emit(report)
 
 
 if __name__ == "__main__":

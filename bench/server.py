@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import subprocess
@@ -203,10 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         **results,
         "speedup_requests_per_s": round(batched["requests_per_s"] / seq["requests_per_s"], 2),
         "speedup_tokens_per_s": round(batched["tokens_per_s"] / seq["tokens_per_s"], 2),
-        "machine": common.machine(),
-        "command": " ".join([sys.executable, *sys.argv]),
     }
-    print(json.dumps(report), flush=True)
+    common.emit(report)
 
 
 if __name__ == "__main__":

@@ -330,11 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         "memory_ratio": lm[mem] / hf[mem],
         "memory_measure": mem,
         "peak_rss_ratio": lm["peak_rss_mb"] / hf["peak_rss_mb"],
-        "machine": common.machine(),
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
-    print(json.dumps(report), flush=True)
+    common.emit(report)
 
 
 if __name__ == "__main__":
