@@ -100,12 +100,15 @@ def partial_suffix(text: str, stops: tuple[str, ...] | list[str]) -> int:
 
 
 def resolve_device(device: str | None) -> str:
-    """'auto'/None → cuda when available, else cpu."""
+    """'auto'/None → cuda when available, else Apple's mps, else cpu."""
     import torch
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if device not in (None, "", "auto"):
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
 def resolve_dtype(dtype: Any, device: str):

@@ -25,8 +25,8 @@ _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lor
 def check_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
         raise LmforgeError(
-            "--backend vllm: vLLM is not installed (pip install vllm on a CUDA machine, or "
-            "'lmforge[gpu]'); --backend hf serves on any machine"
+            "--backend vllm: vLLM is not installed (pip install 'lmforge[vllm]' on a CUDA machine, "
+            "ideally in its own environment: docs/install.md); --backend hf serves on any machine"
         )
     import torch
 

@@ -65,7 +65,7 @@ def apply_sharding(kw: dict[str, Any], on_gpu: bool) -> None:
             kw["deepspeed"] = deepspeed_config_path(deepspeed)
         if importlib.util.find_spec("deepspeed") is None:
             raise LmforgeError(
-                f'--deepspeed {name} needs DeepSpeed: pip install deepspeed (or pip install "lmforge[gpu]")'
+                f'--deepspeed {name} needs DeepSpeed: pip install "lmforge[deepspeed]"'
             )
         if not on_gpu:
             raise LmforgeError(

@@ -392,20 +392,22 @@ class MetricsCallback(TrainerCallback):
 
 
 class SigtermCallback(TrainerCallback):
-    """SIGTERM → save a checkpoint at the end of the current step and stop cleanly."""
+    """SIGTERM (SIGBREAK on Windows) → save a checkpoint at the end of the current step and stop."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGBREAK") if hasattr(signal, n))
 
     def __init__(self):
         self.received = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         def handler(signum, frame):
             self.received = True
 
         try:
-            self._previous = signal.signal(signal.SIGTERM, handler)
+            self._previous = {sig: signal.signal(sig, handler) for sig in self.SIGNALS}
         except ValueError:  # not the main thread (e.g. a web UI worker): leave signals alone
-            self._previous = None
+            self._previous = {}
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.received:
@@ -413,8 +415,9 @@ class SigtermCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 class FaultInjectionCallback(TrainerCallback):
