@@ -27,6 +27,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # releases lack. A floor below the version here would let pip resolve a release lmforge cannot use.
 API_FLOORS = [
     ("trl", "1.15", "trl.kernels.chunked_divergence", None),  # train distill's chunked KL (trl 1.15)
+    # DPO's fused chunked log-probs: in trl 1.15 this is None without triton (CPU), and DPOTrainer
+    # fails with "'NoneType' object has no attribute 'apply'" (seen with the floors installed).
+    ("trl", "1.16", "trl.kernels", "ChunkedLogProbFunction"),
     ("gguf", "0.17", "gguf", "MODEL_ARCH.QWEN3"),  # Qwen3 GGUF export (gguf-py 0.17)
 ]
 
@@ -62,8 +65,9 @@ def test_floor_covers_imported_api(package, first, module, attr):
     if _installed(package) is None:
         pytest.skip(f"{package} is not installed in this environment")
     obj = importlib.import_module(module)
-    for part in (attr or "").split(".") if attr else []:
+    for part in attr.split(".") if attr else []:
         obj = getattr(obj, part)
+    assert obj is not None, f"{module}.{attr} is None in {package} {_installed(package)}"
 
 
 def test_requires_python_covers_dependencies():
