@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -101,75 +102,100 @@ def _missing_shard(d: Path, models: Models) -> tuple[Path, str]:
     return folder, "model-00002-of-00002.safetensors"
 
 
-# name → (maker, commands it applies to). Row-level cases hold no good row: `data check` reports a file
-# with some bad rows and exits 1 (documented); with no usable row it refuses (exit 2) like the others.
+def _chat_bytes(content: bytes) -> bytes:
+    """A valid chat row whose answer is `content` as raw bytes (so only the encoding is wrong)."""
+    head, tail = CHAT_LINE.encode().split(b"hello")
+    return head + content + tail
+
+
+# name → (maker, regex the error must match besides the file, commands it applies to). Row-level cases
+# hold no good row: `data check` reports a file with some bad rows and exits 1 (documented); with no
+# usable row it refuses (exit 2) like the other commands.
 DATA = ("train", "check", "infer", "eval_gen")
-INPUTS: dict[str, tuple[Callable, tuple[str, ...]]] = {
-    "invalid_json_jsonl": (_file("d.jsonl", '\n{"conversations": [\n', "{path}:2"), DATA),
-    "invalid_json_array": (_file("d.json", "[\n{oops}\n]", "{path}:2"), DATA),
-    "wrong_type_conversations": (_file("d.jsonl", '{"conversations": "hello"}\n', "{path}:1"), DATA),
-    "wrong_type_row": (_file("d.jsonl", "\n[1, 2]\n", "{path}:2"), DATA),
-    "wrong_type_json_element": (_file("d.json", "[\n7\n]", "{path}:2"), DATA),
-    "missing_content": (_file("d.jsonl", '{"conversations": [{"role": "user"}]}\n', "{path}:1"), DATA),
-    "missing_columns_jsonl": (_file("d.jsonl", '{"foo": 1}\n', "{path}:1"), DATA),
-    "missing_columns_csv": (
-        _file("d.csv", "question,answer\nhi,hello\n", "{path}:2"),
-        ("train", "check", "infer"),
+CSV = ("train", "check", "infer")
+MODEL = ("train_model", "infer_model", "eval_model", "merge_base")
+NOT_UTF8 = r"not UTF-8 text \(byte 0xe9 at offset \d+\)"
+EMPTY = r"empty file \(0 bytes\)|only blank lines|no data rows"
+BROKEN = r"corrupt or truncated weights file"
+INPUTS: dict[str, tuple[Callable, str, tuple[str, ...]]] = {
+    "invalid_json_jsonl": (_file("d.jsonl", '\n{"conversations": [\n', "{path}:2"), "JSON", DATA),
+    "invalid_json_array": (_file("d.json", "[\n{oops}\n]", "{path}:2"), "JSON", DATA),
+    "wrong_type_conversations": (
+        _file("d.jsonl", '{"conversations": "hello"}\n', "{path}:1"),
+        '"conversations".* list',
+        DATA,
     ),
+    "wrong_type_row": (_file("d.jsonl", "\n[1, 2]\n", "{path}:2"), "JSON object", DATA),
+    "wrong_type_json_element": (_file("d.json", "[\n7\n]", "{path}:2"), "JSON object", DATA),
+    "wrong_type_content": (
+        _file("d.jsonl", '{"conversations": [{"role": "user", "content": 3}]}\n', "{path}:1"),
+        r"conversations\[0\]",
+        DATA,
+    ),
+    "missing_content": (
+        _file("d.jsonl", '{"conversations": [{"role": "user"}]}\n', "{path}:1"),
+        r"conversations\[0\]",
+        DATA,
+    ),
+    "missing_columns_jsonl": (_file("d.jsonl", '{"foo": 1}\n', "{path}:1"), "foo", DATA),
+    "missing_columns_csv": (_file("d.csv", "question,answer\nhi,hello\n", "{path}:2"), "question", CSV),
     "non_utf8_jsonl": (
-        _file("d.jsonl", CHAT_LINE.encode() + b"\n" + b'{"text": "' + LATIN1 + b'"}\n', "{path}:2"),
-        (*DATA, "eval_ppl"),
+        _file("d.jsonl", CHAT_LINE.encode() + b"\n" + _chat_bytes(LATIN1) + b"\n", "{path}:2"),
+        NOT_UTF8,
+        DATA,
     ),
     "non_utf8_csv": (
         _file("d.csv", b"user_prompt,prediction\nhi,hello\n" + LATIN1 + b",x\n", "{path}:3"),
-        ("train", "check", "infer"),
+        NOT_UTF8,
+        CSV,
     ),
-    "non_utf8_csv_header": (
-        _file("d.csv", LATIN1 + b",prediction\nhi,x\n", "{path}:1"),
-        ("train", "check", "infer"),
+    "non_utf8_csv_header": (_file("d.csv", LATIN1 + b",prediction\nhi,x\n", "{path}:1"), NOT_UTF8, CSV),
+    "non_utf8_json": (_file("d.json", b"[\n" + _chat_bytes(LATIN1) + b"\n]", "{path}:2"), NOT_UTF8, DATA),
+    "non_utf8_text": (
+        _file("d.txt", b"hello\n" + LATIN1 + b"\n", "{path}:2"),
+        NOT_UTF8,
+        ("eval_ppl", "check_pretrain"),
     ),
-    "non_utf8_json": (_file("d.json", b'[\n{"text": "' + LATIN1 + b'"}\n]', "{path}:2"), DATA),
-    "non_utf8_txt": (_file("d.txt", b"hello\n" + LATIN1 + b"\n", "{path}:2"), ("eval_ppl",)),
-    "empty_0_bytes": (_file("d.jsonl", b"", "{path}"), (*DATA, "eval_ppl")),
-    "blank_lines_only": (_file("d.jsonl", "\n  \n\n", "{path}"), (*DATA, "eval_ppl")),
-    "csv_header_only": (_file("d.csv", "user_prompt,prediction\n", "{path}"), ("train", "check", "infer")),
-    "empty_json_list": (_file("d.json", "[]", "{path}"), DATA),
-    "empty_folder": (_empty_folder, ("train", "check", "infer", "eval_gen")),
+    "empty_0_bytes": (_file("d.jsonl", b"", "{path}"), EMPTY, (*DATA, "eval_ppl")),
+    "blank_lines_only": (_file("d.jsonl", "\n  \n\n", "{path}"), EMPTY, (*DATA, "eval_ppl")),
+    "csv_header_only": (_file("d.csv", "user_prompt,prediction\n", "{path}"), EMPTY, CSV),
+    "empty_json_list": (_file("d.json", "[]", "{path}"), EMPTY, DATA),
+    "empty_folder": (_empty_folder, "no data files|a folder", DATA),
     "huge_line": (
-        _file("d.jsonl", CHAT_LINE + "\n" + json.dumps({"text": "x" * HUGE}) + "\n", "{path}:2"),
+        _file("d.jsonl", CHAT_LINE + "\n" + CHAT_LINE.replace("hello", "x" * HUGE) + "\n", "{path}:2"),
+        "at most 1000 characters",
         DATA,
     ),
-    "corrupt_safetensors": (
-        _broken_model("corrupt"),
-        ("train_model", "infer_model", "eval_model", "merge_base"),
-    ),
-    "truncated_safetensors": (
-        _broken_model("truncated"),
-        ("train_model", "infer_model", "eval_model", "merge_base"),
-    ),
-    "zero_byte_safetensors": (_broken_model("zero"), ("infer_model", "merge_base")),
-    "config_invalid_json": (
-        _broken_model("badjson", "config.json"),
-        ("train_model", "infer_model", "eval_model"),
-    ),
-    "config_non_utf8": (_broken_model("latin1", "config.json"), ("infer_model", "merge_base")),
-    "missing_shard": (_missing_shard, ("infer_model", "eval_model")),
+    "corrupt_safetensors": (_broken_model("corrupt"), BROKEN, MODEL),
+    "truncated_safetensors": (_broken_model("truncated"), BROKEN, MODEL),
+    "zero_byte_safetensors": (_broken_model("zero"), BROKEN, ("infer_model", "merge_base")),
+    "config_invalid_json": (_broken_model("badjson", "config.json"), "not valid JSON", MODEL),
+    "config_non_utf8": (_broken_model("latin1", "config.json"), NOT_UTF8, ("infer_model", "merge_base")),
+    "missing_shard": (_missing_shard, "is missing", ("infer_model", "eval_model")),
     "corrupt_adapter_safetensors": (
         _broken_model("corrupt", "adapter_model.safetensors"),
+        BROKEN,
         ("merge", "infer_adapter"),
     ),
-    "truncated_adapter_safetensors": (_broken_model("truncated", "adapter_model.safetensors"), ("merge",)),
+    "truncated_adapter_safetensors": (
+        _broken_model("truncated", "adapter_model.safetensors"),
+        BROKEN,
+        ("merge",),
+    ),
     "adapter_config_invalid_json": (
         _broken_model("badjson", "adapter_config.json"),
+        "not valid JSON",
         ("merge", "infer_adapter"),
     ),
-    "adapter_config_non_utf8": (_broken_model("latin1", "adapter_config.json"), ("merge",)),
+    "adapter_config_non_utf8": (_broken_model("latin1", "adapter_config.json"), NOT_UTF8, ("merge",)),
     "bench_non_utf8_csv": (
         _file("b.csv", b"id,question,A,B,C,D,answer\n1," + LATIN1 + b",a,b,c,d,A\n", "{path}:2"),
+        NOT_UTF8,
         ("eval_mc",),
     ),
     "bench_missing_columns": (
         _file("b.csv", "id,question,A,B,C,D,answer\n1,q,a,b\n", "{path}:2"),
+        "needs question, A, B, C, D, answer",
         ("eval_mc",),
     ),
 }
@@ -185,9 +211,9 @@ def _command(cmd: str, inp: Path, d: Path, models: Models) -> tuple[list[str], l
             (d / "ok.jsonl").write_text(CHAT_LINE + "\n")
         argv = ["train", "sft", "--dataset", data, "--model_name_or_path", model, "--max_steps", "1"]
         return [*argv, "--max_length", "32", "--output_dir", str(out)], [out]
-    if cmd == "check":
-        plot = d / "hist.png"
-        return ["data", "check", "--dataset", str(inp), "--plot_path", str(plot)], [plot]
+    if cmd in ("check", "check_pretrain"):
+        plot, stage = d / "hist.png", "pretrain" if cmd == "check_pretrain" else "sft"
+        return ["data", "check", "--dataset", str(inp), "--stage", stage, "--plot_path", str(plot)], [plot]
     if cmd in ("infer", "infer_model", "infer_adapter"):
         pred = d / "pred.jsonl"
         if cmd == "infer":
@@ -215,7 +241,7 @@ def _command(cmd: str, inp: Path, d: Path, models: Models) -> tuple[list[str], l
     return ["merge", str(models.adapter), "--model", str(inp), "--output_dir", str(out)], [out]
 
 
-CASES = [(name, cmd) for name, (_, cmds) in INPUTS.items() for cmd in cmds]
+CASES = [(name, cmd) for name, (_, _, cmds) in INPUTS.items() for cmd in cmds]
 
 
 def test_table_covers_the_issue():
@@ -230,7 +256,7 @@ def test_bad_input_is_one_line_exit_2(name, cmd, models, tmp_path, capsys, monke
 
     monkeypatch.setattr(textio, "MAX_LINE_CHARS", 1000)
     monkeypatch.setenv("LMFORGE_LOG_LEVEL", "WARNING")
-    maker, _ = INPUTS[name]
+    maker, why, _ = INPUTS[name]
     inp, where = maker(tmp_path, models)
     if cmd == "eval_mc":
         where = where.replace(str(inp), str(tmp_path / "bench" / "val" / "math_val.csv"))
@@ -244,7 +270,7 @@ def test_bad_input_is_one_line_exit_2(name, cmd, models, tmp_path, capsys, monke
     lines = [ln for ln in err.splitlines() if ln.startswith("lmforge: error:")]
     assert code == 2, (code, err[-2000:])
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    assert where in lines[0], (where, lines[0])
+    assert where in lines[0] and re.search(why, lines[0]), (where, why, lines[0])
     for path in outputs:
         assert not path.exists(), f"{path} left behind"
     assert not list(tmp_path.rglob("*.tmp*")), "temporary file left behind"
