@@ -113,7 +113,15 @@ def _chat_bytes(content: bytes) -> bytes:
 # usable row it refuses (exit 2) like the other commands.
 DATA = ("train", "check", "infer", "eval_gen")
 CSV = ("train", "check", "infer")
-MODEL = ("train_model", "infer_model", "eval_model", "merge_base")
+MODEL = (
+    "train_model",
+    "infer_model",
+    "eval_model",
+    "merge_base",
+    "chat_model",
+    "serve_model",
+    "export_model",
+)
 NOT_UTF8 = r"not UTF-8 text \(byte 0xe9 at offset \d+\)"
 EMPTY = r"empty file \(0 bytes\)|only blank lines|no data rows"
 BROKEN = r"corrupt or truncated weights file"
@@ -237,6 +245,12 @@ def _command(cmd: str, inp: Path, d: Path, models: Models) -> tuple[list[str], l
         return ["eval", base, "--task", task, "--dataset", str(inp), *flags], [out]
     if cmd == "merge":
         return ["merge", str(inp), "--output_dir", str(out)], [out]
+    if cmd == "chat_model":
+        return ["chat", "--model", str(inp), "--prompt", "hi", "--max_new_tokens", "2"], []
+    if cmd == "serve_model":  # the model loads before the port is bound: a broken one never serves
+        return ["serve", str(inp), "--port", "0"], []
+    if cmd == "export_model":
+        return ["export", str(inp), "--output_dir", str(out)], [out]
     assert cmd == "merge_base", cmd
     return ["merge", str(models.adapter), "--model", str(inp), "--output_dir", str(out)], [out]
 
@@ -247,7 +261,7 @@ CASES = [(name, cmd) for name, (_, _, cmds) in INPUTS.items() for cmd in cmds]
 def test_table_covers_the_issue():
     assert len(INPUTS) >= 20
     covered = {cmd.split("_")[0] for _, cmd in CASES}
-    assert covered == {"train", "check", "infer", "eval", "merge"}
+    assert covered == {"train", "check", "infer", "eval", "merge", "chat", "serve", "export"}
 
 
 @pytest.mark.parametrize("name,cmd", CASES, ids=[f"{n}-{c}" for n, c in CASES])
@@ -274,6 +288,19 @@ def test_bad_input_is_one_line_exit_2(name, cmd, models, tmp_path, capsys, monke
     for path in outputs:
         assert not path.exists(), f"{path} left behind"
     assert not list(tmp_path.rglob("*.tmp*")), "temporary file left behind"
+
+
+def test_every_row_skipped_is_no_usable_rows(models, tmp_path, capsys):
+    """--skip_bad_rows with nothing left: says how many rows were bad and the first one, not a
+    misleading "no assistant answer within --max_length"."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"foo": 1}\n{"conversations": 3}\n')
+    out = tmp_path / "run"
+    argv = ["train", "sft", "--dataset", str(data), "--model_name_or_path", str(models.base)]
+    assert main([*argv, "--skip_bad_rows", "true", "--output_dir", str(out), "--max_steps", "1"]) == 2
+    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("lmforge: error:")]
+    assert len(line) == 1 and "no usable chat rows (2 bad rows skipped; first: " in line[0], line
+    assert f"{data}:1:" in line[0] and not out.exists()
 
 
 def test_non_utf8_names_line_byte_and_offset(tmp_path, capsys):
