@@ -174,6 +174,11 @@ INPUTS: dict[str, tuple[Callable, str, tuple[str, ...]]] = {
         "at most 1000 characters",
         DATA,
     ),
+    "huge_json_element": (
+        _file("d.json", "[\n" + CHAT_LINE.replace("hello", "x" * HUGE) + "\n]", "{path}:2"),
+        "at most 1000 characters",
+        DATA,
+    ),
     "corrupt_safetensors": (_broken_model("corrupt"), BROKEN, MODEL),
     "truncated_safetensors": (_broken_model("truncated"), BROKEN, MODEL),
     "zero_byte_safetensors": (_broken_model("zero"), BROKEN, ("infer_model", "merge_base")),

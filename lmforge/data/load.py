@@ -137,19 +137,25 @@ def _iter_json_array(path: str, f) -> Iterator[tuple[int, Any]]:
             obj, end = decoder.raw_decode(buf, pos)
         except json.JSONDecodeError as e:
             if not eof and len(buf) - pos > textio.MAX_LINE_CHARS:  # the rest cannot be read: stop
-                raise DataError(path, line, "row", f"must be at most {textio.MAX_LINE_CHARS} characters")
+                raise _too_long(path, line) from None
             if not eof:  # the element may just be cut by the chunk boundary: read more, retry
                 want *= 2
                 eof = refill(want)
                 continue
             yield line, DataError(path, line, "json", f"must be a valid JSON list of objects ({e.msg})")
             return
+        if end - pos > textio.MAX_LINE_CHARS:
+            raise _too_long(path, line)
         want = _CHUNK
         yield line, obj if isinstance(obj, dict) else DataError(path, line, "row", "must be a JSON object")
         line += buf.count("\n", pos, end)
         pos = end
         if pos > _CHUNK and not eof:
             eof = refill(_CHUNK)
+
+
+def _too_long(path: str, line: int) -> DataError:
+    return DataError(path, line, "row", f"must be at most {textio.MAX_LINE_CHARS} characters of JSON")
 
 
 def _iter_csv(path: str, f, delimiter: str) -> Iterator[tuple[int, Any]]:
