@@ -209,6 +209,11 @@ def cmd_data_check(argv: list[str]) -> int:
         **opts,
     )
     print(format_report(report))
+    if not report["num_rows"]:  # nothing a stage could train on: the report above says why
+        from lmforge.data.load import LoadStats, no_usable_rows
+
+        stats = LoadStats(num_bad=report["num_bad"], bad_examples=report["bad_rows"])
+        raise no_usable_rows(cfg["dataset"], kind, stats)
     if cfg.get("plot_path"):
         from lmforge.data.check import plot_histogram
 

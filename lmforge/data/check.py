@@ -63,6 +63,7 @@ def check_dataset(
 ) -> dict:
     """Load `spec` with bad rows skipped and counted; return the report dict (see `format_report`)."""
     load_kwargs.setdefault("skip_bad_rows", True)
+    load_kwargs.setdefault("allow_empty", True)  # the report lists the bad rows; the CLI then refuses
     ds, stats = load_rows(spec, kind, **load_kwargs)
     report: dict[str, Any] = {
         "spec": spec,

@@ -20,7 +20,9 @@ class EvalArgs(EngineArgs):
         "ppl (perplexity on text), mc (multiple-choice benchmark), gen (generation metrics)",
         choices=("ppl", "mc", "gen"),
     )
-    dataset: str | None = arg(None, "ppl: text file (.txt/.jsonl/...); gen: chat val set (.jsonl/.json)")
+    dataset: str | None = arg(
+        None, "ppl: text file (.txt/.jsonl/...); gen: chat val set (.jsonl/.json); or a folder of them"
+    )
     text_column: str | None = arg(None, "ppl: column holding the text (default: text)")
     task_dir: str | None = arg(
         None,

@@ -238,8 +238,15 @@ class Engine:
 
         if (Path(model) / "adapter_config.json").exists() and not (Path(model) / "config.json").exists():
             lora_weight = lora_weight or model  # an adapter folder: load its base model under it
-            with open(Path(model) / "adapter_config.json", encoding="utf-8") as f:
-                model = json.load(f).get("base_model_name_or_path") or ""
+            from lmforge.models.weights import check_model_files
+
+            check_model_files(model)
+            model = (
+                json.loads((Path(model) / "adapter_config.json").read_text("utf-8")).get(
+                    "base_model_name_or_path"
+                )
+                or ""
+            )
         path = resolve_model_path(model, save_dir=save_dir, hidden_size=hidden_size, use_moe=use_moe)
         run = read_run_defaults(path)
         lora_weight = lora_weight or run.get("lora_weight")

@@ -250,6 +250,9 @@ class RewardModelScorer:
             path = str(model)
             if not Path(path, "config.json").exists():
                 raise LmforgeError(f"--reward_model_path {path!r}: not a model folder (no config.json)")
+            from lmforge.models.weights import check_model_files
+
+            check_model_files(path)
             if Path(path, "tokenizer_config.json").exists() or tokenizer is None:
                 from lmforge.models.load import load_tokenizer_for
 
