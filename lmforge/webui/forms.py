@@ -269,7 +269,9 @@ def plan_run(stage: str, flags: list[str], runs_dir: str, access: Access | None 
         base = cfg["save_dir"] if "save_dir" in cfg.explicit else runs_dir
         flags = [*flags, "--output_dir", default_output_dir(stage, base)]
         _, cfg = resolve_train_config(stage, flags)
+    if access is not None:
+        check_train(stage, cfg, access)
     run_dir, _ = resolve_run_dir(stage, cfg)
     if access is not None:
-        check_train(stage, cfg, run_dir, access)
+        access.check_run_dir(run_dir)
     return RunPlan(stage, list(flags), run_dir)

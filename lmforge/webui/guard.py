@@ -109,14 +109,14 @@ def check_flags(flags: list[str]) -> None:
         )
 
 
-def check_train(stage: str, cfg: Any, run_dir: str, access: Access) -> None:
-    """Refuse a resolved `lmforge train` config that reaches outside what `access` allows."""
+def check_train(stage: str, cfg: Any, access: Access) -> None:
+    """Refuse a resolved `lmforge train` config that reaches outside what `access` allows (its
+    run folder is checked apart, with `Access.check_run_dir`, once it is known)."""
     if cfg.get("trust_remote_code") and not access.allow_remote_code:
         raise LmforgeError(
             "trust_remote_code: refused; the web UI does not run code from model folders "
             "(start it with --allow_remote_code to permit it)"
         )
-    access.check_run_dir(run_dir)
     if "save_dir" in cfg.explicit:
         access.check_run_dir(cfg["save_dir"], "--save_dir", folder_itself=True)
     for name in MODEL_FIELDS:
@@ -158,6 +158,13 @@ def _model_locations(name: str, cfg: Any, typed: bool = True) -> list[str]:
     from lmforge.models.load import resolve_model_path
 
     found = [name] if typed or os.path.exists(name) else []
+    adapter = Path(name, "adapter_config.json")
+    if adapter.is_file() and not Path(name, "config.json").is_file():  # its base model is read too
+        try:
+            base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except (OSError, ValueError):
+            base = None
+        return found + (_model_locations(str(base), cfg) if base and base != name else [])
     try:
         path = resolve_model_path(
             name,
@@ -167,16 +174,9 @@ def _model_locations(name: str, cfg: Any, typed: bool = True) -> list[str]:
         )
     except LmforgeError:  # found nowhere: nothing is read, and the run says so itself
         return found
-    found.append(path)
-    adapter = Path(path, "adapter_config.json")
-    if adapter.is_file() and not Path(path, "config.json").is_file():
-        try:
-            base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
-        except (OSError, ValueError):
-            base = None
-        if base and base != name:
-            found += _model_locations(base, cfg)
-    return found
+    if path != name and Path(path, "adapter_config.json").is_file():  # e.g. a LoRA run's checkpoint
+        return found + _model_locations(path, cfg)
+    return found + [path]
 
 
 def _registry(dataset_dir: str | None) -> str | None:
