@@ -1,7 +1,9 @@
 """`LmforgeTrainer`: transformers' Trainer plus the reliability features lmforge promises.
 
 - Atomic checkpoints: each checkpoint is written into a staging folder and renamed into place,
-  so a kill mid-save never leaves a `checkpoint-N` that looks complete (SPEC §11).
+  so a kill mid-save never leaves a `checkpoint-N` that looks complete (SPEC §11). The staging
+  folders of dead processes (`.staging-PID`, a save killed mid-write) are removed when training
+  starts or resumes and at each save; those of live processes are left alone.
 - NaN/Inf guard: the gradient norm (and step loss) are checked before `optimizer.step()`; a bad
   step is skipped and counted (`--nan_policy skip`) or the run stops with a message (`stop`).
 - Exact per-step metrics: the loss of every optimizer step is written to metrics.jsonl at full
@@ -38,7 +40,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from lmforge.errors import LmforgeError
-from lmforge.runs import MetricsLog, promote_staged_checkpoint
+from lmforge.runs import MetricsLog, promote_staged_checkpoint, remove_stale_staging
 
 # Labelled tokens per head + cross-entropy chunk (`--loss_chunk_size`): see lmforge/training/loss.py.
 DEFAULT_LOSS_CHUNK_SIZE = 1024
@@ -296,8 +298,18 @@ class LmforgeMixin:
         self._metric_marks.clear()  # TRL's log() empties the metric lists
 
     # --- atomic checkpoints -----------------------------------------------------------------
+    def train(self, *args: Any, **kwargs: Any):
+        """Start or resume; first clear what an earlier save that was killed left behind."""
+        self._clear_stale_staging()
+        return super().train(*args, **kwargs)
+
+    def _clear_stale_staging(self) -> None:
+        if self.args.should_save:  # one process per run folder (rank 0)
+            remove_stale_staging(self.args.output_dir)
+
     def _save_checkpoint(self, model, trial):
         run_dir = self.args.output_dir
+        self._clear_stale_staging()
         staging = os.path.join(run_dir, f".staging-{self._staging_tag()}")
         self.args.output_dir = staging
         try:
