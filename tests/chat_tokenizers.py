@@ -21,6 +21,8 @@ CORPUS = [
     '{"name": "get_weather", "arguments": {"city": "Paris"}} {"weather": "sunny", "temp": 25}',
     "Let me think about this step by step. France, Paris, capital city, weather today.",
     "system user assistant model tool ipython Tools function call response",
+    "Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024 London Old New thought",
+    "one line\ntwo lines\n\nthree → four",
 ] * 20
 
 # (bos, eos) each family's tokenizer declares

@@ -214,14 +214,18 @@ def _mismatch(tokenizer: Any, what: str, a: str, b: str) -> TemplateMismatch:
     )
 
 
-def _history_end(tokenizer, msgs, tools, i: int, head: str, last_form: str, thinking: bool) -> tuple[str, int]:
+def _history_end(
+    tokenizer, msgs, tools, i: int, head: str, last_form: str, thinking: bool
+) -> tuple[str, int]:
     """Where assistant turn `i` ends when it is rendered as history (a later user turn follows).
 
     The turn is rendered with a sentinel user turn after it; its history form is the text between
     `head` and the sentinel turn. It ends like its last-turn form ends (content, end-of-turn
     tokens): the longest tail of `last_form` found there marks the end.
     """
-    probe = _safe_apply(tokenizer, [*msgs[: i + 1], {"role": "user", "content": _SENTINEL}], tools, False, thinking)
+    probe = _safe_apply(
+        tokenizer, [*msgs[: i + 1], {"role": "user", "content": _SENTINEL}], tools, False, thinking
+    )
     stop = probe.find(_SENTINEL, len(head))
     if not probe.startswith(head) or stop < 0:
         raise _mismatch(tokenizer, f"assistant turn {i + 1} renders differently as history", probe, head)
@@ -262,7 +266,9 @@ def assistant_spans(
         else:
             text, end = _history_end(tokenizer, msgs, tools, i, head, upto[len(head) :].rstrip(), thinking)
             if not full.startswith(text[:end]):
-                raise _mismatch(tokenizer, f"assistant turn {i + 1} renders differently in context", text, full)
+                raise _mismatch(
+                    tokenizer, f"assistant turn {i + 1} renders differently in context", text, full
+                )
         while end > len(head) and text[end - 1].isspace():
             end -= 1
         spans.append((len(head), end))
@@ -351,7 +357,12 @@ def encode_completion(
     head = render(tokenizer, prompt, tools, add_generation_prompt=True, enable_thinking=enable_thinking)
     full = render(tokenizer, list(prompt) + list(completion), tools, enable_thinking=enable_thinking)
     if not full.startswith(head):
-        raise _mismatch(tokenizer, "the prompt (with the generation prompt) is not how the conversation starts", head, full)
+        raise _mismatch(
+            tokenizer,
+            "the prompt (with the generation prompt) is not how the conversation starts",
+            head,
+            full,
+        )
     if is_lmforge_chatml(tokenizer):  # lmforge's ChatML: the two pieces encoded apart, as always
         ids = tokenizer([head, full[len(head) :]], add_special_tokens=False)["input_ids"]
         return list(ids[0]), list(ids[1])
@@ -379,7 +390,9 @@ def guard_error(tokenizer: Any, where: str, prompt_ids: list[int], row_ids: list
     )
 
 
-def check_rows(tokenizer: Any, rows: list[dict], *, enable_thinking: bool = True, where: str = "data") -> None:
+def check_rows(
+    tokenizer: Any, rows: list[dict], *, enable_thinking: bool = True, where: str = "data"
+) -> None:
     """The guard run before training: for each assistant turn of `rows`, the inference prompt up to
     that turn (with the generation prompt) followed by the turn's trained tokens must be the
     training row's ids. Raises `TemplateMismatch` naming the template and the first differing token."""
@@ -393,4 +406,6 @@ def check_rows(tokenizer: Any, rows: list[dict], *, enable_thinking: bool = True
                 continue
             prompt = encode_prompt(tokenizer, messages[:i], row.get("tools"), enable_thinking=enable_thinking)
             if ids[: len(prompt)] != prompt or labels[len(prompt) : len(prompt) + 1] == [IGNORE_INDEX]:
-                raise guard_error(tokenizer, f"{where}: row {r + 1}: the prompt of assistant turn {i + 1}", prompt, ids)
+                raise guard_error(
+                    tokenizer, f"{where}: row {r + 1}: the prompt of assistant turn {i + 1}", prompt, ids
+                )

@@ -325,7 +325,9 @@ def encode_chat_batch(
             ids = flat_ids[pos]
             pos += 1
             input_ids.extend(ids)
-            keep = (trainable and (last < 0 or k == last)) or (train_on_prompt and not trainable and k >= floor)
+            keep = (trainable and (last < 0 or k == last)) or (
+                train_on_prompt and not trainable and k >= floor
+            )
             labels.extend(ids if keep else [IGNORE_INDEX] * len(ids))
         if max_length is not None:
             input_ids, labels = input_ids[:max_length], labels[:max_length]
