@@ -112,19 +112,23 @@ def _accepts_system(template: str, special: tuple) -> bool:
     return "\u2062sys\u2062" in text[0]
 
 
-def _fold_system(tokenizer: Any, messages: list[dict]) -> list[dict]:
-    template = tokenizer.chat_template
-    if not messages or messages[0]["role"] != "system" or not isinstance(template, str):
+def fold_system(tokenizer: Any, messages: list[dict]) -> list[dict]:
+    """`messages` with a leading system turn folded into the first user turn when the tokenizer's
+    template has no system role (as LLaMA-Factory does for Gemma); unchanged otherwise."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not messages or messages[0].get("role") != "system" or not isinstance(template, str):
         return messages
     if _accepts_system(template, tuple(sorted(_special_kwargs(tokenizer).items()))):
         return messages
     if id(template) not in _folded_logged:
         _folded_logged.add(id(template))
         log.info("chat template: it has no system role; the system text is put before the first user turn")
-    system, rest = messages[0]["content"], list(messages[1:])
+    system, rest = messages[0].get("content") or "", list(messages[1:])
     for i, m in enumerate(rest):
-        if m["role"] == "user":
-            rest[i] = dict(m, content=(system + "\n\n" + m["content"]) if system else m["content"])
+        if m.get("role") == "user":
+            rest[i] = dict(
+                m, content=(system + "\n\n" + (m.get("content") or "")) if system else m.get("content")
+            )
             return rest
     return [{"role": "user", "content": system}, *rest] if system else rest
 
@@ -132,7 +136,7 @@ def _fold_system(tokenizer: Any, messages: list[dict]) -> list[dict]:
 def prepare(tokenizer: Any, messages: list[dict], tools: Any = None) -> tuple[list[dict], list | None]:
     """Messages and tools as the template gets them (see module docstring)."""
     msgs = [_clean_message(m) for m in messages]
-    return _fold_system(tokenizer, msgs), parse_tools(tools)
+    return fold_system(tokenizer, msgs), parse_tools(tools)
 
 
 # ---------------------------------------------------------------------------------------------

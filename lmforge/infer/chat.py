@@ -65,6 +65,7 @@ def load_engine(args: ChatArgs) -> Engine:
         save_dir=save_dir,
         hidden_size=args.hidden_size,
         use_moe=args.use_moe,
+        template=getattr(args, "template", None),
     )
 
 

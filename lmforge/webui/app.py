@@ -40,7 +40,7 @@ def build_app(args: WebUIArgs):
     from lmforge.webui.chat import ModelSlot
     from lmforge.webui.jobs import JobBoard
 
-    slot, board = ModelSlot(device=args.device), JobBoard()
+    slot, board = ModelSlot(device=args.device, template=args.template), JobBoard()
     if args.model:  # a bad --model fails before the slow part
         slot.load(args.model)
     gr = _import_gradio()

@@ -17,3 +17,6 @@ class WebUIArgs:
     )
     share: bool = arg(False, "Open a public gradio.live tunnel (contacts Gradio's servers; off by default)")
     device: str | None = arg(None, "Device for chat models: cpu, cuda, cuda:N (default: GPU when present)")
+    template: str | None = arg(
+        None, "Chat template by name for chat models (default: each model's own; see `lmforge chat --help`)"
+    )

@@ -51,8 +51,8 @@ def find_model_dirs(runs_dir: str | Path) -> list[str]:
 class ModelSlot:
     """The one loaded model, shared by every browser tab (a local UI; one model fits in memory)."""
 
-    def __init__(self, device: str | None = None):
-        self.device = device
+    def __init__(self, device: str | None = None, template: str | None = None):
+        self.device, self.template = device, template
         self.engine: Engine | None = None
         self.path: str | None = None
 
@@ -62,7 +62,7 @@ class ModelSlot:
         if not path:
             raise LmforgeError("choose a run from the list or type a model folder")
         try:
-            engine = Engine.from_path(path, device=self.device)
+            engine = Engine.from_path(path, device=self.device, template=self.template)
         except LmforgeError:
             raise
         except Exception as e:  # a broken folder: a library error, said in one line
