@@ -105,7 +105,7 @@ def test_rows_equal_template_ids_and_mask_answers(kind, family):
     assert ids == reference_ids(tok, family, messages)
     assert len(ids) == len(labels)
     body = {"llama2": " {} </s>"}.get(family, "{}" + END[family])
-    assert [r.strip() for r in runs] == [body.format(m["content"]).strip() for m in (A, A2)]
+    assert runs == [body.format(m["content"]) for m in (A, A2)]  # content + end of turn, no more
     check_rows(tok, [{"messages": messages}])  # the guard passes
 
 
@@ -235,3 +235,19 @@ def test_apply_template_names():
     assert tok.chat_template == TEMPLATES["llama3"]
     with pytest.raises(Exception, match="unknown template"):
         apply_template(tok, "nope")
+
+
+def test_data_check_marks_the_trained_span(tmp_path):
+    import json
+
+    from lmforge.data.check import check_dataset, format_report
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": [SYS, U, A]}) + "\n")
+    report = check_dataset(str(data), "chat", tokenizer=tok_for("bpe", "llama3"))
+    shown = format_report(report)
+    assert "⟦" + A["content"] + "<|eot_id|>⟧" in shown
+    assert (
+        report["first_row"].count("⟦") == 1
+        and "<|start_header_id|>assistant<|end_header_id|>\n\n⟦" in report["first_row"]
+    )
