@@ -251,3 +251,9 @@ def test_data_check_marks_the_trained_span(tmp_path):
         report["first_row"].count("⟦") == 1
         and "<|start_header_id|>assistant<|end_header_id|>\n\n⟦" in report["first_row"]
     )
+
+
+def test_eval_template_names_match_the_registry():
+    from lmforge.evaluate.args import TEMPLATE_NAMES
+
+    assert set(TEMPLATE_NAMES) == set(TEMPLATES)
