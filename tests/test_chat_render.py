@@ -257,3 +257,23 @@ def test_eval_template_names_match_the_registry():
     from lmforge.evaluate.args import TEMPLATE_NAMES
 
     assert set(TEMPLATE_NAMES) == set(TEMPLATES)
+
+
+def test_chatml_fast_path_mask_history_and_saved_template(tokenizer, tmp_path):
+    from lmforge.data.template import encode_chat_batch
+    from lmforge.models.tokenizer import load_tokenizer
+
+    rows = [{"messages": [U, A, U2, A2], "tools": None}]
+    full = encode_chat_batch(tokenizer, rows)
+    last = encode_chat_batch(tokenizer, rows, mask_history=True)
+    assert full["input_ids"] == last["input_ids"]
+    trained = [i for i, x in enumerate(last["labels"][0]) if x != IGNORE_INDEX]
+    assert (
+        trained
+        and tokenizer.decode([last["input_ids"][0][i] for i in trained]) == A2["content"] + "<|im_end|>"
+    )
+    # --template NAME is saved with the tokenizer and comes back with no flag
+    tok = load_tokenizer(None)
+    apply_template(tok, "gemma")
+    tok.save_pretrained(tmp_path)
+    assert load_tokenizer(str(tmp_path)).chat_template == TEMPLATES["gemma"]

@@ -95,7 +95,8 @@ def check_dataset(
     }
     if tokenizer is None or len(ds) == 0:
         return report
-    report["first_row"] = marked_row(ds[0], kind, tokenizer)
+    if hasattr(tokenizer, "decode"):
+        report["first_row"] = marked_row(ds[0], kind, tokenizer)
     lengths: list[int] = []
     for start in range(0, len(ds), batch_size):
         rows = ds.select(range(start, min(start + batch_size, len(ds))))
