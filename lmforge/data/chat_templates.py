@@ -61,8 +61,9 @@ QWEN = (
 {%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"""
 )
 
-# Qwen3: ChatML, reasoning shown only on assistant turns after the last user query; an empty think
-# block when thinking is switched off.
+# Qwen3: ChatML, reasoning shown only on assistant turns after the last user query (the final answer
+# always gets a think block, empty when it has no reasoning); an empty think block after the
+# generation prompt when thinking is switched off.
 QWEN3 = (
     "{%- set system_text = messages[0]['content'] if messages and messages[0]['role'] == 'system' "
     "else '' -%}"
@@ -79,7 +80,7 @@ QWEN3 = (
 {%- set body = body.split('</think>')[-1].lstrip('\\n') -%}
 {%- endif -%}
 {{- '<|im_start|>assistant\\n' -}}
-{%- if loop.index0 > ns.last_query and (reasoning or enable_thinking is defined and enable_thinking is false) -%}
+{%- if loop.index0 > ns.last_query and (reasoning or loop.last or enable_thinking is defined and enable_thinking is false) -%}
 {{- '<think>\\n' + reasoning + '\\n</think>\\n\\n' if reasoning else '<think>\\n\\n</think>\\n\\n' -}}
 {%- endif -%}
 {{- body -}}"""
