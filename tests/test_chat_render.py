@@ -282,3 +282,13 @@ def test_chatml_fast_path_mask_history_and_saved_template(tokenizer, tmp_path):
     apply_template(tok, "gemma")
     tok.save_pretrained(tmp_path)
     assert load_tokenizer(str(tmp_path)).chat_template == TEMPLATES["gemma"]
+
+
+def test_apply_template_warns_about_missing_markers(tokenizer, caplog):
+    from lmforge.models.tokenizer import load_tokenizer
+
+    with caplog.at_level(logging.WARNING, logger="lmforge"):
+        apply_template(load_tokenizer(None), "llama3")  # the shipped vocabulary has no llama3 markers
+        apply_template(make_tokenizer("bpe", "llama3"), "llama3")
+    warned = [r.message for r in caplog.records if "not in the tokenizer's vocabulary" in r.message]
+    assert len(warned) == 1 and "<|eot_id|>" in warned[0]

@@ -11,6 +11,7 @@ renderer (`data/chat.py`) folds it into the first user turn.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from lmforge.data.template import CHAT_TEMPLATE
@@ -245,4 +246,20 @@ def apply_template(tokenizer: Any, name: str | None) -> Any:
     if getattr(tokenizer, "chat_template", None) not in (None, TEMPLATES[key]):
         log.info("chat template: --template %s replaces the tokenizer's own template", key)
     tokenizer.chat_template = TEMPLATES[key]
+    missing = missing_markers(tokenizer, TEMPLATES[key])
+    if missing:
+        log.warning(
+            "chat template %s: %s not in the tokenizer's vocabulary (tokenised as plain text)",
+            key,
+            ", ".join(missing),
+        )
     return tokenizer
+
+
+_MARKER = re.compile(r"<\|[a-z_]+\|>|<｜[^｜]+｜>|<(?:start|end)_of_turn>|\[/?INST\]")
+
+
+def missing_markers(tokenizer: Any, template: str) -> list[str]:
+    """The template's control markers (`<|eot_id|>`, `[INST]`, ...) the vocabulary lacks."""
+    vocab = tokenizer.get_vocab()
+    return sorted({m for m in _MARKER.findall(template) if m not in vocab})
