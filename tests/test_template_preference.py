@@ -67,3 +67,25 @@ def test_preference_step_in_a_template_without_system_role(stage, tmp_path, one_
     )  # fmt: skip
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert run and any("loss" in r for r in records)
+
+
+def test_rl_prompts_are_folded_and_end_with_the_generation_prompt():
+    from types import SimpleNamespace
+
+    import datasets
+
+    from lmforge.data.chat import render
+    from lmforge.training.rl import drop_long_prompts
+
+    tok = make_tokenizer("bpe", "gemma", TEMPLATES["gemma"])
+    rows = datasets.Dataset.from_list([{"prompt": PROMPT}, {"prompt": [PROMPT[1]] * 40}])
+    ctx = SimpleNamespace(
+        tokenizer=tok, cfg={"max_length": 64, "enable_thinking": True, "dataset": "d"}, stats={}
+    )
+    kept = drop_long_prompts(ctx, rows)
+    assert len(kept) == 1 and ctx.stats["prompts_too_long"] == 1
+    prompt = kept[0]["prompt"]
+    assert [m["role"] for m in prompt] == ["user"] and prompt[0]["content"].startswith(PROMPT[0]["content"])
+    # what TRL renders from the kept prompt is lmforge's inference prompt
+    text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    assert text == render(tok, PROMPT, add_generation_prompt=True) and text.endswith("<start_of_turn>model\n")
