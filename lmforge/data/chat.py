@@ -148,20 +148,18 @@ def _special_kwargs(tokenizer: Any) -> dict:
 
 
 def _apply(tokenizer: Any, msgs: list[dict], tools: list | None, gen: bool, thinking: bool) -> str:
-    """`apply_chat_template` text (an empty conversation renders too: a turn-0 answer's prompt)."""
-    if msgs:
-        return tokenizer.apply_chat_template(
-            msgs, tools=tools, add_generation_prompt=gen, tokenize=False, enable_thinking=thinking
-        )
+    """The text `apply_chat_template(msgs, tools=tools, add_generation_prompt=gen, tokenize=False,
+    enable_thinking=thinking)` gives, without its per-call message normalisation (`prepare` already
+    dropped the `None` fields it drops): a row renders several prefixes. An empty conversation
+    renders too (the prompt of an answer at turn 0)."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
     text, _ = render_jinja_template(
-        conversations=[[]],
+        conversations=[msgs],
         tools=tools,
         chat_template=tokenizer.get_chat_template(None, tools),
         add_generation_prompt=gen,
-        enable_thinking=thinking,
-        **_special_kwargs(tokenizer),
+        **{**tokenizer.special_tokens_map, "enable_thinking": thinking},
     )
     return text[0]
 
@@ -296,9 +294,11 @@ def _labels(
         spans = spans[-1:]
     else:
         floor = 0
-    labels = []
-    for tid, (a, b) in zip(ids, offsets):
-        inside = any(a < e and (b > s or (a == b and a >= s)) for s, e in spans)
+    labels, k = [], 0
+    for tid, (a, b) in zip(ids, offsets):  # spans and offsets both ascend: one sweep
+        while k < len(spans) and a >= spans[k][1]:
+            k += 1
+        inside = k < len(spans) and (b > spans[k][0] or (a == b and a >= spans[k][0]))
         labels.append(tid if inside or (train_on_prompt and a >= floor) else IGNORE_INDEX)
     return labels
 
