@@ -2,9 +2,10 @@
 inference alike.
 
 `render` builds the text of a conversation (the inference prompt with `add_generation_prompt`),
-`encode_rows` builds training rows (ids + labels), `encode_prompt` / `encode_pair` /
-`encode_completion` build the prompt-and-completion rows of the preference, KTO and RL stages. All go
-through `_apply`, so the prompt a served model sees is the text its training rows started with.
+`encode_rows` builds training rows (ids + labels), `encode_prompt` / `encode_completion` build the
+prompt and prompt-and-completion ids of the RL, preference and KTO stages, `check_rows` is the guard
+run before training. All go through `_apply`, so the prompt a served model sees is the text its
+training rows started with.
 
 Two engines, one contract:
 
