@@ -292,3 +292,13 @@ def test_apply_template_warns_about_missing_markers(tokenizer, caplog):
         apply_template(make_tokenizer("bpe", "llama3"), "llama3")
     warned = [r.message for r in caplog.records if "not in the tokenizer's vocabulary" in r.message]
     assert len(warned) == 1 and "<|eot_id|>" in warned[0]
+
+
+def test_template_that_ignores_tools_is_refused():
+    silent = "{% for m in messages %}{{ m['role'] + ': ' + (m['content'] or '') + '\\n' }}{% endfor %}"
+    tok = make_tokenizer("bpe", "qwen", silent)
+    with pytest.raises(Exception, match="'get_weather' does not appear"):
+        encode_one(tok, TOOL_FLOW, TOOLS)
+    with pytest.raises(Exception, match="'get_weather' does not appear"):
+        render(tok, [U], TOOLS, add_generation_prompt=True)
+    assert encode_one(tok, [U, A])[2]  # without tools the template is fine

@@ -174,6 +174,29 @@ def _safe_apply(tokenizer, msgs, tools, gen, thinking) -> str:
         raise LmforgeError(f"chat template ({template_label(tokenizer)}): {e}") from None
 
 
+def _tool_names(tools: list | None, msgs: list[dict]) -> list[str]:
+    names = []
+    for spec in tools or []:
+        fn = spec.get("function", spec) if isinstance(spec, dict) else {}
+        names.append(fn.get("name"))
+    for m in msgs:
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function", call) if isinstance(call, dict) else {}
+            names.append(fn.get("name"))
+    return [n for n in names if isinstance(n, str) and n]
+
+
+def _check_tools_rendered(tokenizer: Any, msgs: list[dict], tools: list | None, text: str) -> None:
+    """Tools and tool calls the template silently left out are refused, not dropped."""
+    missing = [n for n in _tool_names(tools, msgs) if n not in text]
+    if missing:
+        raise LmforgeError(
+            f"chat template ({template_label(tokenizer)}): the tool {missing[0]!r} does not appear in the "
+            "rendered conversation (the template has no tool format); pass --template NAME with one "
+            "(qwen, qwen3, llama3, granite, chatml)"
+        )
+
+
 def render(
     tokenizer: Any,
     messages: list[dict],
@@ -189,7 +212,9 @@ def render(
 
         return render_chat(messages, tools, add_generation_prompt, enable_thinking)
     msgs, tools = prepare(tokenizer, messages, tools)
-    return _safe_apply(tokenizer, msgs, tools, add_generation_prompt, enable_thinking)
+    text = _safe_apply(tokenizer, msgs, tools, add_generation_prompt, enable_thinking)
+    _check_tools_rendered(tokenizer, msgs, tools, text)
+    return text
 
 
 def encode_prompt(
@@ -335,6 +360,7 @@ def encode_rows(
             raise ValueError(f"chat row needs a 'messages' list; got keys {sorted(row)}")
         msgs, tools = prepare(tokenizer, messages, row.get("tools"))
         full = _safe_apply(tokenizer, msgs, tools, False, enable_thinking)
+        _check_tools_rendered(tokenizer, msgs, tools, full)
         texts.append(full)
         all_spans.append(assistant_spans(tokenizer, msgs, tools, full, enable_thinking))
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
