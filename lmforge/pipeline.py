@@ -330,6 +330,9 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     if base_path:
         cfg.values["model_name_or_path"] = base_path
         ctx.processor = _audio_processor(base_path, ctx)
+    from lmforge.data.chat_templates import apply_template
+
+    apply_template(ctx.tokenizer, cfg.get("template"))  # saved with the run's tokenizer
     ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
     args_cls, stage_fields = module.trainer_config(cfg) if hasattr(module, "trainer_config") else (None, {})
     ctx.training_args = build_training_args(

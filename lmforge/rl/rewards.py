@@ -280,7 +280,9 @@ class RewardModelScorer:
             return prompt + completion_text(completion)
         if isinstance(completion, str):
             completion = [{"role": "assistant", "content": completion}]
-        return self.tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False)
+        from lmforge.data.chat import render
+
+        return render(self.tokenizer, list(prompt) + list(completion))
 
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
         import torch

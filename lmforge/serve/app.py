@@ -132,7 +132,10 @@ async def chat_completion(service: Service, req: ChatRequest):
     if req.stream:
         usage = bool(req.stream_options and req.stream_options.include_usage)
         return _stream(_chat_chunks(events, deltas, meta, len(ids), usage))
-    return await _chat_response(events, deltas, meta, len(ids))
+    response = await _chat_response(events, deltas, meta, len(ids))
+    if req.return_token_ids:
+        response["prompt_token_ids"] = list(ids)
+    return response
 
 
 async def text_completion(service: Service, req: CompletionRequest):

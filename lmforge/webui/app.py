@@ -45,7 +45,8 @@ def build_app(args: WebUIArgs, access: Access | None = None):
     from lmforge.webui.jobs import JobBoard
 
     access = access or access_of(args)
-    slot, board = ModelSlot(device=args.device, access=access), JobBoard()
+    slot = ModelSlot(device=args.device, access=access, template=args.template)
+    board = JobBoard()
     if args.model:  # a bad --model fails before the slow part; the operator's choice, not checked
         slot.load(args.model, checked=False)
     gr = _import_gradio()

@@ -52,8 +52,8 @@ def find_model_dirs(runs_dir: str | Path) -> list[str]:
 class ModelSlot:
     """The one loaded model, shared by every browser tab (a local UI; one model fits in memory)."""
 
-    def __init__(self, device: str | None = None, access: Access | None = None):
-        self.device = device
+    def __init__(self, device: str | None = None, access: Access | None = None, template: str | None = None):
+        self.device, self.template = device, template
         self.access = access  # the folders a browser may load from (None: anywhere)
         self.engine: Engine | None = None
         self.path: str | None = None
@@ -69,7 +69,7 @@ class ModelSlot:
 
             check_model(path, self.access)
         try:
-            engine = Engine.from_path(path, device=self.device)
+            engine = Engine.from_path(path, device=self.device, template=self.template)
         except LmforgeError:
             raise
         except Exception as e:  # a broken folder: a library error, said in one line
