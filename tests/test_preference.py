@@ -38,24 +38,22 @@ def base(synth_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def held_out(tmp_path_factory, tokenizer):
-    """Fact pairs (capitals, animal sounds) from another seed; arithmetic is beyond a 1.6M model."""
+def held_out(synth_dir, tokenizer):
+    """dpo_heldout.jsonl: pairs on capitals and animal sounds that no training pair (dpo.jsonl,
+    kto.jsonl) asks about or uses as a wrong answer; SFT taught them like every other fact."""
     from lmforge.data.load import load_rows
-    from lmforge.data.synth import synth
 
-    out = tmp_path_factory.mktemp("heldout")
-    rows, _ = load_rows(synth(str(out), seed=1, scale=0.2)["dpo"], "preference")
+    rows, _ = load_rows(str(synth_dir / "dpo_heldout.jsonl"), "preference")
     pairs = []
     for r in rows:
-        if "=" in r["chosen"][0]["content"]:
-            continue
         prompt = tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
         pair = []
         for side in ("chosen", "rejected"):
             full = tokenizer.apply_chat_template(r["prompt"] + r[side], tokenize=False)
             pair.append((len(tokenizer(prompt)["input_ids"]), tokenizer(full)["input_ids"]))
         pairs.append(pair)
-    return pairs[:120]
+    assert len(pairs) == 120
+    return pairs
 
 
 def _completion_logps(model, n_prompt, ids):
