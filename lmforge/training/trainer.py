@@ -299,7 +299,7 @@ class LmforgeMixin:
         self._metric_marks.clear()  # TRL's log() empties the metric lists
 
     # --- atomic checkpoints -----------------------------------------------------------------
-    def _save_checkpoint_unused(self, model, trial):
+    def _save_checkpoint(self, model, trial):
         run_dir = self.args.output_dir
         staging = os.path.join(run_dir, f".staging-{self._staging_tag()}")
         self.args.output_dir = staging
