@@ -5,8 +5,8 @@ SFT's loss, alpha=0 is T²·KL, KL 0 for a copy of the student, teacher logits o
 positions never matter, the chunked path equals the plain one, padding-free equals padded), the
 tokenizer check, LoRA and on-policy smoke runs, and issue 7's acceptance: a smaller student
 distilled (alpha=0: the teacher's distributions are its only signal) from a teacher trained on
-`data synth`'s one-digit arithmetic gives the teacher's greedy answers on held-out prompts far more
-often than before.
+`data synth`'s one-digit arithmetic gives the teacher's greedy answers on held-out problems (in no
+training file) more often than a student trained on the same rows with the cross-entropy alone.
 """
 
 import copy
@@ -276,14 +276,13 @@ def test_distilled_student_gives_the_teachers_answers(task, tokenizer, tmp_path,
         f"agreement with the teacher's greedy answers: before {before:.3f}, KD {after:.3f}, CE only "
         f"{ce_only:.3f}; the teacher is right on {agreement(teacher, truth):.3f}"
     )
+    # Measured (seeded, 200 held-out prompts): before 0.000, KD 0.540, CE only 0.440; the teacher
+    # itself is right on 0.185 of them. A trainer that drops the teacher signal is the CE-only run.
     assert before <= 0.1
-    assert after >= ce_only + MARGIN, (after, ce_only)
+    assert after >= 0.4 and after >= ce_only + 0.05, (after, ce_only)
     records = [json.loads(line) for line in open(f"{distilled}/metrics.jsonl")]
     assert records[-1]["step"] == 400 and records[-1]["kl"] < records[0]["kl"] / 5
     assert records[-1]["loss"] == pytest.approx(records[-1]["kl"], rel=1e-5)  # alpha 0, T 1: loss = KL
-
-
-MARGIN = 0.0
 
 
 def test_tokenizer_mismatch_is_one_clear_error(task, tokenizer, tmp_path, one_thread):
