@@ -111,7 +111,9 @@ STAGES = {
 # Measured on dpo_heldout.jsonl (seeded, 120 pairs on facts no training pair mentions): DPO 0.500 ->
 # 0.825 and KTO 0.500 -> 0.800 generalise; the reference-free stages lower the base model's own
 # likelihood ranking of unseen pairs at these settings (ORPO 0.825 -> 0.750, SimPO -> 0.767, CPO ->
-# 0.758). Their earlier pass measured recall of training pairs; re-tuning is open (issue 18).
+# 0.758). Their earlier pass measured recall of training pairs; re-tuning is open (issue 18). A quick
+# sweep (same base, 80 steps) found no robust setting: ORPO lr 3e-4/5e-4 0.842/0.817, SimPO lr
+# 5e-4/1e-3/1.5e-3 0.858/0.867/0.767 (the bar is 0.860), CPO lr 3e-4/5e-4 0.842/0.817.
 NOT_YET = {
     "orpo": "held-out pair accuracy 0.825 -> 0.750 on unseen facts",
     "simpo": "held-out pair accuracy 0.825 -> 0.767 on unseen facts",
