@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "pretrain.py"
 TINY = [
     "--steps",
@@ -66,7 +68,10 @@ def test_bench_server_reports_batched_and_sequential():
         assert r["requests_per_s"] > 0 and r["tokens_per_s"] > 0, mode
     assert report["sequential"]["peak_batch"] == 1
     assert report["batched"]["peak_batch"] > 1  # concurrent requests were decoded together
-    assert report["speedup_tokens_per_s"] > 0
+    # the speedups are the ratios of the two modes' figures (as rounded in the report), not timings
+    b, s = report["batched"], report["sequential"]
+    assert report["speedup_tokens_per_s"] == round(b["tokens_per_s"] / s["tokens_per_s"], 2)
+    assert report["speedup_requests_per_s"] == round(b["requests_per_s"] / s["requests_per_s"], 2)
 
 
 SFT_BENCH = Path(__file__).resolve().parents[1] / "bench" / "sft.py"
@@ -89,22 +94,33 @@ def test_bench_sft_reports_lmforge_and_hf_trainer():
         assert r["steps"] == 4, mode
         assert 0 < r["tokens_per_s"] < r["positions_per_s"], mode  # assistant tokens only carry loss
         assert 0 < r["waste"] < 1 and r["peak_rss_mb"] > 0, mode
+        # waste is the share of positions without a loss token: timing-free, the span cancels
+        assert r["waste"] == pytest.approx(1 - r["tokens_per_s"] / r["positions_per_s"], rel=1e-9), mode
         assert r["last_loss"] < r["first_loss"], mode  # both really trained
     # packing whole conversations into full rows wastes fewer positions than padding each batch
     assert report["lmforge"]["waste"] < report["hf"]["waste"]
-    assert report["speedup_tokens_per_s"] > 0 and report["memory_ratio"] > 0
     # the figure memory_ratio compares (peak_rss_mb, or training memory such as train_rss_mb)
-    assert report["memory_measure"] in report["lmforge"] and report["memory_measure"] in report["hf"]
+    lm, hf, mem = report["lmforge"], report["hf"], report["memory_measure"]
+    assert mem in lm and mem in hf
+    assert report["memory_ratio"] == pytest.approx(lm[mem] / hf[mem], rel=1e-9)
+    assert report["speedup_tokens_per_s"] == pytest.approx(lm["tokens_per_s"] / hf["tokens_per_s"], rel=1e-9)
+    assert report["peak_rss_ratio"] == pytest.approx(lm["peak_rss_mb"] / hf["peak_rss_mb"], rel=1e-9)
 
 
 DPO_BENCH = Path(__file__).resolve().parents[1] / "bench" / "dpo.py"
 
 
-def test_bench_dpo_reports_lmforge_and_trl():
+def test_bench_dpo_reports_lmforge_and_trl(tmp_path):
     """bench/dpo.py --quick: lmforge's DPO (plain and with precomputed reference log-probs) and plain
-    TRL DPOTrainer train the same pairs; one JSON line with the figures (no timing asserts)."""
+    TRL DPOTrainer train the same pairs; one JSON line with the figures (no timing asserts). Eight
+    pairs seen again and again, so that five steps of 4 surely lower the loss whatever the pairs."""
+    from lmforge.data.synth import synth
+
+    rows = Path(synth(str(tmp_path / "synth"), scale=0.01)["dpo"]).read_text().splitlines()[:8]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(rows * 8) + "\n")
     proc = subprocess.run(
-        [sys.executable, str(DPO_BENCH), "--quick", "--threads", "1"],
+        [sys.executable, str(DPO_BENCH), "--quick", "--threads", "1", "--data", str(data)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -122,8 +138,15 @@ def test_bench_dpo_reports_lmforge_and_trl():
         assert r["s_per_step"] > 0 and r["peak_rss_mb"] > 0 and r["train_mem_mb"] >= 0, mode
         assert abs(r["first_loss"] - 0.6931) < 1e-3, mode  # step 1: the policy is the reference
         assert r["last_loss"] < r["first_loss"], mode  # every mode really trained
-    for key in ("speedup_pairs_per_s", "speedup_pairs_per_s_precompute", "peak_rss_ratio"):
-        assert report[key] > 0, key
+        assert r["waste"] == pytest.approx(1 - r["tokens_per_s"] / r["positions_per_s"], rel=1e-9), mode
+    # the same pairs in every mode: the padding each collator adds is the same share of positions
+    # with and without precomputed reference log-probs
+    assert report["lmforge"]["waste"] == pytest.approx(report["lmforge_precompute"]["waste"], abs=1e-9)
+    trl = report["trl"]
+    for mode, suffix in (("lmforge", ""), ("lmforge_precompute", "_precompute")):
+        r = report[mode]
+        assert report[f"speedup_pairs_per_s{suffix}"] == pytest.approx(r["pairs_per_s"] / trl["pairs_per_s"])
+        assert report[f"peak_rss_ratio{suffix}"] == pytest.approx(r["peak_rss_mb"] / trl["peak_rss_mb"])
     assert report["machine"]["usable_cores"] >= 1 and report["command"] and report["date"]
 
 
@@ -151,4 +174,9 @@ def test_bench_inference_same_tokens_as_plain_generate():
         assert r["peak_rss_mb"] > 0, mode
     assert report["same_tokens"] is True
     assert report["lmforge_batched"]["differ_from_hf_sequential"] == 0
-    assert report["speedup_lmforge_batched_vs_hf_sequential"] > 0
+    assert report["lmforge_b1"]["differ_from_hf_sequential"] == 0
+    # every mode generated the same tokens, so the same count; speedups are ratios of the figures
+    assert len({report[m]["new_tokens"] for m in ("lmforge_b1", "lmforge_batched", "hf_sequential")}) == 1
+    for a, b in (("lmforge_batched", "hf_sequential"), ("lmforge_b1", "hf_sequential")):
+        expected = report[a]["new_tokens_per_s"] / report[b]["new_tokens_per_s"]
+        assert report[f"speedup_{a}_vs_{b}"] == pytest.approx(expected), (a, b)

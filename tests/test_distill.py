@@ -5,8 +5,8 @@ SFT's loss, alpha=0 is T²·KL, KL 0 for a copy of the student, teacher logits o
 positions never matter, the chunked path equals the plain one, padding-free equals padded), the
 tokenizer check, LoRA and on-policy smoke runs, and issue 7's acceptance: a smaller student
 distilled (alpha=0: the teacher's distributions are its only signal) from a teacher trained on
-`data synth`'s one-digit arithmetic gives the teacher's greedy answers on held-out prompts far more
-often than before.
+`data synth`'s one-digit arithmetic gives the teacher's greedy answers on held-out problems (in no
+training file) more often than a student trained on the same rows with the cross-entropy alone.
 """
 
 import copy
@@ -260,6 +260,9 @@ def _distill(task, *, alpha: str, name: str) -> str:
 
 
 def test_distilled_student_gives_the_teachers_answers(task, tokenizer, tmp_path, one_thread):
+    """On held-out problems (in no training file: the teacher's answers there are its own guesses,
+    often wrong) the KD student agrees with the teacher far more than a student of the same size,
+    seed and data trained with the cross-entropy alone (alpha 1: no teacher signal)."""
     held_out = task / "data" / "math1_heldout.jsonl"
     teacher = greedy_answers(task / "out" / "full_sft_64", held_out)
     fresh = tmp_path / "fresh"
@@ -267,12 +270,16 @@ def test_distilled_student_gives_the_teachers_answers(task, tokenizer, tmp_path,
     before = agreement(greedy_answers(fresh, held_out), teacher)
     distilled = _distill(task, alpha="0", name="full_dist")  # alpha 0: the teacher is the only signal
     after = agreement(greedy_answers(distilled, held_out), teacher)
-    # Measured (seeded, 200 held-out prompts): 0.000 before, 0.580 after; the teacher itself gets
-    # 0.505 of them right. (A student trained on the same rows with the CE alone, alpha 1, agrees
-    # 0.495: the soft targets carry the teacher's own answers, mistakes included.)
-    print(f"agreement with the teacher's greedy answers: before {before:.3f}, after {after:.3f}")
+    ce_only = agreement(greedy_answers(_distill(task, alpha="1", name="full_ce"), held_out), teacher)
+    truth = [json.loads(line)["gt"][0] for line in open(held_out, encoding="utf-8")]
+    print(
+        f"agreement with the teacher's greedy answers: before {before:.3f}, KD {after:.3f}, CE only "
+        f"{ce_only:.3f}; the teacher is right on {agreement(teacher, truth):.3f}"
+    )
+    # Measured (seeded, 200 held-out prompts): before 0.000, KD 0.540, CE only 0.440; the teacher
+    # itself is right on 0.185 of them. A trainer that drops the teacher signal is the CE-only run.
     assert before <= 0.1
-    assert after >= 0.4
+    assert after >= 0.4 and after >= ce_only + 0.05, (after, ce_only)
     records = [json.loads(line) for line in open(f"{distilled}/metrics.jsonl")]
     assert records[-1]["step"] == 400 and records[-1]["kl"] < records[0]["kl"] / 5
     assert records[-1]["loss"] == pytest.approx(records[-1]["kl"], rel=1e-5)  # alpha 0, T 1: loss = KL

@@ -38,24 +38,22 @@ def base(synth_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def held_out(tmp_path_factory, tokenizer):
-    """Fact pairs (capitals, animal sounds) from another seed; arithmetic is beyond a 1.6M model."""
+def held_out(synth_dir, tokenizer):
+    """dpo_heldout.jsonl: pairs on capitals and animal sounds that no training pair (dpo.jsonl,
+    kto.jsonl) asks about or uses as a wrong answer; SFT taught them like every other fact."""
     from lmforge.data.load import load_rows
-    from lmforge.data.synth import synth
 
-    out = tmp_path_factory.mktemp("heldout")
-    rows, _ = load_rows(synth(str(out), seed=1, scale=0.2)["dpo"], "preference")
+    rows, _ = load_rows(str(synth_dir / "dpo_heldout.jsonl"), "preference")
     pairs = []
     for r in rows:
-        if "=" in r["chosen"][0]["content"]:
-            continue
         prompt = tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
         pair = []
         for side in ("chosen", "rejected"):
             full = tokenizer.apply_chat_template(r["prompt"] + r[side], tokenize=False)
             pair.append((len(tokenizer(prompt)["input_ids"]), tokenizer(full)["input_ids"]))
         pairs.append(pair)
-    return pairs[:120]
+    assert len(pairs) == 120
+    return pairs
 
 
 def _completion_logps(model, n_prompt, ids):
@@ -110,8 +108,29 @@ STAGES = {
 }
 
 
+# Measured on dpo_heldout.jsonl (seeded, 120 pairs on facts no training pair mentions): DPO 0.500 ->
+# 0.825 and KTO 0.500 -> 0.800 generalise; the reference-free stages lower the base model's own
+# likelihood ranking of unseen pairs at these settings (ORPO 0.825 -> 0.750, SimPO -> 0.767, CPO ->
+# 0.758). Their earlier pass measured recall of training pairs; re-tuning is open (issue 18). A quick
+# sweep (same base, 80 steps) found no robust setting: ORPO lr 3e-4/5e-4 0.842/0.817, SimPO lr
+# 5e-4/1e-3/1.5e-3 0.858/0.867/0.767 (the bar is 0.860), CPO lr 3e-4/5e-4 0.842/0.817.
+NOT_YET = {
+    "orpo": "held-out pair accuracy 0.825 -> 0.750 on unseen facts",
+    "simpo": "held-out pair accuracy 0.825 -> 0.767 on unseen facts",
+    "cpo": "held-out pair accuracy 0.825 -> 0.758 on unseen facts",
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize(
+    "stage",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOT_YET[s]))
+        if s in NOT_YET
+        else s
+        for s in STAGES
+    ],
+)
 def test_stage_raises_held_out_preference_accuracy(stage, base, held_out, synth_dir, tmp_path, one_thread):
     data, flags, measure = STAGES[stage]
     run_dir = _train(stage, base, synth_dir / data, tmp_path / stage, *flags)

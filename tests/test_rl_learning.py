@@ -1,12 +1,11 @@
 """Issue 5's acceptance: grpo, ppo and spo each raise the mean rule reward on held-out prompts.
 
-The task is `data synth`'s one-digit arithmetic (math1_*.jsonl). A 0.5M-parameter model SFT-ed on
-it for 200 steps answers about 70% of held-out prompts right greedily but only about 33% when
-sampled at temperature 1, which leaves RL room to sharpen the policy. The held-out rows
-(math1_heldout.jsonl) are never used in RL training; they are drawn from the same distribution as
-the training prompts, and since the task has only 155 problems in 3 phrasings most of them also
-occur as training prompts. Each is sampled 4 times with a fixed seed, before and after RL, as the
-rollouts sample (temperature 1, no top-k/top-p).
+The task is `data synth`'s one-digit arithmetic (math1_*.jsonl). The held-out rows
+(math1_heldout.jsonl) ask 31 of the 155 problems that neither the SFT rows nor the RL prompts ever
+contain (lmforge.data.synth.MATH1_HELDOUT), so a gain there is generalisation, not recall. A
+0.5M-parameter model SFT-ed on the other problems for 200 steps answers 0.224 of the held-out
+samples right at temperature 1 (0.350 of the RL prompts'). Each held-out row is sampled 4 times
+with a fixed seed, before and after RL, as the rollouts sample (temperature 1, no top-k/top-p).
 """
 
 import pytest
@@ -70,7 +69,26 @@ STAGES = {
 }
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
+# Measured on the held-out problems (seeded; base 0.224): every stage raises the accuracy on its own
+# RL prompts (0.350 -> GRPO 0.44-0.50, PPO 0.479, SPO 0.501) but none on problems it never saw: GRPO
+# 0.169 (with --beta 0.04 and 150 steps: 0.225), PPO 0.198, SPO 0.163. The earlier pass measured recall
+# of RL prompts; settings that generalise are still to be found (issue 18). strict: a pass shows up.
+NOT_YET = {
+    "grpo": "held-out accuracy 0.224 -> 0.169: RL does not yet generalise to unseen problems",
+    "ppo": "held-out accuracy 0.224 -> 0.198: RL does not yet generalise to unseen problems",
+    "spo": "held-out accuracy 0.224 -> 0.163: RL does not yet generalise to unseen problems",
+}
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOT_YET[s]))
+        if s in NOT_YET
+        else s
+        for s in STAGES
+    ],
+)
 def test_rl_raises_held_out_reward(stage, task, base_reward, tmp_path, one_thread):
     data, base = task
     out = tmp_path / stage

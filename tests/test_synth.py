@@ -13,7 +13,7 @@ import pytest
 from lmforge.data.synth import COUNTRIES, FACTS, IDENTITY, eval_questions, synth
 
 NAMES = ("pretrain", "sft", "reasoning", "dpo", "rlaif", "kto", "lora_identity", "tokenizer_corpus")
-NAMES += ("math1_sft", "math1_rl", "math1_heldout")
+NAMES += ("math1_sft", "math1_rl", "math1_heldout", "dpo_heldout")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SUM = re.compile(r"(\d+) ([+-]) (\d+) = (-?\d+)")
 
@@ -187,5 +187,46 @@ def test_math1_rows_are_correct_one_digit_arithmetic(small):
             q = r["conversations"][0]["content"]
             a, b = map(int, re.findall(r"\d", q))
             assert int(r["gt"][0]) in (a + b, a - b)
-    held = [r["conversations"][0]["content"] for r in _rows(small["math1_heldout"])]
-    assert held != [r["conversations"][0]["content"] for r in _rows(small["math1_rl"])][: len(held)]
+
+
+def _prompts(path):
+    """Every user turn of a file's rows (chat, preference or KTO rows)."""
+    out = set()
+    for r in _rows(path):
+        for key in ("conversations", "chosen", "rejected", "prompt"):
+            out |= {m["content"] for m in r.get(key, []) if m["role"] == "user"}
+    return out
+
+
+def _problems(text):
+    return {(int(a), op, int(b)) for a, op, b in re.findall(r"(\d+) (\+|-|plus|minus) (\d+)", text)}
+
+
+def test_held_out_sets_share_no_prompt_with_training_data(tmp_path):
+    """Held out by construction, at every seed: the same held-out prompts for seed 0 and seed 1,
+    none of them (nor their problems / facts) in any training file of either seed."""
+    from lmforge.data.synth import ANIMALS, HELDOUT_ANIMALS, HELDOUT_COUNTRIES, MATH1_HELDOUT
+
+    seeds = [synth(str(tmp_path / str(s)), seed=s, scale=0.5) for s in (0, 1)]
+    sym = {"plus": "+", "minus": "-"}
+    for paths in seeds:
+        held = _prompts(paths["math1_heldout"])
+        problems = {(a, sym.get(op, op), b) for q in held for a, op, b in _problems(q)}
+        assert len(held) >= 50 and len(problems) >= 25 and problems <= MATH1_HELDOUT
+        for other in seeds:
+            for name in ("math1_sft", "math1_rl"):
+                train = _prompts(other[name])
+                assert not held & train, name
+                seen = {(a, sym.get(op, op), b) for q in train for a, op, b in _problems(q)}
+                assert not problems & seen, name
+        pairs = _prompts(paths["dpo_heldout"])
+        assert len(pairs) >= 40
+        facts = HELDOUT_COUNTRIES + tuple(a.split()[-1] for a in HELDOUT_ANIMALS)
+        facts += tuple(z for c, _, z, _ in COUNTRIES if c in HELDOUT_COUNTRIES)
+        facts += tuple(z for a, _, z, _ in ANIMALS if a in HELDOUT_ANIMALS)
+        assert all(any(f in q for f in facts) for q in pairs)
+        for other in seeds:
+            for name in ("dpo", "kto"):
+                train = _prompts(other[name])
+                assert not pairs & train, name
+                assert not [q for q in train if any(f in q for f in facts)], name

@@ -10,8 +10,10 @@ Files (same seed → byte-identical files): ``pretrain.jsonl`` ``{"text"}``, ``s
 ``{"conversations": [{"role", "content"}, ...]}``, ``reasoning.jsonl`` (assistant content
 ``<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>``), ``dpo.jsonl`` ``{"chosen", "rejected"}``,
 ``rlaif.jsonl`` (last assistant turn ``"无"`` plus ``"gt": [answer]``), ``kto.jsonl``
-``{"prompt": [msgs], "completion": [msgs], "label": bool}`` and ``tokenizer_corpus.txt``
-(plain text for ``tokenizer train``). Only the standard library is imported.
+``{"prompt": [msgs], "completion": [msgs], "label": bool}``, ``dpo_heldout.jsonl`` (pairs on facts
+held out of dpo/kto), the one-digit arithmetic task ``math1_{sft,rl,heldout}.jsonl`` (held-out
+problems in no training file) and ``tokenizer_corpus.txt`` (plain text for ``tokenizer train``).
+Only the standard library is imported.
 """
 
 from __future__ import annotations
@@ -86,6 +88,12 @@ COLOURS = (
 )
 FACTS = {"countries": COUNTRIES, "animals": ANIMALS, "colours": COLOURS}
 """The fact table every corpus is generated from."""
+
+# Facts held out of the preference corpora (dpo, kto): pretraining and SFT teach them like every other
+# fact, but no preference row asks about them or uses them as a wrong answer, so `dpo_heldout.jsonl`
+# (pairs on these facts only) measures whether preference training generalises to unseen questions.
+HELDOUT_COUNTRIES = ("Japan", "Egypt", "Korea", "Portugal", "Finland", "Kenya", "Peru", "Chile")
+HELDOUT_ANIMALS = ("a cow", "a frog", "a bee", "a lion")
 
 MODEL_NAME = "lmforge-tiny"
 IDENTITY = {
@@ -335,20 +343,30 @@ def _reasoning_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
         yield {"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": content}]}
 
 
-def _wrong_pair(rng: random.Random, lang: str) -> tuple[str, str, str]:
-    """A question, its correct answer and a plausible wrong one."""
+def _fact_split(held_out: bool) -> tuple[tuple, tuple]:
+    """(countries, animals) of the held-out preference facts, or of the training ones."""
+    countries = tuple(r for r in COUNTRIES if (r[0] in HELDOUT_COUNTRIES) == held_out)
+    return countries, tuple(r for r in ANIMALS if (r[0] in HELDOUT_ANIMALS) == held_out)
+
+
+def _wrong_pair(rng: random.Random, lang: str, held_out: bool = False) -> tuple[str, str, str]:
+    """A question, its correct answer and a plausible wrong one: on the training facts (arithmetic,
+    capitals, sounds), or with ``held_out`` on the held-out facts only (capitals and sounds)."""
+    countries, animals = _fact_split(held_out)
     kind = rng.random()
+    if held_out:
+        kind = 0.45 + 0.55 * kind  # no arithmetic: held-out pairs are fact pairs
     if kind < 0.45:
         a, op, b, c = problem = _arith(rng)
         q, good = _qa_math(rng, lang, problem)
         wrong = c + rng.choice((-3, -2, -1, 1, 2, 3))
         return q, good, good.replace(f"= {c}", f"= {wrong}")
     if kind < 0.85:
-        row, other = rng.sample(COUNTRIES, 2)
+        row, other = rng.sample(countries, 2)
         q, good = _qa_capital(rng, lang, row)
         bad = good.replace(row[3], other[3]) if lang == "zh" else good.replace(row[1], other[1])
         return q, good, bad
-    row, other = rng.sample(ANIMALS, 2)
+    row, other = rng.sample(animals, 2)
     q, good = _qa_sound(rng, lang, row)
     bad = (
         good.replace(row[3], other[3]) if lang == "zh" else good.replace(f"says {row[1]}", f"says {other[1]}")
@@ -356,14 +374,18 @@ def _wrong_pair(rng: random.Random, lang: str) -> tuple[str, str, str]:
     return q, good, bad
 
 
-def _dpo_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+def _dpo_rows(rng: random.Random, n: int, lang: str, held_out: bool = False) -> Iterator[dict]:
     for _ in range(n):
-        q, good, bad = _wrong_pair(rng, _pick_lang(rng, lang))
+        q, good, bad = _wrong_pair(rng, _pick_lang(rng, lang), held_out)
         user = {"role": "user", "content": q}
         yield {
             "chosen": [user, {"role": "assistant", "content": good}],
             "rejected": [user, {"role": "assistant", "content": bad}],
         }
+
+
+def _dpo_heldout_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    return _dpo_rows(rng, n, lang, held_out=True)
 
 
 def _kto_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
@@ -392,12 +414,29 @@ def _rlaif_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
 MATH1_PHRASINGS = ("What is {a} {op} {b}?", "Calculate {a} {op} {b}.", "How much is {a} {word} {b}?")
 
 
-def _one_digit_problem(rng: random.Random) -> tuple[str, str]:
-    """(question, answer line) for a one-digit sum or difference in one of MATH1_PHRASINGS."""
-    a, b = rng.randrange(10), rng.randrange(10)
+def _math1_split() -> dict[str, dict[bool, tuple[tuple[int, int], ...]]]:
+    """The 155 one-digit problems (a + b; a - b with a >= b) per operator, split once and for all
+    (the same for every seed) into training and held-out problems: 20 sums and 11 differences are
+    held out. ``{op: {held_out: ((a, b), ...)}}``."""
+    split: dict[str, dict[bool, tuple[tuple[int, int], ...]]] = {}
+    for op, n_held in (("+", 20), ("-", 11)):
+        pairs = [(a, b) for a in range(10) for b in range(10) if op == "+" or a >= b]
+        held = set(random.Random(f"lmforge-synth-math1-heldout-{op}").sample(pairs, n_held))
+        split[op] = {h: tuple(p for p in pairs if (p in held) == h) for h in (False, True)}
+    return split
+
+
+MATH1_SPLIT = _math1_split()
+MATH1_HELDOUT = frozenset((a, op, b) for op, parts in MATH1_SPLIT.items() for a, b in parts[True])
+"""The held-out one-digit problems ``(a, op, b)``: in math1_heldout.jsonl only, never in
+math1_sft.jsonl or math1_rl.jsonl."""
+
+
+def _one_digit_problem(rng: random.Random, held_out: bool = False) -> tuple[str, str]:
+    """(question, answer line) for a one-digit sum or difference in one of MATH1_PHRASINGS, drawn
+    from the training problems or (``held_out``) from the held-out ones."""
     op = "+" if rng.random() < 0.5 else "-"
-    if op == "-":
-        a, b = max(a, b), min(a, b)
+    a, b = rng.choice(MATH1_SPLIT[op][held_out])
     c = a + b if op == "+" else a - b
     word = "plus" if op == "+" else "minus"
     q = rng.choice(MATH1_PHRASINGS).format(a=a, op=op, b=b, word=word)
@@ -410,13 +449,17 @@ def _math1_sft_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
         yield {"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]}
 
 
-def _math1_prompt_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+def _math1_prompt_rows(rng: random.Random, n: int, lang: str, held_out: bool = False) -> Iterator[dict]:
     for _ in range(n):
-        q, answer = _one_digit_problem(rng)
+        q, answer = _one_digit_problem(rng, held_out)
         yield {
             "conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": "无"}],
             "gt": [answer.split("= ")[1].rstrip(".")],
         }
+
+
+def _math1_heldout_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    return _math1_prompt_rows(rng, n, lang, held_out=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,12 +473,14 @@ _CORPORA = {
     "dpo": ("dpo.jsonl", _dpo_rows, 1500),
     "rlaif": ("rlaif.jsonl", _rlaif_rows, 1000),
     "kto": ("kto.jsonl", _kto_rows, 1500),
+    # Preference pairs on facts no dpo/kto row mentions (HELDOUT_COUNTRIES, HELDOUT_ANIMALS).
+    "dpo_heldout": ("dpo_heldout.jsonl", _dpo_heldout_rows, 600),
     "lora_identity": ("lora_identity.jsonl", _lora_identity_rows, 200),
     # The RL task: one-digit sums and differences that a tiny model half learns in a minute of SFT;
-    # RL prompts with answers, and held-out prompts (rows of their own, drawn the same way).
+    # RL prompts with answers, and held-out prompts on problems neither of the others has (MATH1_HELDOUT).
     "math1_sft": ("math1_sft.jsonl", _math1_sft_rows, 3000),
     "math1_rl": ("math1_rl.jsonl", _math1_prompt_rows, 400),
-    "math1_heldout": ("math1_heldout.jsonl", _math1_prompt_rows, 200),
+    "math1_heldout": ("math1_heldout.jsonl", _math1_heldout_rows, 200),
 }
 LANGS = ("both", "en", "zh")
 

@@ -85,8 +85,11 @@ class LmforgeMixin:
         self._step_tokens = 0
         self._last_grad_norm: float | None = None
         self.last_step_record: dict[str, Any] = {}
-        # Test hook: LMFORGE_FAULT_NAN_AT_STEP=N makes step N's loss NaN (checks the guard end to end).
+        # Test hook: LMFORGE_FAULT_NAN_AT_STEP=N makes step N's loss and gradients NaN (checks the guard
+        # end to end); LMFORGE_FAULT_NAN_KIND=loss (only the loss value) or grad (only the gradients)
+        # pins each half of the guard on its own.
         self._fault_nan_step = int(os.environ.get("LMFORGE_FAULT_NAN_AT_STEP", "0") or 0)
+        self._fault_nan_kind = os.environ.get("LMFORGE_FAULT_NAN_KIND", "both") or "both"
         # (model, args) -> optimizer, set by the pipeline for tuners with their own optimizer (LoRA+, BAdam)
         self.optimizer_factory: Any = None
 
@@ -107,7 +110,7 @@ class LmforgeMixin:
         else:
             loss, outputs = super().compute_loss(model, inputs, False, num_items_in_batch), None
         if self._fault_nan_step and self.state.global_step + 1 == self._fault_nan_step:
-            loss = loss * float("nan")
+            loss = _inject_nan(loss, self._fault_nan_kind)
         aux = getattr(outputs, "aux_loss", None)
         if aux is not None:
             self._step_aux += float(aux.detach()) / self.args.gradient_accumulation_steps
@@ -340,6 +343,30 @@ class LmforgeMixin:
                 torch.distributed.broadcast_object_list(tag, src=0)
             self._staging = tag[0]
         return self._staging
+
+
+class _NanGradient(torch.autograd.Function):
+    """Identity forward, NaN gradients backward (the fault hook's `grad` kind)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def _inject_nan(loss: torch.Tensor, kind: str) -> torch.Tensor:
+    """The NaN test hook: `both` NaN loss and gradients, `loss` a NaN value over finite gradients
+    (the constant carries no gradient), `grad` a finite value over NaN gradients."""
+    if kind == "loss":
+        return loss + float("nan")
+    if kind == "grad":
+        return _NanGradient.apply(loss)
+    if kind != "both":
+        raise LmforgeError(f"LMFORGE_FAULT_NAN_KIND must be both, loss or grad; got {kind!r}")
+    return loss * float("nan")
 
 
 def _dump_batch(out_dir: str, step: int, inputs: dict[str, Any]) -> None:
