@@ -42,9 +42,11 @@ class Args:
     top_p: float = arg(1.0, "Nucleus sampling of the rollouts")
     reasoning: bool = arg(False, "Reasoning model: add the <think> format reward (MiniMind --reasoning 1)")
     reward_funcs: str = arg(
-        "accuracy", "Comma list of rule rewards: accuracy, closeness, format, length, repetition"
+        "accuracy", "Comma list of rule rewards: accuracy, closeness, format, length, repetition", multi=True
     )
-    reward_weights: str | None = arg(None, "Comma list of weights, one per reward (reward model last)")
+    reward_weights: str | None = arg(
+        None, "Comma list of weights, one per reward (reward model last)", multi=True
+    )
     reward_model_path: str | None = arg(
         None, "Sequence-classification reward model folder (an lmforge rm run)"
     )
@@ -52,7 +54,7 @@ class Args:
     length_target: int = arg(200, "Target answer length in characters for the length reward")
 
 
-def trainer_config(cfg):
+def validate(cfg) -> None:
     from lmforge.training.ppo import check_rollout_flags
 
     check_rollout_flags(cfg)
@@ -60,6 +62,9 @@ def trainer_config(cfg):
         raise LmforgeError(f"--spo_ema must be in (0, 1]; got {cfg['spo_ema']}")
     if cfg["beta"] < 0:
         raise LmforgeError(f"--beta must be >= 0; got {cfg['beta']}")
+
+
+def trainer_config(cfg):
     return None, {}
 
 
