@@ -398,7 +398,12 @@ def test_only_lmforge_lines_carry_the_prefix():
         "logging.getLogger('kernels').warning('Skipping publisher trust check');"
         "logging.getLogger('lmforge').info('own line')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    import os
+
+    import lmforge
+
+    env = {**os.environ, "PYTHONPATH": str(Path(lmforge.__file__).parents[1])}  # the code under test
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert "[lmforge] own line" in out.stderr
     assert "Skipping publisher trust check" in out.stderr
     assert "[lmforge] Skipping" not in out.stderr
