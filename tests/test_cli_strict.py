@@ -165,9 +165,18 @@ def test_every_registered_stage_has_a_bad_flag_case():
     assert set(BAD_FLAGS) == set(STAGES)
 
 
-@pytest.mark.parametrize("stage", sorted(BAD_FLAGS))
-def test_stage_flags_are_checked_before_the_model_is_loaded(stage, tmp_path):
-    flags, message = BAD_FLAGS[stage]
+MORE_BAD_FLAGS = [  # checks that used to run only once the model and data were loaded
+    ("grpo", ["--reward_funcs", "accuracy,bogus"], "unknown reward 'bogus'"),
+    ("spo", ["--reward_weights", "1,2"], "2 value\\(s\\) for 1 reward"),
+    ("ppo", ["--reward_model_path", "/nonexistent/rm", "--reward_weights", "1"], "for 2 reward"),
+    ("distill", ["--temperature", "0"], "--temperature must be > 0"),
+    ("sft", ["--streaming", "--max_steps", "0"], "--streaming needs --max_steps"),
+]
+CASES = [(stage, *BAD_FLAGS[stage]) for stage in sorted(BAD_FLAGS)] + MORE_BAD_FLAGS
+
+
+@pytest.mark.parametrize("stage,flags,message", CASES, ids=[f"{c[0]}-{c[1][0]}" for c in CASES])
+def test_stage_flags_are_checked_before_the_model_is_loaded(stage, flags, message, tmp_path):
     with pytest.raises(LmforgeError, match=message):
         run_train(stage, [*NO_MODEL, "--output_dir", str(tmp_path / "run"), *flags])
     assert not (tmp_path / "run").exists()

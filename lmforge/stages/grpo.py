@@ -61,6 +61,9 @@ class Args:
 
 
 def validate(cfg) -> None:
+    from lmforge.training.rl import check_reward_flags
+
+    check_reward_flags(cfg)
     per_step = cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"]
     if cfg["num_generations"] < 2 or per_step % cfg["num_generations"]:
         raise LmforgeError(

@@ -66,7 +66,9 @@ class Args:
 
 def validate(cfg) -> None:
     from lmforge.training.ppo import check_rollout_flags
+    from lmforge.training.rl import check_reward_flags
 
+    check_reward_flags(cfg)
     check_rollout_flags(cfg)
     if cfg["update_old_actor_freq"] < 1:
         raise LmforgeError(f"--update_old_actor_freq must be >= 1; got {cfg['update_old_actor_freq']}")

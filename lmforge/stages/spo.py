@@ -56,7 +56,9 @@ class Args:
 
 def validate(cfg) -> None:
     from lmforge.training.ppo import check_rollout_flags
+    from lmforge.training.rl import check_reward_flags
 
+    check_reward_flags(cfg)
     check_rollout_flags(cfg)
     if not 0 < cfg["spo_ema"] <= 1:
         raise LmforgeError(f"--spo_ema must be in (0, 1]; got {cfg['spo_ema']}")
