@@ -342,6 +342,17 @@ def cmd_train(argv: list[str]) -> int:
     from lmforge.errors import LmforgeError
 
     stage = argv[0] if argv and not argv[0].startswith("-") else None
+    if stage and stage.endswith((".yaml", ".yml", ".json")):  # LLaMA-Factory: `train cfg.yaml` with `stage:`
+        from lmforge.config.loader import load_config_file
+        from lmforge.pipeline import stage_name
+
+        recorded = load_config_file(stage).get("stage")
+        if not recorded:
+            raise LmforgeError(
+                f"train: name a stage first (`lmforge train sft {stage}`) or set `stage:` in {stage}"
+            )
+        argv = [stage_name(str(recorded)), *argv]
+        stage = argv[0]
     if not stage:
         from lmforge.stages import STAGES
 

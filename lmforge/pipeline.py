@@ -57,6 +57,14 @@ def stage_defaults(module) -> dict[str, Any]:
     return {**TRAINER_DEFAULTS, **module.DEFAULTS}
 
 
+LLAMAFACTORY_STAGES = {"pt": "pretrain"}  # its other stage names (sft, rm, dpo, kto, ppo) are ours too
+
+
+def stage_name(name: str) -> str:
+    """A stage as lmforge names it (LLaMA-Factory's `stage: pt` is `pretrain`)."""
+    return LLAMAFACTORY_STAGES.get(name, name).replace("_", "-")
+
+
 def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
     from lmforge.stages import get_stage
 
@@ -65,7 +73,7 @@ def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
         [*GROUPS, module.Args], argv, include_hf=True, defaults=stage_defaults(module), max_positionals=0
     )
     recorded = cfg.get("stage")
-    if recorded and recorded.replace("_", "-") != stage.replace("_", "-"):
+    if recorded and stage_name(recorded) != stage.replace("_", "-"):
         raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")
     cfg.values["stage"] = stage
     from lmforge.config.checks import scheduler_kwargs

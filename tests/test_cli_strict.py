@@ -334,6 +334,20 @@ def test_llamafactory_yaml_through_the_parser(tmp_path):
     assert cfg["lr_scheduler_type"] == "cosine" and cfg["lr_scheduler_kwargs"] == {}
 
 
+def test_llamafactory_train_config_names_the_stage(tmp_path, capsys):
+    path = tmp_path / "pt.yaml"
+    path.write_text(
+        "stage: pt\nmodel_name_or_path: /nonexistent/lmforge-model\ndataset: /nonexistent/d.jsonl\n"
+    )
+    _, cfg = resolve_train_config("pretrain", [str(path)])
+    assert cfg["stage"] == "pretrain"
+    assert cli.main(["train", str(path), "--max_steps", "1"]) == 2  # `llamafactory-cli train cfg.yaml`
+    assert "lmforge-model" in capsys.readouterr().err  # ran as pretrain: got as far as the model
+    path.write_text("learning_rate: 1.0e-4\n")
+    assert cli.main(["train", str(path)]) == 2
+    assert "set `stage:` in" in capsys.readouterr().err
+
+
 def _command_groups(words):
     from lmforge.commands import SynthArgs, TokenizerTrainArgs
     from lmforge.infer.args import GenerationArgs
