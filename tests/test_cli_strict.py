@@ -57,11 +57,13 @@ def test_extra_words_are_errors(tmp_path, capsys):
         assert "unexpected argument 'stray'" in capsys.readouterr().err
 
 
-def test_scalar_flag_given_twice_is_an_error():
-    with pytest.raises(LmforgeError, match="--learning_rate given twice"):
-        resolve_train_config("sft", ["--learning_rate", "1e-5", "--learning_rate", "2e-5"])
-    with pytest.raises(LmforgeError, match="--num_train_epochs given twice"):
-        resolve_train_config("sft", ["--epochs", "1", "--num_train_epochs", "2"])  # MiniMind alias too
+def test_scalar_flag_given_twice_keeps_the_last_and_says_so(caplog):
+    with caplog.at_level("WARNING", logger="lmforge"):
+        _, cfg = resolve_train_config("sft", ["--learning_rate", "1e-5", "--learning_rate", "2e-5"])
+    assert cfg["learning_rate"] == 2e-5 and "--learning_rate given twice (1e-05, then 2e-05)" in caplog.text
+    with caplog.at_level("WARNING", logger="lmforge"):
+        _, cfg = resolve_train_config("sft", ["--epochs", "1", "--num_train_epochs", "2"])  # MiniMind alias
+    assert cfg["num_train_epochs"] == 2 and "--num_train_epochs given twice" in caplog.text
 
 
 # --- list options --------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from lmforge.config.aliases import ALIASES, VALUE_TRANSFORMS
 from lmforge.errors import LmforgeError
+
+log = logging.getLogger("lmforge")
 
 _TRUE = ("1", "true", "yes", "y", "on")
 _FALSE = ("0", "false", "no", "n", "off")
@@ -373,7 +376,7 @@ def resolve(
 
     Config files (YAML/JSON positionals) apply in order over `defaults`, then the command line
     (`--key value`, `--key=value`, `key=value`). Within one layer a list option accumulates and any
-    other option given twice with two values is an error. More than `max_positionals` leftover
+    other option given twice keeps the last value, with a warning. More than `max_positionals` leftover
     words (None: no limit, the command checks) is an error naming the first extra one."""
     specs = collect_specs(groups, include_hf)
     values = {k: s.default for k, s in specs.items()}
@@ -403,9 +406,9 @@ def resolve(
             if key in seen:
                 if spec.multi:
                     val = _accumulate(spec, seen[key], val)
-                elif seen[key] != val:
-                    raise LmforgeError(
-                        f"{where}: --{key} given twice ({seen[key]!r}, then {val!r}); give it once"
+                elif seen[key] != val:  # a later flag overrides an earlier one (as argparse), said aloud
+                    log.warning(
+                        "%s: --%s given twice (%r, then %r): using %r", where, key, seen[key], val, val
                     )
             seen[key] = values[key] = val
             layered.add(key)
