@@ -1,35 +1,59 @@
 # The few targets people expect. `make demo` and `make test` each work on a fresh machine.
+#
+# Everything runs in a virtual environment: the active one ($VIRTUAL_ENV) if there is one, else
+# ./.venv, created on first use (a system Python managed by Debian/Ubuntu refuses `pip install`,
+# PEP 668). `make install PY=/path/to/python` uses that interpreter as it is.
 PYTHON ?= python3
-PIP = $(PYTHON) -m pip
+VENV ?= .venv
+ifdef VIRTUAL_ENV
+PY ?= $(VIRTUAL_ENV)/bin/python
+else
+PY ?= $(VENV)/bin/python
+endif
+PIP = $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
+# On Linux without an NVIDIA driver, torch comes from PyTorch's CPU index: plain PyPI serves a CUDA
+# build with about 17 nvidia-* packages (several GB). Set TORCH_INDEX= (empty) to use PyPI as is.
+TORCH_INDEX ?= $(shell [ "$$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1 && echo https://download.pytorch.org/whl/cpu)
+# The dependency set the suite was last run with (see docs/install.md); CONSTRAINTS= to skip it.
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench constraints clean
 
-# torch first, at a pinned version (a CPU wheel exists), so pip never pulls CUDA packages on a CPU
-# machine; an already installed torch (e.g. a user's CUDA build) is kept.
-install:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[dev]"
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, at a pinned version, so pip never pulls CUDA packages on a CPU machine; an already
+# installed torch (e.g. a user's CUDA build) is kept.
+install: $(filter $(VENV)/bin/python,$(PY))
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==$(TORCH_VERSION)" \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple)
+	$(PIP) install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
 
 demo: install
-	$(PYTHON) -m lmforge pipeline recipes/demo.yaml
+	$(PY) -m lmforge pipeline recipes/demo.yaml
 
 test: install
-	$(PYTHON) -m pytest -q -ra
+	$(PY) -m pytest -q -ra
 
 test-fast: install
-	$(PYTHON) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra -m "not slow"
 
 lint:
-	ruff check lmforge tests bench
-	ruff format --check lmforge tests bench
+	$(PY) -m ruff check lmforge tests bench
+	$(PY) -m ruff format --check lmforge tests bench
 
 format:
-	ruff check --fix lmforge tests bench
-	ruff format lmforge tests bench
+	$(PY) -m ruff check --fix lmforge tests bench
+	$(PY) -m ruff format lmforge tests bench
 
 bench: install
-	$(PYTHON) bench/pretrain.py
+	$(PY) bench/pretrain.py
+
+# Record the installed set as the tested one (after a green `make test` with newer packages).
+constraints:
+	{ echo "# The dependency set the suite passed with; written by make constraints."; \
+	  $(PIP) freeze --exclude-editable | grep -viE '^(torch|pip|setuptools|wheel)=='; } > $(CONSTRAINTS)
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

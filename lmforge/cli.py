@@ -198,10 +198,12 @@ def cmd_data_check(argv: list[str]) -> int:
         raise LmforgeError("data check: --dataset is required")
     kind = get_stage(cfg["stage"]).DATA_KIND
     opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
+    from lmforge.data.chat_templates import apply_template
+
     report = check_dataset(
         cfg["dataset"],
         kind,
-        tokenizer=load_tokenizer(cfg.get("tokenizer_path")),
+        tokenizer=apply_template(load_tokenizer(cfg.get("tokenizer_path")), cfg.get("template")),
         max_length=cfg["max_length"],
         fmt=cfg.get("format"),
         dataset_dir=cfg.get("dataset_dir"),
@@ -210,6 +212,11 @@ def cmd_data_check(argv: list[str]) -> int:
         **opts,
     )
     print(format_report(report))
+    if not report["num_rows"]:  # nothing a stage could train on: the report above says why
+        from lmforge.data.load import LoadStats, no_usable_rows
+
+        stats = LoadStats(num_bad=report["num_bad"], bad_examples=report["bad_rows"])
+        raise no_usable_rows(cfg["dataset"], kind, stats)
     if cfg.get("plot_path"):
         from lmforge.data.check import plot_histogram
 
@@ -325,6 +332,9 @@ def cmd_data_convert(argv: list[str]) -> int:
 
         ctx.processor = load_processor(audio_path)
         ctx.tokenizer = ctx.processor.tokenizer
+    from lmforge.data.chat_templates import apply_template
+
+    apply_template(ctx.tokenizer, cfg.get("template"))
     key = convert.fingerprint(
         cfg, ctx.tokenizer, stage, module.DATA_KIND, stage_option_keys(module), processor=ctx.processor
     )["key"]

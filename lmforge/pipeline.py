@@ -343,6 +343,9 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     if base_path:
         cfg.values["model_name_or_path"] = base_path
         ctx.processor = _audio_processor(base_path, ctx)
+    from lmforge.data.chat_templates import apply_template
+
+    apply_template(ctx.tokenizer, cfg.get("template"))  # saved with the run's tokenizer
     ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read

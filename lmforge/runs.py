@@ -3,6 +3,7 @@
 A run folder (``--output_dir``, default ``out/<stage>-<yyyymmdd-hhmmss>``) holds::
 
     checkpoint-N/          complete checkpoints only (written to a staging folder, then renamed)
+    .staging-PID/          a checkpoint being written by process PID (removed once PID is gone)
     config.json, model.safetensors, tokenizer files, generation_config.json   the final model
     lmforge_args.yaml      the fully resolved config (re-run with `lmforge train STAGE lmforge_args.yaml`)
     metrics.jsonl          one JSON line per optimizer step (exact float losses) and per eval
@@ -27,6 +28,9 @@ ARGS_FILE = "lmforge_args.yaml"
 METRICS_FILE = "metrics.jsonl"
 FINISHED_FILE = "lmforge_finished.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+# Leftovers of a checkpoint save, named after the saving process: `.staging-PID` (being written)
+# and `.trash-checkpoint-N-PID` (a replaced checkpoint being deleted).
+_LEFTOVER = re.compile(r"^\.(?:staging|trash-checkpoint-\d+)-(\d+)$")
 
 
 def default_output_dir(stage: str, save_dir: str = "out") -> str:
@@ -105,6 +109,44 @@ def mark_finished(run_dir: str | Path, info: dict[str, Any]) -> None:
 
 def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / FINISHED_FILE).is_file()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (another user's counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(run_dir: str | Path) -> list[Path]:
+    """Delete the staging and trash folders in `run_dir` left by saves whose process is gone (a
+    kill mid-save); folders of live processes, this one included, are kept. Returns those removed."""
+    run_dir = Path(run_dir)
+    try:
+        children = list(run_dir.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for child in children:
+        m = _LEFTOVER.match(child.name)
+        if m and child.is_dir() and not child.is_symlink() and not pid_alive(int(m.group(1))):
+            shutil.rmtree(child, ignore_errors=True)
+            if not child.exists():
+                removed.append(child)
+    if removed:
+        import logging
+
+        names = ", ".join(p.name for p in removed)
+        logging.getLogger("lmforge").info(
+            "removed leftovers of an interrupted save in %s: %s", run_dir, names
+        )
+    return removed
 
 
 def promote_staged_checkpoint(staged: Path, final: Path) -> None:

@@ -376,6 +376,39 @@ def test_auth(server):
     assert httpx.get(f"{server}/health").status_code == 200  # liveness needs no key
 
 
+def test_non_ascii_api_key_is_a_401_not_a_crash(server):
+    """Header bytes outside ASCII (a key with an accent, raw latin-1) are a wrong key: 401 with
+    OpenAI's body, the connection intact (the next request on the same client works)."""
+    with httpx.Client(base_url=server, timeout=30) as http:
+        for raw in ("Bearer sk-clé".encode(), b"Bearer sk-\xe9\xff", "Bearer ключ".encode()):
+            r = http.get("/v1/models", headers={"Authorization": raw})
+            assert r.status_code == 401, (raw, r.status_code, r.text)
+            assert r.json()["error"]["code"] == "invalid_api_key"
+            assert "Error" not in r.json()["error"]["message"]  # no Python exception text
+        ok = http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200  # same connection pool, still served
+    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):  # the real client, a (non-ASCII-free) wrong key
+        bad.models.list()
+
+
+def test_a_non_ascii_server_key_is_matched_as_utf8_bytes(engine):
+    """A server whose key has non-ASCII characters accepts that key sent as UTF-8 bytes and
+    refuses any other bytes with 401."""
+    from fastapi.testclient import TestClient
+
+    from lmforge.serve.app import create_app, key_matches
+    from lmforge.serve.service import Service
+
+    key = "sk-ключ-é"
+    app = create_app(Service(engine, _scheduler(engine), {"tiny": None}, GREEDY, api_key=key))
+    with TestClient(app) as http:
+        assert http.get("/v1/models", headers={"Authorization": b"Bearer " + key.encode()}).status_code == 200
+        for raw in (b"Bearer " + key.encode()[:-1], b"Bearer sk-\xe9", b"Bearer sk-lmforge-test"):
+            assert http.get("/v1/models", headers={"Authorization": raw}).status_code == 401, raw
+    assert key_matches(key.encode().decode("latin-1"), key) and not key_matches("sk-", key)
+
+
 @pytest.mark.parametrize(
     "extra, param",
     [
@@ -428,6 +461,46 @@ def test_context_overflow_is_a_400_with_the_numbers(client):
     )
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model="tiny", prompt=long, max_tokens=4)
+
+
+@pytest.mark.parametrize(
+    "api, kwargs, param",
+    [
+        ("chat", {"messages": user(" ".join(["fox"] * 600))}, "messages"),  # the prompt alone
+        ("chat", {"messages": user(" ".join(["fox"] * 600)), "max_tokens": 5}, "messages"),
+        ("chat", {"messages": user("hi"), "max_tokens": 600}, "max_tokens"),
+        ("chat", {"messages": user("hi"), "max_completion_tokens": 600}, "max_completion_tokens"),
+        ("text", {"prompt": " ".join(["fox"] * 600), "max_tokens": 4}, "prompt"),
+        ("text", {"prompt": " ".join(["fox"] * 600)}, "prompt"),  # max_tokens left at 16
+        ("text", {"prompt": "one two", "max_tokens": 600}, "max_tokens"),
+    ],
+)
+def test_context_overflow_names_the_field_to_change(client, api, kwargs, param):
+    create = client.chat.completions.create if api == "chat" else client.completions.create
+    with pytest.raises(openai.BadRequestError) as err:
+        create(model="tiny", **kwargs)
+    body = err.value.body
+    assert err.value.status_code == 400 and body["code"] == "context_length_exceeded"
+    assert body["param"] == param, body
+    assert "maximum context length is 512 tokens" in body["message"]
+
+
+def test_a_request_that_never_fits_is_a_400_not_a_retryable_503(client, server):
+    """5,000 prompts can never enter a queue of 256: 400 naming the limit, at once, and the
+    server still answers afterwards."""
+    start = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt=["one two"] * 5000, max_tokens=1)
+    assert time.monotonic() - start < 30  # refused before tokenising 5,000 prompts one by one
+    body = err.value.body
+    assert err.value.status_code == 400 and body["param"] == "prompt" and body["code"] == "too_many_sequences"
+    assert "5000 sequences" in body["message"] and "--max_queue 256" in body["message"]
+    with pytest.raises(openai.BadRequestError) as err:  # prompts x n counts
+        client.completions.create(model="tiny", prompt=["one two"] * 3, n=100, max_tokens=1)
+    assert "300 sequences" in err.value.body["message"]
+    r = client.completions.create(model="tiny", prompt=["one two"] * 2, n=128, max_tokens=1)
+    assert len(r.choices) == 256  # exactly the limit fits
+    assert httpx.get(f"{server}/health").json()["waiting"] == 0
 
 
 def test_unknown_model_is_404(client):
@@ -496,6 +569,27 @@ def test_64_concurrent_streams_equal_their_answers_alone(client, server, engine)
     health = httpx.get(f"{server}/health").json()
     assert health["peak_batch"] > 1  # they were batched
     assert health["running"] == 0 and health["waiting"] == 0
+
+
+def test_64_concurrent_text_completions_are_all_answered(client, server):
+    """64 plain (non-streamed) /v1/completions at once: every one is a 200 with its own answer,
+    the same as the prompt sent alone."""
+    prompts = _load_prompts()
+
+    async def burst():
+        async with openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120) as ac:
+            calls = (ac.completions.create(model="tiny", prompt=p, max_tokens=8) for p in prompts)
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    together = asyncio.run(burst())
+    failed = [r for r in together if isinstance(r, BaseException)]
+    assert not failed, failed[:3]
+    assert all(r.choices[0].finish_reason in ("stop", "length") for r in together)
+    for p, r in list(zip(prompts, together))[:8]:  # spot-check: same as alone
+        alone = client.completions.create(model="tiny", prompt=p, max_tokens=8)
+        assert r.choices[0].text == alone.choices[0].text
+    assert len({r.choices[0].text for r in together}) > 4  # the rows really differ
+    assert httpx.get(f"{server}/health").json()["waiting"] == 0
 
 
 # ---------------------------------------------------------------------------------------------

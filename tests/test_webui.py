@@ -257,8 +257,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`lmforge webui` starting (not yet serving) on a free loopback port; runs_dir is empty."""
+def server(tmp_path_factory, synth_dir):
+    """`lmforge webui` starting (not yet serving) on a free loopback port; runs_dir is empty and
+    the forms may read the synthetic data."""
     for module, what in (
         ("playwright", "playwright (pip)"),
         ("gradio", 'gradio (pip install "lmforge[webui]")'),
@@ -278,6 +279,7 @@ def server(tmp_path_factory):
         "LMFORGE_LOG_LEVEL": "INFO",
     }  # 1 thread: tiny models, busy CPUs
     cmd = [sys.executable, "-m", "lmforge", "webui", "--port", str(port), "--runs_dir", str(runs)]
+    cmd += ["--data_roots", str(synth_dir)]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -481,3 +483,35 @@ def test_training_run_from_the_form(page, webui, synth_dir, tmp_path):
     steps = [r["step"] for r in read_metrics(run_dir) if "loss" in r]
     assert len(steps) >= counts[-1] and steps == sorted(steps)
     print(f"screenshots in {tmp_path}")
+
+
+def test_training_form_refusals(page, webui, synth_dir, tmp_path):
+    """trust_remote_code (a checkbox or an extra flag), an --output_dir outside the runs folder and
+    a model outside the allowed roots are each refused with one line, and nothing starts."""
+    before = sorted(webui.runs.iterdir())
+    page.get_by_role("tab", name="Training").click()
+    page.fill("#field-dataset textarea, #field-dataset input", str(synth_dir / "pretrain.jsonl"))
+    page.fill("#field-preset textarea, #field-preset input", "tiny")
+    page.get_by_text("Model options").click()
+    page.check("#field-trust_remote_code input")
+
+    def refused(expected: str) -> None:  # consecutive calls expect different lines
+        page.click("#train-start")
+        page.wait_for_function(f"() => ({STATUS})().includes({expected!r})")
+        status = page.evaluate(STATUS)
+        assert status.startswith("error: ") and "\n" not in status, status
+
+    refused("trust_remote_code: refused; the web UI does not run code from model folders")
+    page.uncheck("#field-trust_remote_code input")
+    elsewhere = tmp_path / "elsewhere"
+    page.fill("#field-output_dir textarea, #field-output_dir input", str(elsewhere))
+    refused(f"--output_dir {elsewhere}: outside the runs folder {webui.runs}")
+    page.fill("#field-output_dir textarea, #field-output_dir input", "")
+    page.get_by_text("Trainer options").click()
+    page.fill("#train-extra textarea, #train-extra input", "--trust_remote_code true")
+    refused("trust_remote_code: refused")
+    page.fill("#train-extra textarea, #train-extra input", "")
+    page.fill("#field-model_name_or_path textarea, #field-model_name_or_path input", str(tmp_path))
+    refused(f"--model_name_or_path {tmp_path}: outside the folders this web UI may use")
+    page.screenshot(path=str(tmp_path / "train-refused.png"), full_page=True)
+    assert sorted(webui.runs.iterdir()) == before and not elsewhere.exists()

@@ -90,6 +90,12 @@ class DataArgs:
     enable_thinking: bool = arg(
         True, "Render empty <think></think> blocks as the chat template does when False"
     )
+    template: str | None = arg(
+        None,
+        "Chat template by name (chatml, qwen, qwen3, llama3, llama2, mistral, gemma, phi3, deepseek3, "
+        "deepseekr1, granite, empty); default: the tokenizer's own, else lmforge's ChatML",
+    )
+    mask_history: bool = arg(False, "Train only the last assistant turn of each conversation")
     skip_bad_rows: bool = arg(False, "Count and skip malformed rows instead of stopping at the first one")
     preprocessing_num_workers: int | None = arg(None, "Processes for tokenisation (default: 1 on <=2 cores)")
     preprocessing_batch_size: int = arg(1000, "Rows per tokenisation batch (lower it for long rows or audio)")

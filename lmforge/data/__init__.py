@@ -13,7 +13,9 @@ Canonical rows (what `formats.to_canonical` yields, what templates and stages co
 - ``prompt``:     ``{"prompt": [Message], "answer": str | None}`` (RL prompts, optional ground truth).
 
 Modules: formats.py (detect + validate + convert), load.py (files, registry, sampling, mixing,
-val split, streaming), template.py (ChatML rendering and loss masks), packing.py, convert.py (the
+val split, streaming), chat.py (the one chat renderer: any template → ids + loss masks, inference
+prompts, the template guard), chat_templates.py (`--template` names), template.py (lmforge's ChatML
+and its exact segment-wise masks), packing.py, convert.py (the
 tokenised folder of `data convert` / `--tokenized_path` and its fingerprint), check.py (`data
 check`), audio.py (read + resample clips of the CSV `audio` column, synthetic tones), synth.py.
 """

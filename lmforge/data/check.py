@@ -3,8 +3,9 @@
 The report counts rows, rows per detected format and bad rows (with their one-line messages,
 file:line), and, given a tokenizer, a token-length histogram (printed, and as a PNG with
 `plot_histogram`) and which rows exceed `max_length` (1-based positions in the loaded data).
-Rows are rendered with the tokenizer's chat template when it has one (else plain ChatML), so the
-lengths are the ones training will see, up to the template's own extras.
+Rows are rendered by lmforge's chat renderer (data/chat.py) in the tokenizer's template (`--template`
+to choose one), so the lengths are the ones training will see; the first row is shown as the model
+learns it, with the trained tokens between ⟦ and ⟧.
 """
 
 from __future__ import annotations
@@ -17,14 +18,34 @@ from lmforge.data.load import load_rows
 _MAX_LISTED = 10
 
 
-def _clean(messages: list[dict]) -> list[dict]:
-    return [{k: v for k, v in m.items() if v is not None} for m in messages]
+def _render(messages: list[dict], tokenizer: Any, tools: Any = None) -> str:
+    from lmforge.data.chat import render
+
+    return render(tokenizer, messages, tools)
 
 
-def _render(messages: list[dict], tokenizer: Any) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(_clean(messages), tokenize=False)
-    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+def marked_row(row: dict, kind: str, tokenizer: Any) -> str | None:
+    """The row's training text with its trained tokens between ⟦ and ⟧ (chat / preference / KTO)."""
+    from lmforge.data.chat import IGNORE_INDEX, encode_completion
+    from lmforge.data.template import encode_chat_batch
+
+    if kind == "chat":
+        enc = encode_chat_batch(tokenizer, [row])
+        ids, labels = enc["input_ids"][0], enc["labels"][0]
+    elif kind in ("preference", "kto"):
+        prompt, answer = encode_completion(
+            tokenizer, row["prompt"], row["chosen" if kind == "preference" else "completion"]
+        )
+        ids, labels = prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
+    else:
+        return None
+    out, start = [], 0
+    for k in range(1, len(ids) + 1):
+        if k == len(ids) or (labels[k] == IGNORE_INDEX) != (labels[start] == IGNORE_INDEX):
+            text = tokenizer.decode(ids[start:k])
+            out.append(text if labels[start] == IGNORE_INDEX else f"⟦{text}⟧")
+            start = k
+    return "".join(out)
 
 
 def _texts(row: dict, kind: str, tokenizer: Any) -> list[str]:
@@ -32,7 +53,7 @@ def _texts(row: dict, kind: str, tokenizer: Any) -> list[str]:
     if kind == "pretrain":
         return [row["text"]]
     if kind == "chat":
-        return [_render(row["messages"], tokenizer)]
+        return [_render(row["messages"], tokenizer, row.get("tools"))]
     if kind == "preference":
         return [_render(row["prompt"] + row[side], tokenizer) for side in ("chosen", "rejected")]
     if kind == "kto":
@@ -63,6 +84,7 @@ def check_dataset(
 ) -> dict:
     """Load `spec` with bad rows skipped and counted; return the report dict (see `format_report`)."""
     load_kwargs.setdefault("skip_bad_rows", True)
+    load_kwargs.setdefault("allow_empty", True)  # the report lists the bad rows; the CLI then refuses
     ds, stats = load_rows(spec, kind, **load_kwargs)
     report: dict[str, Any] = {
         "spec": spec,
@@ -74,6 +96,8 @@ def check_dataset(
     }
     if tokenizer is None or len(ds) == 0:
         return report
+    if hasattr(tokenizer, "decode"):
+        report["first_row"] = marked_row(ds[0], kind, tokenizer)
     lengths: list[int] = []
     for start in range(0, len(ds), batch_size):
         rows = ds.select(range(start, min(start + batch_size, len(ds))))
@@ -142,6 +166,9 @@ def format_report(report: dict) -> str:
         for low, high, count in lengths["histogram"]:
             bar = "#" * round(40 * count / width)
             lines.append(f"  {low:>7}-{high:<7} {count:>9}  {bar}")
+    if report.get("first_row"):
+        lines.append("  first row as trained (⟦...⟧ = tokens with loss):")
+        lines.extend("    " + line for line in report["first_row"].splitlines())
     if "num_over_max_length" in report:
         lines.append(f"  over max_length {report['max_length']}: {report['num_over_max_length']} rows")
         listed = report.get("over_max_length_rows") or []

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lmforge.data import textio
 from lmforge.data.formats import FORMATS, detect_format, parse_json_line, to_canonical
 from lmforge.errors import DataError, LmforgeError
 
@@ -96,7 +97,7 @@ def features_for(kind: str, *, audio: bool = False) -> datasets.Features:
 
 
 def _iter_jsonl(path: str, f) -> Iterator[tuple[int, Any]]:
-    for lineno, text in enumerate(f, start=1):
+    for lineno, text in textio.iter_lines(f, path):
         if not text.strip():
             continue
         try:
@@ -135,18 +136,26 @@ def _iter_json_array(path: str, f) -> Iterator[tuple[int, Any]]:
         try:
             obj, end = decoder.raw_decode(buf, pos)
         except json.JSONDecodeError as e:
+            if not eof and len(buf) - pos > textio.MAX_LINE_CHARS:  # the rest cannot be read: stop
+                raise _too_long(path, line) from None
             if not eof:  # the element may just be cut by the chunk boundary: read more, retry
                 want *= 2
                 eof = refill(want)
                 continue
             yield line, DataError(path, line, "json", f"must be a valid JSON list of objects ({e.msg})")
             return
+        if end - pos > textio.MAX_LINE_CHARS:
+            raise _too_long(path, line)
         want = _CHUNK
         yield line, obj if isinstance(obj, dict) else DataError(path, line, "row", "must be a JSON object")
         line += buf.count("\n", pos, end)
         pos = end
         if pos > _CHUNK and not eof:
             eof = refill(_CHUNK)
+
+
+def _too_long(path: str, line: int) -> DataError:
+    return DataError(path, line, "row", f"must be at most {textio.MAX_LINE_CHARS} characters of JSON")
 
 
 def _iter_csv(path: str, f, delimiter: str) -> Iterator[tuple[int, Any]]:
@@ -159,10 +168,15 @@ def _iter_csv(path: str, f, delimiter: str) -> Iterator[tuple[int, Any]]:
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        source = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise LmforgeError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
     lineno = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in source.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
             lineno += 1
             yield lineno, row
@@ -190,7 +204,18 @@ def _iter_arrow(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def iter_raw(path: str, kind: str) -> Iterator[tuple[int, Any]]:
-    """Raw rows of one file as (line or row number, dict or DataError), read lazily."""
+    """Raw rows of one file as (line or row number, dict or DataError), read lazily.
+
+    A file that yields no row at all (0 bytes, blank lines only, a bare CSV header, `[]`) is an error."""
+    seen = False
+    for item in _iter_file(path, kind):
+        seen = True
+        yield item
+    if not seen:
+        raise textio.no_rows_error(path)
+
+
+def _iter_file(path: str, kind: str) -> Iterator[tuple[int, Any]]:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".parquet":
         yield from _iter_parquet(path)
@@ -198,13 +223,13 @@ def iter_raw(path: str, kind: str) -> Iterator[tuple[int, Any]]:
     if ext == ".arrow":
         yield from _iter_arrow(path)
         return
-    with open(path, encoding="utf-8-sig", newline="" if ext in (".csv", ".tsv") else None) as f:
+    with textio.open_text(path, encoding="utf-8-sig", newline="" if ext in (".csv", ".tsv") else None) as f:
         if ext == ".txt":
             if kind != "pretrain":
                 raise LmforgeError(
                     f"{path}: .txt files hold pretrain text; {kind} data must be .jsonl/.json/.csv"
                 )
-            for lineno, text in enumerate(f, start=1):
+            for lineno, text in textio.iter_lines(f, path):
                 text = text.rstrip("\r\n")
                 if text.strip():
                     yield lineno, {"text": text}
@@ -242,30 +267,25 @@ def _generate_rows(files: tuple, kind: str, options: str, stats_path: str) -> It
     formatting, audio = opts.pop("formatting"), opts.pop("audio")
     stats, formats = LoadStats(), Counter()
     for path, _size, _mtime in files:
-        try:
-            for lineno, raw in iter_raw(path, kind):
-                try:
-                    if isinstance(raw, DataError):
-                        raise raw
-                    row = _rename(raw, columns, formatting) if columns else raw
-                    row_fmt = fmt or detect_format(row, kind, text_column=opts.get("text_column"))
-                    out = to_canonical(row, kind, row_fmt or None, path=path, line=lineno, **opts)
-                except DataError as e:
-                    if not skip:
-                        raise
-                    stats.num_bad += 1
-                    if len(stats.bad_examples) < _MAX_BAD_EXAMPLES:
-                        stats.bad_examples.append(str(e))
-                    continue
-                if audio:
-                    out.setdefault("audio", None)
-                formats[row_fmt] += 1
-                stats.num_rows += 1
-                yield out
-        except UnicodeDecodeError as e:
-            raise LmforgeError(
-                f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it a data file?"
-            ) from None
+        for lineno, raw in iter_raw(path, kind):
+            try:
+                if isinstance(raw, DataError):
+                    raise raw
+                row = _rename(raw, columns, formatting) if columns else raw
+                row_fmt = fmt or detect_format(row, kind, text_column=opts.get("text_column"))
+                out = to_canonical(row, kind, row_fmt or None, path=path, line=lineno, **opts)
+            except DataError as e:
+                if not skip:
+                    raise
+                stats.num_bad += 1
+                if len(stats.bad_examples) < _MAX_BAD_EXAMPLES:
+                    stats.bad_examples.append(str(e))
+                continue
+            if audio:
+                out.setdefault("audio", None)
+            formats[row_fmt] += 1
+            stats.num_rows += 1
+            yield out
     stats.formats = dict(formats)
     if stats_path:
         os.makedirs(os.path.dirname(stats_path), exist_ok=True)
@@ -328,6 +348,14 @@ def _data_files(path: str) -> tuple:
     return tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
 
 
+def iter_raw_path(path: str, kind: str) -> Iterator[tuple[str, int, Any]]:
+    """(file, line, raw row) of a file, or of every data file of a folder (sorted; none is an error)."""
+    files = [p for p, _, _ in _data_files(path)] if os.path.isdir(path) else [path]
+    for file in files:
+        for line, row in iter_raw(file, kind):
+            yield file, line, row
+
+
 def resolve_spec(spec: str, dataset_dir: str | None = None) -> list[_Part]:
     """Split a specifier into parts: paths, folders, registry names, each with an optional #N."""
     parts = []
@@ -387,7 +415,7 @@ def _part_fmt(part: _Part, kind: str, fmt: str | None) -> str | None:
 def _has_audio(files: tuple) -> bool:
     for path, _, _ in files:
         if path.lower().endswith((".csv", ".tsv")):
-            with open(path, encoding="utf-8", newline="") as f:
+            with textio.open_text(path, encoding="utf-8-sig", newline="") as f:
                 header = next(csv.reader(f, delimiter="\t" if path.lower().endswith(".tsv") else ","), [])
             if "audio" in header:
                 return True
@@ -490,6 +518,7 @@ def load_rows(
     mix_strategy: str = "concat",
     interleave_probs: list[float] | str | None = None,
     streaming: bool = False,
+    allow_empty: bool = False,
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, LoadStats]:
     """Load `spec` as an Arrow dataset of canonical `kind` rows (see module docstring).
 
@@ -499,6 +528,9 @@ def load_rows(
     `streaming=True` gives an `IterableDataset` instead and caches nothing (`cache_dir` unused,
     empty stats): `#N` takes the first N rows of a part (a stream cannot be sampled uniformly
     without a full pass), and a bad row raises its `DataError` during iteration.
+
+    A file with no rows at all is an error; so is a dataset whose every row was skipped as bad,
+    unless `allow_empty` (`data check` reports first, then refuses: see `no_usable_rows`).
     """
     import datasets
 
@@ -544,7 +576,15 @@ def load_rows(
         loaded.append(ds)
     mixed = _mix(loaded, mix_strategy, interleave_probs, seed)
     total.num_rows = len(mixed)
+    if not total.num_rows and not allow_empty:
+        raise no_usable_rows(spec, kind, total)
     return mixed, total
+
+
+def no_usable_rows(spec: str, kind: str, stats: LoadStats) -> LmforgeError:
+    """The error for a dataset that loaded no row (every row bad and skipped)."""
+    first = f"; first: {stats.bad_examples[0]}" if stats.bad_examples else ""
+    return LmforgeError(f"{spec}: no usable {kind} rows ({stats.num_bad} bad rows skipped{first})")
 
 
 def _stream_parts(spec, kind, fmt, opts, skip_bad_rows, dataset_dir, mix_strategy, interleave_probs, seed):

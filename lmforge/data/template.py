@@ -282,14 +282,32 @@ def encode_chat_batch(
     max_length: int | None = None,
     train_on_prompt: bool = False,
     enable_thinking: bool = True,
+    mask_history: bool = False,
 ) -> dict[str, list[list[int]]]:
     """Tokenise canonical chat rows (``{"messages": [...], "tools": ...}``) with SFT loss masks.
 
     One tokenizer call covers every segment of every row. Returns ``input_ids`` and ``labels``
-    (-100 outside assistant turns unless ``train_on_prompt``). Rows longer than ``max_length`` are
-    cut from the end; a row left with no trainable token has labels all -100, and callers should
-    drop it (``any(l != -100 for l in labels)``).
+    (-100 outside assistant turns unless ``train_on_prompt``; with ``mask_history`` only the last
+    assistant turn, and with both, the text after the previous assistant turn too). Rows longer
+    than ``max_length`` are cut from the end; a row left with no trainable token has labels all
+    -100, and callers should drop it (``any(l != -100 for l in labels)``).
+
+    A tokenizer whose template is not lmforge's ChatML is handed to ``data/chat.py``, which renders
+    with that template (same ids as ``apply_chat_template``).
     """
+    from lmforge.data.chat import encode_rows, is_lmforge_chatml
+
+    if not is_lmforge_chatml(tokenizer):
+        out = encode_rows(
+            tokenizer,
+            rows,
+            train_on_prompt=train_on_prompt,
+            mask_history=mask_history,
+            enable_thinking=enable_thinking,
+        )
+        if max_length is not None:
+            out = {k: [x[:max_length] for x in v] for k, v in out.items()}
+        return out
     all_segments = []
     for row in rows:
         messages, tools = _row_messages(row)
@@ -300,11 +318,17 @@ def encode_chat_batch(
     for segs in all_segments:
         input_ids: list[int] = []
         labels: list[int] = []
-        for _, trainable in segs:
+        trained = [k for k, (_, trainable) in enumerate(segs) if trainable]
+        last = trained[-1] if (mask_history and trained) else -1
+        floor = trained[-2] + 1 if (mask_history and len(trained) > 1) else 0
+        for k, (_, trainable) in enumerate(segs):
             ids = flat_ids[pos]
             pos += 1
             input_ids.extend(ids)
-            labels.extend(ids if (trainable or train_on_prompt) else [IGNORE_INDEX] * len(ids))
+            keep = (trainable and (last < 0 or k == last)) or (
+                train_on_prompt and not trainable and k >= floor
+            )
+            labels.extend(ids if keep else [IGNORE_INDEX] * len(ids))
         if max_length is not None:
             input_ids, labels = input_ids[:max_length], labels[:max_length]
         out["input_ids"].append(input_ids)
@@ -319,6 +343,7 @@ def encode_chat(
     max_length: int | None = None,
     train_on_prompt: bool = False,
     enable_thinking: bool = True,
+    mask_history: bool = False,
 ) -> dict:
     """Tokenise one conversation: ``{"input_ids": [...], "labels": [...]}`` (see ``encode_chat_batch``)."""
     batch = encode_chat_batch(
@@ -327,6 +352,7 @@ def encode_chat(
         max_length=max_length,
         train_on_prompt=train_on_prompt,
         enable_thinking=enable_thinking,
+        mask_history=mask_history,
     )
     return {"input_ids": batch["input_ids"][0], "labels": batch["labels"][0]}
 

@@ -7,6 +7,22 @@ from dataclasses import dataclass
 from lmforge.config.fields import arg
 from lmforge.infer.args import EngineArgs
 
+TEMPLATE_NAMES = (
+    "chatml",
+    "qwen",
+    "qwen2_5",
+    "qwen3",
+    "llama3",
+    "llama2",
+    "mistral",
+    "gemma",
+    "phi3",
+    "deepseek3",
+    "deepseekr1",
+    "granite",
+    "empty",
+)  # fmt: skip  (lmforge/data/chat_templates.py TEMPLATES; kept here so --help stays import-light)
+
 
 @dataclass
 class EvalArgs(EngineArgs):
@@ -20,7 +36,9 @@ class EvalArgs(EngineArgs):
         "ppl (perplexity on text), mc (multiple-choice benchmark), gen (generation metrics)",
         choices=("ppl", "mc", "gen"),
     )
-    dataset: str | None = arg(None, "ppl: text file (.txt/.jsonl/...); gen: chat val set (.jsonl/.json)")
+    dataset: str | None = arg(
+        None, "ppl: text file (.txt/.jsonl/...); gen: chat val set (.jsonl/.json); or a folder of them"
+    )
     text_column: str | None = arg(None, "ppl: column holding the text (default: text)")
     task_dir: str | None = arg(
         None,
@@ -42,8 +60,9 @@ class EvalArgs(EngineArgs):
     template: str = arg(
         "auto",
         "mc: chat (through the chat template), plain (raw text), auto (plain for pretrain runs and models "
-        "without a chat template, else chat)",
-        choices=("auto", "chat", "plain"),
+        "without a chat template, else chat); or a chat template's name (chatml, qwen, llama3, ...: "
+        "chat prompts in that template)",
+        choices=("auto", "chat", "plain", *TEMPLATE_NAMES),
     )
     limit: int | None = arg(None, "Score at most N questions per subject / N rows (quick checks)")
     batch_size: int = arg(8, "Prompts per forward pass (local models)")

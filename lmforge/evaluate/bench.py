@@ -13,7 +13,6 @@ small sample folders bundled in `lmforge/assets/bench_samples/`.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +85,10 @@ def _subjects_in(task_dir: Path, layout: str, split: str) -> list[str]:
 
 def read_questions(path: Path, layout: str, subject: str) -> list[Question]:
     """Every row of one CSV file; answers must be A-D."""
+    from lmforge.data.textio import no_rows_error, open_text
+
     out: list[Question] = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open_text(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         if layout != "mmlu":
             header = [h.strip().lower() for h in next(reader, [])]
@@ -113,6 +114,8 @@ def read_questions(path: Path, layout: str, subject: str) -> list[Question]:
             if answer not in LETTERS:
                 raise DataError(str(path), line, "answer", "must be one of A, B, C, D", repr(cells[5]))
             out.append(Question(subject, cells[0], [c.strip() for c in cells[1:5]], answer, f"{path}:{line}"))
+    if not out:
+        raise no_rows_error(str(path))
     return out
 
 
@@ -120,11 +123,12 @@ def _mapping(task_dir: Path) -> dict[str, list[str]]:
     path = task_dir / "subject_mapping.json"
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LmforgeError(f"{path}: not valid JSON ({e.msg})") from None
-    return data if isinstance(data, dict) else {}
+    from lmforge.data.textio import read_json_file
+
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise LmforgeError(f"{path}: must be a JSON object {{subject: [en, zh, category]}}")
+    return data
 
 
 def load_benchmark(

@@ -19,25 +19,25 @@ from lmforge.evaluate.metrics import generation_scores
 def load_examples(path: str, limit: int | None = None) -> list[dict[str, Any]]:
     """[{"messages": prompt turns, "tools": ..., "reference": str, "where": file:line}]"""
     from lmforge.data.formats import to_canonical
-    from lmforge.data.load import iter_raw
+    from lmforge.data.load import iter_raw_path
 
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise LmforgeError(f"--dataset {path}: file not found")
     out = []
-    for line, row in iter_raw(path, "chat"):
+    for file, line, row in iter_raw_path(path, "chat"):
         if isinstance(row, DataError):
             raise row
-        canon = to_canonical(row, "chat", path=path, line=line)
+        canon = to_canonical(row, "chat", path=file, line=line)
         msgs = canon["messages"]
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
         if not any(m["role"] == "user" for m in msgs[:last]):
-            raise DataError(path, line, "messages", "need a user turn before the last assistant turn")
+            raise DataError(file, line, "messages", "need a user turn before the last assistant turn")
         out.append(
             {
                 "messages": msgs[:last],
                 "tools": canon.get("tools"),
                 "reference": msgs[last]["content"],
-                "where": f"{path}:{line}",
+                "where": f"{file}:{line}",
             }
         )
         if limit and len(out) >= limit:

@@ -19,16 +19,16 @@ from lmforge.errors import DataError, LmforgeError
 
 def load_texts(path: str, text_column: str | None = None, limit: int | None = None) -> list[str]:
     from lmforge.data.formats import to_canonical
-    from lmforge.data.load import iter_raw
+    from lmforge.data.load import iter_raw_path
 
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise LmforgeError(f"--dataset {path}: file not found")
     texts: list[str] = []
-    for line, row in iter_raw(path, "pretrain"):
+    for file, line, row in iter_raw_path(path, "pretrain"):
         if isinstance(row, DataError):
             raise row
         texts.append(
-            to_canonical(row, "pretrain", "text", path=path, line=line, text_column=text_column)["text"]
+            to_canonical(row, "pretrain", "text", path=file, line=line, text_column=text_column)["text"]
         )
         if limit and len(texts) >= limit:
             break

@@ -38,7 +38,7 @@ def _output_dir(args: EvalArgs) -> Path:
 
 def _use_chat(args: EvalArgs, engine) -> bool:
     if args.template != "auto":
-        return args.template == "chat"
+        return args.template != "plain"  # chat, or a chat template's name
     if engine is None:  # a server: chat unless told --template plain
         return True
     if engine.run_args.get("stage") == "pretrain":

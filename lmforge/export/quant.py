@@ -32,12 +32,12 @@ def check_available(fmt: str, bits: int) -> None:
     if not torch.cuda.is_available():
         raise LmforgeError(
             f"--format {fmt} quantises on a CUDA GPU and none is available; on CPU export "
-            '--format gguf --gguf_type q8_0 instead (GPU machines: pip install "lmforge[gpu]")'
+            "--format gguf --gguf_type q8_0 instead"
         )
     missing = [m for m in NEEDS[fmt] if importlib.util.find_spec(m) is None]
     if missing:
         pkgs = " ".join(PIP[m] for m in missing)
-        raise LmforgeError(f'--format {fmt} needs {", ".join(missing)}: pip install "lmforge[gpu]" {pkgs}')
+        raise LmforgeError(f"--format {fmt} needs {', '.join(missing)}: pip install {pkgs}")
 
 
 def calibration_texts(path: str | None, limit: int = 256) -> list[str]:

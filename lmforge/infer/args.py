@@ -92,3 +92,10 @@ class EngineArgs:
         default=False,
         metadata={"help": "Extrapolate the context with YaRN x16 over 2048 trained positions (MiniMind)."},
     )
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Chat template by name (chatml, qwen, qwen3, llama3, llama2, mistral, gemma, phi3, "
+            "deepseek3, deepseekr1, granite, empty); default: the model's own (the one it was trained with)."
+        },
+    )

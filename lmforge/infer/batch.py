@@ -84,31 +84,48 @@ def default_output(input_path: str) -> str:
 
 
 def read_rows(path: str) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for every row of a CSV, JSONL or JSON-list file."""
+    """(line number, row) for every row of a CSV, JSONL or JSON-list file; no row at all is an error."""
+    from lmforge.data import textio
+
+    if os.path.isdir(path):
+        raise LmforgeError(
+            f"--input {path}: a folder, and not a `data convert` folder; give one .csv, .jsonl or .json file"
+        )
     if not os.path.isfile(path):
         raise LmforgeError(f"--input {path}: file not found")
+    seen = 0
+    for line, row in _read_raw(path):
+        seen += 1
+        yield line, row
+    if not seen:
+        raise textio.no_rows_error(path)
+
+
+def _read_raw(path: str) -> Iterator[tuple[int, Any]]:
+    from lmforge.data import textio
+
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
         import csv
 
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with textio.open_text(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             for row in reader:
                 yield reader.line_num, {k: v for k, v in row.items() if k is not None}
     elif suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    path, e.lineno, "file", "must be valid JSON (a list of rows)", e.msg
-                ) from None
-        if not isinstance(data, list):
+        from lmforge.data.load import iter_raw
+
+        with textio.open_text(path, encoding="utf-8-sig") as f:
+            start = f.read(4096).lstrip()
+        if start and not start.startswith("["):
             raise DataError(path, None, "file", "must be a JSON list of rows (or use .jsonl)")
-        yield from ((i + 1, row) for i, row in enumerate(data))
+        for line, row in iter_raw(path, "chat"):  # element by element, with their line numbers
+            if isinstance(row, DataError):
+                raise row
+            yield line, row
     else:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with textio.open_text(path, encoding="utf-8-sig") as f:
+            for n, line in textio.iter_lines(f, path):
                 if not line.strip():
                     continue
                 try:
@@ -235,13 +252,7 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
     from lmforge.data.convert import is_converted
 
     converted = is_converted(args.input)
-    if engine is None:
-        from lmforge.infer.chat import load_engine
-
-        engine = load_engine(args)  # type: ignore[arg-type]
-    if converted:
-        raw, rows, pre = _converted_rows(args, engine)
-    else:
+    if not converted:  # every row is read and checked before the model is loaded
         raw = list(read_rows(args.input))
         if args.user_prompt:
             for _, row in raw:
@@ -249,6 +260,12 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
                     row["user_prompt"] = args.user_prompt
         rows = [(line, *parse_row(row, args.input, line)) for line, row in raw]
         pre = None
+    if engine is None:
+        from lmforge.infer.chat import load_engine
+
+        engine = load_engine(args)  # type: ignore[arg-type]
+    if converted:
+        raw, rows, pre = _converted_rows(args, engine)
     if args.system is not None:
         engine.system = args.system
     limit = args.max_length or engine.run_args.get("max_length")

@@ -42,6 +42,11 @@ class ChatArgs(EngineArgs):
     )
 
 
+def _template_name(value: str | None) -> str | None:
+    """`--template`: a chat template's name; eval's prompt modes (auto / chat / plain) name none."""
+    return None if value in (None, "auto", "chat", "plain") else value
+
+
 def load_engine(args: ChatArgs) -> Engine:
     """The `Engine` named by the model flags of `args` (also used by `infer`)."""
     from lmforge.infer.engine import Engine
@@ -65,6 +70,7 @@ def load_engine(args: ChatArgs) -> Engine:
         save_dir=save_dir,
         hidden_size=args.hidden_size,
         use_moe=args.use_moe,
+        template=_template_name(getattr(args, "template", None)),
     )
 
 

@@ -99,13 +99,24 @@ def partial_suffix(text: str, stops: tuple[str, ...] | list[str]) -> int:
     return best
 
 
+def _use_template(tokenizer, name: str | None) -> None:
+    """`--template NAME` (or the run's) on the loaded tokenizer; nothing when neither is given."""
+    if name:
+        from lmforge.data.chat_templates import apply_template
+
+        apply_template(tokenizer, name)
+
+
 def resolve_device(device: str | None) -> str:
-    """'auto'/None → cuda when available, else cpu."""
+    """'auto'/None → cuda when available, else Apple's mps, else cpu."""
     import torch
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if device not in (None, "", "auto"):
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
 def resolve_dtype(dtype: Any, device: str):
@@ -222,10 +233,12 @@ class Engine:
         save_dir: str = "out",
         hidden_size: int | None = None,
         use_moe: bool = False,
+        template: str | None = None,
     ) -> Engine:
         """Load from an HF folder, a run folder / checkpoint, a PEFT adapter folder, a MiniMind-style
         weight name inside `save_dir`, or a cached hub name. Run folders supply defaults
-        (`system`, `enable_thinking`, `lora_weight`) from their `lmforge_args.yaml`."""
+        (`system`, `enable_thinking`, `lora_weight`, `template`) from their `lmforge_args.yaml`;
+        `template` (a `--template` name) overrides the tokenizer's chat template."""
         import json
 
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -235,8 +248,15 @@ class Engine:
 
         if (Path(model) / "adapter_config.json").exists() and not (Path(model) / "config.json").exists():
             lora_weight = lora_weight or model  # an adapter folder: load its base model under it
-            with open(Path(model) / "adapter_config.json", encoding="utf-8") as f:
-                model = json.load(f).get("base_model_name_or_path") or ""
+            from lmforge.models.weights import check_model_files
+
+            check_model_files(model)
+            model = (
+                json.loads((Path(model) / "adapter_config.json").read_text("utf-8")).get(
+                    "base_model_name_or_path"
+                )
+                or ""
+            )
         path = resolve_model_path(model, save_dir=save_dir, hidden_size=hidden_size, use_moe=use_moe)
         run = read_run_defaults(path)
         lora_weight = lora_weight or run.get("lora_weight")
@@ -280,9 +300,11 @@ class Engine:
             from lmforge.models.audio import load_processor
 
             proc_dir = tok_dir if (Path(tok_dir) / "preprocessor_config.json").exists() else path
+            proc = load_processor(proc_dir)
+            _use_template(proc.tokenizer, template or run.get("template"))
             engine = AudioEngine(
                 net,
-                load_processor(proc_dir),
+                proc,
                 system=run.get("system") or None,
                 enable_thinking=run.get("enable_thinking"),
                 name=str(model),
@@ -297,6 +319,7 @@ class Engine:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        _use_template(tokenizer, template or run.get("template"))
         engine = cls(
             net,
             tokenizer,
@@ -315,14 +338,11 @@ class Engine:
         """The prompt text for `messages` (default system prompt added when none is given)."""
         if self.system and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": self.system}, *messages]
-        thinking = self._thinking(gen)
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                messages, tools=tools, add_generation_prompt=True, tokenize=False, enable_thinking=thinking
-            )
-        from lmforge.data.template import render_chat
+        from lmforge.data.chat import render  # the renderer training rows come from
 
-        return render_chat(messages, tools=tools, add_generation_prompt=True, enable_thinking=thinking)
+        return render(
+            self.tokenizer, messages, tools, add_generation_prompt=True, enable_thinking=self._thinking(gen)
+        )
 
     def encode(self, item: list[dict] | str, gen: GenerationArgs, tools: list | None = None) -> list[int]:
         """Token ids of a chat (list of messages) or of raw text (bos prepended, as in pretraining)."""

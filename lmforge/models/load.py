@@ -32,24 +32,31 @@ def latest_model_dir(path: Path) -> Path | None:
 def resolve_model_path(
     name_or_path: str, *, save_dir: str = "out", hidden_size: int | None = None, use_moe: bool = False
 ) -> str:
-    """Turn what the user typed into a loadable folder or a cached hub name."""
+    """Turn what the user typed into a loadable folder or a cached hub name (its files checked:
+    `lmforge.models.weights`)."""
     candidates = [Path(name_or_path)]
     if save_dir and os.sep not in name_or_path and "/" not in name_or_path:
         candidates.append(minimind_weight_dir(save_dir, name_or_path, hidden_size, use_moe))
         candidates.append(Path(save_dir) / name_or_path)
+    from lmforge.models.weights import check_model_files
+
     for cand in candidates:
         if cand.is_dir():
             found = latest_model_dir(cand)
             if found is None:
                 raise LmforgeError(f"{cand}: no config.json and no complete checkpoint-N folder inside")
+            check_model_files(found)  # a corrupt or truncated file: one line naming it
             return str(found)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         try:
             from huggingface_hub import snapshot_download
 
-            return snapshot_download(name_or_path, local_files_only=True)
+            cached = snapshot_download(name_or_path, local_files_only=True)
         except Exception:
-            pass
+            cached = None
+        if cached:
+            check_model_files(cached)
+            return cached
     tried = ", ".join(str(c) for c in candidates)
     raise LmforgeError(
         f"model {name_or_path!r} not found (looked at {tried}; hub names must already be "
@@ -124,5 +131,8 @@ def find_adapter(
         cands += [Path(model_dir) / name, Path(model_dir).parent / name]
     for cand in cands:
         if (cand / "adapter_config.json").exists():
+            from lmforge.models.weights import check_model_files
+
+            check_model_files(cand)
             return str(cand)
     raise LmforgeError(f"{flag} {name!r}: no adapter_config.json in {', '.join(map(str, cands))}")

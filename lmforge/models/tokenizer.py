@@ -76,8 +76,10 @@ def iter_corpus(files: list[str], max_chars: int | None = None) -> Iterator[str]
         if not os.path.isfile(path):
             raise LmforgeError(f"tokenizer train: file not found: {path}")
         is_jsonl = path.endswith((".jsonl", ".json"))
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
+        from lmforge.data.textio import iter_lines, open_text
+
+        with open_text(path) as f:
+            for line_no, line in iter_lines(f, path):
                 if is_jsonl:
                     if not line.strip():
                         continue

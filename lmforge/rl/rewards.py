@@ -251,6 +251,9 @@ class RewardModelScorer:
             path = str(model)
             if not Path(path, "config.json").exists():
                 raise LmforgeError(f"--reward_model_path {path!r}: not a model folder (no config.json)")
+            from lmforge.models.weights import check_model_files
+
+            check_model_files(path)
             if Path(path, "tokenizer_config.json").exists() or tokenizer is None:
                 from lmforge.models.load import load_tokenizer_for
 
@@ -278,7 +281,9 @@ class RewardModelScorer:
             return prompt + completion_text(completion)
         if isinstance(completion, str):
             completion = [{"role": "assistant", "content": completion}]
-        return self.tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False)
+        from lmforge.data.chat import render
+
+        return render(self.tokenizer, list(prompt) + list(completion))
 
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
         import torch

@@ -85,11 +85,18 @@ def response_mask_from(generated: torch.Tensor, stops: Sequence[int]) -> torch.T
 
 
 def _encode(tokenizer, prompt: Prompt, chat_template_kwargs: dict[str, Any] | None) -> tuple[str, list[int]]:
+    from lmforge.data.chat import render
+
     if isinstance(prompt, str):
         text = prompt
     else:
-        text = tokenizer.apply_chat_template(
-            list(prompt), tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+        kwargs = chat_template_kwargs or {}
+        text = render(
+            tokenizer,
+            list(prompt),
+            kwargs.get("tools"),
+            add_generation_prompt=True,
+            enable_thinking=kwargs.get("enable_thinking", True),
         )
     return text, tokenizer(text, add_special_tokens=False)["input_ids"]
 

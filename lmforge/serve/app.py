@@ -37,6 +37,19 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def key_matches(token: str, key: str) -> bool:
+    """Constant-time comparison of the bytes the client sent with the key's UTF-8 bytes.
+
+    HTTP header values reach us as latin-1 text (one char per byte), so encoding them back as
+    latin-1 gives the exact bytes sent; a UTF-8 key typed by a client therefore matches, and any
+    other byte string (non-ASCII included) is simply a mismatch, never an exception."""
+    try:
+        sent = token.strip().encode("latin-1")
+    except UnicodeEncodeError:  # not from a real header: compare its UTF-8 bytes
+        sent = token.strip().encode("utf-8", "surrogateescape")
+    return secrets.compare_digest(sent, key.encode("utf-8", "surrogateescape"))
+
+
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
@@ -68,7 +81,7 @@ def create_app(service: Service) -> FastAPI:
         if service.api_key is None:
             return
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), service.api_key):
+        if scheme.lower() != "bearer" or not key_matches(token, service.api_key):
             raise ApiError(
                 401,
                 "Incorrect API key provided: pass it as `Authorization: Bearer KEY`.",
@@ -107,8 +120,11 @@ async def chat_completion(service: Service, req: ChatRequest):
     adapter = service.adapter_for(req.model)
     if req.logprobs:
         raise bad_request("logprobs are not supported by lmforge serve", param="logprobs")
+    service.check_fits(req.n, "n")
     text, ids, tools = service.chat_prompt(req)
-    params = service.sampling(req, len(ids), req.max_completion_tokens or req.max_tokens)
+    params = service.sampling(
+        req, len(ids), req.max_completion_tokens or req.max_tokens, "messages", _max_field(req)
+    )
     jobs, queue = service.submit([ids], [params], req.n, adapter)
     deltas = [ChatDeltas(think_open=opens_think(text), tools=tools) for _ in jobs]
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
@@ -116,7 +132,10 @@ async def chat_completion(service: Service, req: ChatRequest):
     if req.stream:
         usage = bool(req.stream_options and req.stream_options.include_usage)
         return _stream(_chat_chunks(events, deltas, meta, len(ids), usage))
-    return await _chat_response(events, deltas, meta, len(ids))
+    response = await _chat_response(events, deltas, meta, len(ids))
+    if req.return_token_ids:
+        response["prompt_token_ids"] = list(ids)
+    return response
 
 
 async def text_completion(service: Service, req: CompletionRequest):
@@ -126,8 +145,9 @@ async def text_completion(service: Service, req: CompletionRequest):
         raise bad_request(f"{field} is not supported by lmforge serve", param=field)
     if req.best_of not in (None, req.n):
         raise bad_request("best_of must equal n (lmforge serve returns every sample)", param="best_of")
+    service.check_fits(_prompt_count(req.prompt) * req.n, "prompt")
     prompts = service.text_prompts(req.prompt)
-    params = [service.sampling(req, len(ids), req.max_tokens, "prompt") for ids in prompts]
+    params = [service.sampling(req, len(ids), req.max_tokens, "prompt", _max_field(req)) for ids in prompts]
     jobs, queue = service.submit(prompts, params, req.n, adapter)
     echo = [service.engine.decode(ids) if req.echo else "" for ids in prompts for _ in range(req.n)]
     meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
@@ -137,6 +157,21 @@ async def text_completion(service: Service, req: CompletionRequest):
         usage = bool(req.stream_options and req.stream_options.include_usage)
         return _stream(_text_chunks(events, echo, meta, num_prompt, usage))
     return await _text_response(events, echo, meta, num_prompt)
+
+
+def _prompt_count(prompt) -> int:
+    """How many prompts a /v1/completions `prompt` holds (a flat list of ints is one prompt)."""
+    if isinstance(prompt, str) or (prompt and all(isinstance(x, int) for x in prompt)):
+        return 1
+    return max(len(prompt), 1)
+
+
+def _max_field(req) -> str | None:
+    """The request field that set the completion length, when the client set one."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        if name in req.model_fields_set and getattr(req, name, None) is not None:
+            return name
+    return None
 
 
 def _stream(chunks: AsyncIterator[str]) -> StreamingResponse:

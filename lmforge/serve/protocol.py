@@ -91,6 +91,7 @@ class ChatRequest(Sampling):
     chat_template_kwargs: dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    return_token_ids: bool = False  # vLLM extension: the response carries `prompt_token_ids`
 
 
 class CompletionRequest(Sampling):

@@ -94,11 +94,31 @@ class Service:
         return out
 
     # ------------------------------------------------------------------ sampling
+    def check_fits(self, sequences: int, param: str) -> None:
+        """400 for a request that needs more sequences than the queue can ever hold (retrying a
+        503 would never help it)."""
+        limit = self.scheduler.max_queue
+        if sequences > limit:
+            raise bad_request(
+                f"this request needs {sequences} sequences (prompts x n) but the server queues at "
+                f"most {limit} (--max_queue {limit}); send fewer prompts or a smaller n",
+                param=param,
+                code="too_many_sequences",
+            )
+
     def sampling(
-        self, req: Sampling, prompt_tokens: int, max_tokens: int | None, where: str = "messages"
+        self,
+        req: Sampling,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        where: str = "messages",
+        max_field: str | None = None,
     ) -> SamplingParams:
-        """The request's decoding settings; 400 when prompt + answer cannot fit the context."""
+        """The request's decoding settings; 400 when prompt + answer cannot fit the context. The
+        error's `param` is the field to change: `max_field` (the client's length field) when the
+        prompt alone fits, else `where` (the prompt or messages)."""
         gen, context = self.gen, self.engine.context_length
+        cause = max_field if max_field and prompt_tokens < context else where
         if max_tokens is None:
             max_tokens = min(gen.max_new_tokens, context - prompt_tokens)
             asked = f"your {where} resulted in {prompt_tokens} tokens"
@@ -111,7 +131,7 @@ class Service:
             raise bad_request(
                 f"This model's maximum context length is {context} tokens. However, {asked}. "
                 f"Please reduce the length of the {where} or completion.",
-                param=where,
+                param=cause,
                 code="context_length_exceeded",
             )
         temperature = req.temperature

@@ -25,8 +25,8 @@ _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lor
 def check_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
         raise LmforgeError(
-            "--backend vllm: vLLM is not installed (pip install vllm on a CUDA machine, or "
-            "'lmforge[gpu]'); --backend hf serves on any machine"
+            "--backend vllm: vLLM is not installed (pip install 'lmforge[vllm]' on a CUDA machine, "
+            "ideally in its own environment: docs/install.md); --backend hf serves on any machine"
         )
     import torch
 
@@ -74,6 +74,12 @@ def vllm_argv(
         argv += ["--api-key", api_key]
     if gen.seed is not None:
         argv += ["--seed", str(gen.seed)]
+    if getattr(args, "template", None):  # vLLM takes the template text itself
+        from lmforge.data.chat_templates import TEMPLATES
+
+        if args.template.lower() not in TEMPLATES:
+            raise LmforgeError(f"--template {args.template}: unknown; choose one of {', '.join(TEMPLATES)}")
+        argv += ["--chat-template", TEMPLATES[args.template.lower()]]
     if loras:
         rank = max(_rank(p) for p in loras.values())
         argv += ["--enable-lora", "--max-lora-rank", str(next((r for r in _LORA_RANKS if r >= rank), rank))]

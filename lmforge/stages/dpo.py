@@ -90,7 +90,10 @@ def trainer_config(cfg):
 
 
 def prepare(ctx, rows):
-    return rows  # TRL renders and tokenises conversational rows itself
+    from lmforge.training.preference import guard_pairs
+
+    guard_pairs(ctx, rows, ("chosen", "rejected"))
+    return rows  # TRL tokenises the rows, rendered by lmforge's renderer (training/preference.py)
 
 
 def build_trainer(ctx):

@@ -55,7 +55,10 @@ def trainer_config(cfg):
 
 
 def prepare(ctx, rows):
-    return rows
+    from lmforge.training.preference import guard_pairs
+
+    guard_pairs(ctx, rows, ("completion",))
+    return rows  # TRL tokenises the rows, rendered by lmforge's renderer (training/preference.py)
 
 
 def build_trainer(ctx):

@@ -54,6 +54,9 @@ def trainer_config(cfg):
 def prepare(ctx, rows):
     if rows is None:
         return None
+    from lmforge.training.preference import guard_pairs
+
+    guard_pairs(ctx, rows, ("chosen", "rejected"))
     if ctx.model.config.pad_token_id is None:
         ctx.model.config.pad_token_id = (
             ctx.tokenizer.pad_token_id

@@ -66,6 +66,7 @@ def tokenize_audio_chat(ctx, rows):
             max_length=None,
             train_on_prompt=cfg["train_on_prompt"],
             enable_thinking=cfg["enable_thinking"],
+            mask_history=cfg.get("mask_history") or False,
         )
         out = {"input_ids": [], "labels": [], "audio": list(batch["audio"])}
         for ids, labels, n, i in zip(enc["input_ids"], enc["labels"], counts, idx):

@@ -127,7 +127,7 @@ def check_liger(on_gpu: bool) -> None:
     if not on_gpu:
         raise LmforgeError("--use_liger_kernel needs a CUDA GPU (Liger's kernels are Triton); drop it on CPU")
     if importlib.util.find_spec("liger_kernel") is None:
-        raise LmforgeError("--use_liger_kernel needs the liger-kernel package: pip install 'lmforge[gpu]'")
+        raise LmforgeError("--use_liger_kernel needs the liger-kernel package: pip install 'lmforge[liger]'")
 
 
 def _columns(ds) -> list[str]:

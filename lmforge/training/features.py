@@ -33,6 +33,7 @@ def cache_key(ctx, kind: str) -> str:
                 "train_on_prompt",
                 "system",
                 "enable_thinking",
+                "mask_history",
                 "dataset",
                 "max_samples",
                 "marker_weight",
@@ -124,9 +125,11 @@ def tokenize_chat(ctx, rows):
             max_length=cfg["max_length"],
             train_on_prompt=cfg["train_on_prompt"],
             enable_thinking=cfg["enable_thinking"],
+            mask_history=cfg.get("mask_history") or False,
         )
 
     def build():
+        guard_template(ctx, rows)
         ds = _map(rows, encode, ctx, batched=True, remove_columns=list(rows.column_names), desc="tokenising")
         if is_streamed(ds):
             return ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True)
@@ -152,6 +155,23 @@ def tokenize_chat(ctx, rows):
         return ds
 
     return load_or_build(ctx, "chat", build)
+
+
+def guard_template(ctx, rows, n: int = 4) -> None:
+    """Before tokenising: on the first `n` rows, the inference prompt up to each assistant turn must
+    be the start of the training row, the turn's trained tokens right after (data/chat.py)."""
+    from lmforge.data.chat import check_rows
+
+    if rows is not None:
+        head = first_rows(rows, n)
+        check_rows(
+            ctx.tokenizer, head, enable_thinking=ctx.cfg["enable_thinking"], where=str(ctx.cfg["dataset"])
+        )
+
+
+def first_rows(rows, n: int) -> list[dict]:
+    """The first `n` rows of a Dataset or a streamed IterableDataset."""
+    return list(rows.take(n)) if is_streamed(rows) else [rows[i] for i in range(min(n, len(rows)))]
 
 
 def marker_token_runs(tokenizer, markers: tuple[str, ...]) -> list[list[int]]:

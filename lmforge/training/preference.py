@@ -2,30 +2,85 @@
 mixed in, plus the reference-free ORPO / SimPO / CPO trainer (lmforge/training/ref_free.py).
 
 Rows arrive canonical (lmforge/data: `{prompt, chosen, rejected}` or `{prompt, completion, label}`
-as message lists); TRL renders them with the tokenizer's chat template, which is byte-identical to
-lmforge's own renderer, so preference training sees exactly the prompts SFT and chat use.
+as message lists). Every conversation is rendered by lmforge's one chat renderer (data/chat.py):
+the ref-free stages tokenise with `encode_completion`, and TRL's DPO / KTO / reward trainers get it
+in place of their own `apply_chat_template` call (`lmforge_rendering`), so preference training sees
+exactly the prompts SFT, chat and serve use. `guard_pairs` checks a few rows before training.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import trl.trainer.dpo_trainer as _dpo_module
+import trl.trainer.kto_trainer as _kto_module
+import trl.trainer.reward_trainer as _rm_module
 from trl import DPOTrainer, KTOTrainer, RewardTrainer
 
 from lmforge.errors import LmforgeError
 from lmforge.training.trainer import LmforgeMixin
 
 
+@contextlib.contextmanager
+def lmforge_rendering(module) -> Iterator[None]:
+    """Inside, TRL `module`'s dataset tokenisation renders conversations with `data.chat.render`."""
+    from lmforge.data.chat import render
+
+    original = module._tokenize
+
+    def tokenize(processing_class, input, **kwargs):
+        if not isinstance(input, list):
+            return original(processing_class, input, **kwargs)
+        tok = getattr(processing_class, "tokenizer", processing_class)
+        text = render(
+            tok,
+            input,
+            kwargs.get("tools"),
+            add_generation_prompt=kwargs.get("add_generation_prompt", False),
+            enable_thinking=kwargs.get("enable_thinking", True),
+        )
+        return {"input_ids": tok(text, add_special_tokens=False)["input_ids"]}
+
+    module._tokenize = tokenize
+    try:
+        yield
+    finally:
+        module._tokenize = original
+
+
 class LmforgeDPOTrainer(LmforgeMixin, DPOTrainer):
-    pass
+    def _prepare_dataset(self, *args, **kwargs):
+        with lmforge_rendering(_dpo_module):
+            return super()._prepare_dataset(*args, **kwargs)
 
 
 class LmforgeKTOTrainer(LmforgeMixin, KTOTrainer):
-    pass
+    def _prepare_dataset(self, *args, **kwargs):
+        with lmforge_rendering(_kto_module):
+            return super()._prepare_dataset(*args, **kwargs)
 
 
 class LmforgeRewardTrainer(LmforgeMixin, RewardTrainer):
-    pass
+    def _prepare_dataset(self, *args, **kwargs):
+        with lmforge_rendering(_rm_module):
+            return super()._prepare_dataset(*args, **kwargs)
+
+
+def guard_pairs(ctx, rows, sides: tuple[str, ...], n: int = 4) -> None:
+    """The template guard on the first `n` rows: each side's prompt, rendered for inference, must
+    tokenise as the start of the whole conversation (data/chat.py `encode_completion`)."""
+    from lmforge.data.chat import encode_completion
+    from lmforge.training.features import first_rows
+
+    if rows is None:
+        return
+    for row in first_rows(rows, n):
+        for side in sides:
+            encode_completion(
+                ctx.tokenizer, row["prompt"], row[side], enable_thinking=ctx.cfg["enable_thinking"]
+            )
 
 
 def _common(ctx) -> dict[str, Any]:
@@ -106,19 +161,19 @@ def tokenize_pairs(ctx, rows):
     where the rendered prompt ends; rows whose prompt alone fills --max_length are dropped)."""
     if rows is None:
         return None
-    tok, max_length = ctx.tokenizer, ctx.cfg["max_length"]
+    from lmforge.data.chat import encode_completion
+
+    tok, max_length, thinking = ctx.tokenizer, ctx.cfg["max_length"], ctx.cfg["enable_thinking"]
 
     def encode(row):
-        prompt = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
-        out = {"prompt_ids": tok(prompt, add_special_tokens=False)["input_ids"]}
-        for side in ("chosen", "rejected"):
-            full = tok.apply_chat_template(row["prompt"] + row[side], tokenize=False)
-            if not full.startswith(prompt):
-                raise LmforgeError(
-                    f"{ctx.cfg['dataset']}: the chat template renders the prompt differently alone"
-                )
-            out[f"{side}_ids"] = tok(full[len(prompt) :], add_special_tokens=False)["input_ids"]
-        return out
+        prompt_ids, chosen = encode_completion(tok, row["prompt"], row["chosen"], enable_thinking=thinking)
+        again, rejected = encode_completion(tok, row["prompt"], row["rejected"], enable_thinking=thinking)
+        if again != prompt_ids:
+            raise LmforgeError(
+                f"{ctx.cfg['dataset']}: the prompt tokenises differently before the chosen and the "
+                "rejected answer"
+            )
+        return {"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected}
 
     ds = rows.map(encode, remove_columns=list(rows.column_names), desc="tokenising pairs")
     ds = ds.filter(

@@ -51,13 +51,16 @@ def drop_long_prompts(ctx, rows):
     budget in RL); the rest are dropped and counted."""
     if rows is None:
         return None
-    tok, limit = ctx.tokenizer, ctx.cfg["max_length"]
+    from lmforge.data.chat import encode_prompt, fold_system, is_lmforge_chatml
+
+    tok, limit, thinking = ctx.tokenizer, ctx.cfg["max_length"], ctx.cfg["enable_thinking"]
 
     def fits(row):
-        text = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
-        return len(tok(text, add_special_tokens=False)["input_ids"]) <= limit
+        return len(encode_prompt(tok, row["prompt"], enable_thinking=thinking)) <= limit
 
     kept = rows.filter(fits, desc="dropping prompts longer than max_length")
+    if not is_lmforge_chatml(tok):  # TRL renders the prompts itself: give it templatable messages
+        kept = kept.map(lambda r: {"prompt": fold_system(tok, r["prompt"])}, desc="folding system turns")
     if hasattr(rows, "__len__"):
         ctx.stats["prompts_too_long"] = len(rows) - len(kept)
         if len(kept) == 0:

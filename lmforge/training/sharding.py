@@ -64,9 +64,7 @@ def apply_sharding(kw: dict[str, Any], on_gpu: bool) -> None:
         if isinstance(deepspeed, str):
             kw["deepspeed"] = deepspeed_config_path(deepspeed)
         if importlib.util.find_spec("deepspeed") is None:
-            raise LmforgeError(
-                f'--deepspeed {name} needs DeepSpeed: pip install deepspeed (or pip install "lmforge[gpu]")'
-            )
+            raise LmforgeError(f'--deepspeed {name} needs DeepSpeed: pip install "lmforge[deepspeed]"')
         if not on_gpu:
             raise LmforgeError(
                 f"--deepspeed {name} needs GPUs; on CPU drop it "

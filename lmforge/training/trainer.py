@@ -1,7 +1,9 @@
 """`LmforgeTrainer`: transformers' Trainer plus the reliability features lmforge promises.
 
 - Atomic checkpoints: each checkpoint is written into a staging folder and renamed into place,
-  so a kill mid-save never leaves a `checkpoint-N` that looks complete (SPEC §11).
+  so a kill mid-save never leaves a `checkpoint-N` that looks complete (SPEC §11). The staging
+  folders of dead processes (`.staging-PID`, a save killed mid-write) are removed when training
+  starts or resumes and at each save; those of live processes are left alone.
 - NaN/Inf guard: the gradient norm (and step loss) are checked before `optimizer.step()`; a bad
   step is skipped and counted (`--nan_policy skip`) or the run stops with a message (`stop`).
 - Exact per-step metrics: the loss of every optimizer step is written to metrics.jsonl at full
@@ -38,7 +40,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from lmforge.errors import LmforgeError
-from lmforge.runs import MetricsLog, promote_staged_checkpoint
+from lmforge.runs import MetricsLog, promote_staged_checkpoint, remove_stale_staging
 
 # Labelled tokens per head + cross-entropy chunk (`--loss_chunk_size`): see lmforge/training/loss.py.
 DEFAULT_LOSS_CHUNK_SIZE = 1024
@@ -309,8 +311,18 @@ class LmforgeMixin:
         self._metric_marks.clear()  # TRL's log() empties the metric lists
 
     # --- atomic checkpoints -----------------------------------------------------------------
+    def train(self, *args: Any, **kwargs: Any):
+        """Start or resume; first clear what an earlier save that was killed left behind."""
+        self._clear_stale_staging()
+        return super().train(*args, **kwargs)
+
+    def _clear_stale_staging(self) -> None:
+        if self.args.should_save:  # one process per run folder (rank 0)
+            remove_stale_staging(self.args.output_dir)
+
     def _save_checkpoint(self, model, trial):
         run_dir = self.args.output_dir
+        self._clear_stale_staging()
         staging = os.path.join(run_dir, f".staging-{self._staging_tag()}")
         self.args.output_dir = staging
         try:
@@ -405,20 +417,22 @@ class MetricsCallback(TrainerCallback):
 
 
 class SigtermCallback(TrainerCallback):
-    """SIGTERM → save a checkpoint at the end of the current step and stop cleanly."""
+    """SIGTERM (SIGBREAK on Windows) → save a checkpoint at the end of the current step and stop."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGBREAK") if hasattr(signal, n))
 
     def __init__(self):
         self.received = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         def handler(signum, frame):
             self.received = True
 
         try:
-            self._previous = signal.signal(signal.SIGTERM, handler)
+            self._previous = {sig: signal.signal(sig, handler) for sig in self.SIGNALS}
         except ValueError:  # not the main thread (e.g. a web UI worker): leave signals alone
-            self._previous = None
+            self._previous = {}
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.received:
@@ -426,8 +440,9 @@ class SigtermCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 class FaultInjectionCallback(TrainerCallback):

@@ -90,7 +90,7 @@ def check_quantization(cfg) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise LmforgeError("--quantization_bit needs bitsandbytes: pip install 'lmforge[gpu]'") from None
+        raise LmforgeError("--quantization_bit needs bitsandbytes: pip install 'lmforge[bnb]'") from None
 
 
 def quantization_config(cfg):

@@ -70,6 +70,7 @@ def find_adapter(args: MergeArgs) -> Path:
 def find_base(adapter: Path, adapter_cfg: dict[str, Any], args: MergeArgs) -> str:
     """`--model`, else the adapter's `base_model_name_or_path`, else its run's `model_name_or_path`."""
     from lmforge.models.load import read_run_defaults, resolve_model_path
+    from lmforge.models.weights import WeightsError
 
     if args.model:
         cands = [(args.model, "--model")]
@@ -92,6 +93,8 @@ def find_base(adapter: Path, adapter_cfg: dict[str, Any], args: MergeArgs) -> st
             return resolve_model_path(
                 str(name), save_dir=args.save_dir, hidden_size=args.hidden_size, use_moe=args.use_moe
             )
+        except WeightsError:
+            raise  # found, but broken: say so rather than "not found"
         except LmforgeError:
             continue
     tried = ", ".join(f"{n!r} ({w})" for n, w in cands)
@@ -139,7 +142,10 @@ tokenizer = AutoTokenizer.from_pretrained("{out}")
 def load_merged(args: MergeArgs) -> tuple[Any, Any, dict[str, Any]]:
     """The adapter `args.adapter` merged into its base: (model, tokenizer, info) where info holds
     `base`, `adapter` (Path), `peft_type`. Also used by `lmforge export`."""
+    from lmforge.models.weights import check_model_files
+
     adapter = find_adapter(args)
+    check_model_files(adapter)  # adapter_config.json and the adapter weights, one line if broken
     adapter_cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     base = find_base(adapter, adapter_cfg, args)
     if args.output_dir and Path(args.output_dir).resolve() in (adapter.resolve(), Path(base).resolve()):

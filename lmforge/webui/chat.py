@@ -10,6 +10,7 @@ from pathlib import Path
 from lmforge.errors import LmforgeError
 from lmforge.infer.args import GenerationArgs
 from lmforge.infer.engine import Engine, ThinkSplitter
+from lmforge.webui.guard import Access
 
 MAX_DEPTH = 4  # out/demo/sft is depth 2; deeper trees are not run folders
 
@@ -51,18 +52,24 @@ def find_model_dirs(runs_dir: str | Path) -> list[str]:
 class ModelSlot:
     """The one loaded model, shared by every browser tab (a local UI; one model fits in memory)."""
 
-    def __init__(self, device: str | None = None):
-        self.device = device
+    def __init__(self, device: str | None = None, access: Access | None = None, template: str | None = None):
+        self.device, self.template = device, template
+        self.access = access  # the folders a browser may load from (None: anywhere)
         self.engine: Engine | None = None
         self.path: str | None = None
 
-    def load(self, path: str) -> str:
-        """Load `path` (replacing the current model); returns a one-line description."""
+    def load(self, path: str, *, checked: bool = True) -> str:
+        """Load `path` (replacing the current model); returns a one-line description. `checked`:
+        refuse a path outside the allowed folders (False for the operator's own --model)."""
         path = (path or "").strip()
         if not path:
             raise LmforgeError("choose a run from the list or type a model folder")
+        if checked and self.access is not None:
+            from lmforge.webui.guard import check_model
+
+            check_model(path, self.access)
         try:
-            engine = Engine.from_path(path, device=self.device)
+            engine = Engine.from_path(path, device=self.device, template=self.template)
         except LmforgeError:
             raise
         except Exception as e:  # a broken folder: a library error, said in one line

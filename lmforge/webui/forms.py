@@ -19,6 +19,7 @@ from typing import Any
 
 from lmforge.config.loader import Spec, hf_training_specs, specs_of
 from lmforge.errors import LmforgeError
+from lmforge.webui.guard import Access, check_flags, check_train
 
 # Shown at the top of the form for every stage; everything else sits in a section's accordion.
 MAIN_FIELDS = (
@@ -250,20 +251,27 @@ class RunPlan:
         return shlex.join(["lmforge", "train", self.stage, *self.flags])
 
 
-def plan_run(stage: str, flags: list[str], runs_dir: str) -> RunPlan:
+def plan_run(stage: str, flags: list[str], runs_dir: str, access: Access | None = None) -> RunPlan:
     """Validate `flags` with the CLI's resolver and fix the run folder, so the UI knows where the
     metrics will appear: a run that would get a timestamped folder gets `--output_dir` under
-    `runs_dir` (or under `--save_dir` when the form sets it)."""
+    `runs_dir` (or under `--save_dir` when the form sets it). With `access`, a run that would
+    reach outside its folders or run a model folder's code is refused (guard.py)."""
     from lmforge.pipeline import resolve_run_dir, resolve_train_config
     from lmforge.runs import default_output_dir
 
     if stage not in stage_names():
         raise LmforgeError(f"unknown stage {stage!r}; choose one of {', '.join(stage_names())}")
+    if access is not None:
+        check_flags(list(flags))
     _, cfg = resolve_train_config(stage, list(flags))
     named = cfg.get("output_dir") or cfg.get("save_weight") or cfg.get("lora_name")
     if not named and cfg.get("resume_from_checkpoint") != "latest":
         base = cfg["save_dir"] if "save_dir" in cfg.explicit else runs_dir
         flags = [*flags, "--output_dir", default_output_dir(stage, base)]
         _, cfg = resolve_train_config(stage, flags)
+    if access is not None:
+        check_train(stage, cfg, access)
     run_dir, _ = resolve_run_dir(stage, cfg)
+    if access is not None:
+        access.check_run_dir(run_dir)
     return RunPlan(stage, list(flags), run_dir)

@@ -3,6 +3,8 @@
 The process runs in its own session (process group), so Stop reaches everything it started
 (tokenisation workers, dataloaders): SIGTERM first, which lmforge's trainer answers by saving a
 checkpoint at the end of the current step and exiting 0, then SIGKILL after a grace period.
+Where there are no POSIX process groups (Windows) the process gets its own console process group:
+CTRL_BREAK_EVENT (SIGBREAK, answered like SIGTERM) first, then TerminateProcess.
 Its output is kept like a terminal would show it (a `\\r` progress bar rewrites its line), and the
 loss curve is read from the run folder's metrics.jsonl, which the trainer appends every step.
 No Gradio in here.
@@ -25,6 +27,14 @@ from lmforge.errors import LmforgeError
 from lmforge.runs import METRICS_FILE
 
 STOP_GRACE_S = 20.0  # time to finish the step and save a checkpoint before SIGKILL
+POSIX_GROUPS = hasattr(os, "killpg")
+
+
+def _new_group_kwargs() -> dict[str, Any]:
+    """Popen arguments that put the child in a process group of its own."""
+    if POSIX_GROUPS:
+        return {"start_new_session": True}
+    return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
 
 
 class LogBuffer:
@@ -81,7 +91,7 @@ class TrainJob:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Stop reaches its children too
+            **_new_group_kwargs(),  # its own process group: Stop reaches its children too
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -103,10 +113,16 @@ class TrainJob:
         self.log.feed(decoder.decode(b"", final=True))
         self.proc.wait()  # output closed: reap the process now rather than at the next poll
 
-    def _signal_group(self, sig: int) -> None:
+    def _signal_group(self, hard: bool) -> None:
+        """Ask the process group to stop (hard=False) or end it now (hard=True)."""
         try:
-            os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
+            if POSIX_GROUPS:
+                os.killpg(self.proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+            elif hard:
+                self.proc.kill()
+            else:
+                self.proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", signal.SIGTERM))
+        except (ProcessLookupError, PermissionError, OSError):
             pass
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
@@ -114,15 +130,15 @@ class TrainJob:
         if not self.running or self.stop_requested:
             return
         self.stop_requested = True
-        self._signal_group(signal.SIGTERM)
+        self._signal_group(hard=False)
 
         def escalate() -> None:
             try:
                 self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
+                self._signal_group(hard=True)
                 self.proc.wait()
-            self._signal_group(signal.SIGKILL)  # children that outlived the main process
+            self._signal_group(hard=True)  # children that outlived the main process
 
         threading.Thread(target=escalate, daemon=True).start()
 

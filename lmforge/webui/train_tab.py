@@ -20,6 +20,7 @@ from lmforge.webui.forms import (
     stage_defaults,
     stage_names,
 )
+from lmforge.webui.guard import Access
 from lmforge.webui.jobs import JobBoard, read_metrics
 
 SECTIONS = ("Model", "Data", "Run", "Tuner")  # FormField.section of the shared config groups
@@ -74,7 +75,7 @@ def _summary(records: list[dict]) -> str:
     return f"metrics: {len(train)} steps logged; last loss {last['loss']:.4f} at step {last['step']}"
 
 
-def build_train_tab(board: JobBoard, runs_dir: str):
+def build_train_tab(board: JobBoard, runs_dir: str, access: Access | None = None):
     """The tab's components and events; returns (refresh function, its outputs) for app.load."""
     fields = all_fields()
     first = stage_names()[0]
@@ -140,7 +141,8 @@ def build_train_tab(board: JobBoard, runs_dir: str):
         return gr.update()
 
     def plan(stage_name: str, values: tuple, extra_flags: str):
-        return plan_run(stage_name, form_flags(stage_name, dict(zip(names, values)), extra_flags), runs_dir)
+        flags = form_flags(stage_name, dict(zip(names, values)), extra_flags)
+        return plan_run(stage_name, flags, runs_dir, access)
 
     def do_preview(stage_name, *rest):
         try:
