@@ -201,7 +201,7 @@ NOT_PATHS = set(
     "metric_for_best_model mix_strategy modules_to_save nan_policy optim optim_args "
     "optim_target_modules preset project quantization_type reasoning_effort report_to reward_funcs "
     "reward_weights rope_scaling run_name save_strategy save_weight scale_rewards stage system "
-    "system_prompt teacher_model text_column torch_compile_backend torch_compile_mode "
+    "system_prompt teacher_model template text_column torch_compile_backend torch_compile_mode "
     "trackio_bucket_id trackio_space_id trackio_static_space_id train_sampling_strategy "
     "train_target tuner user_prompt wandb_project".split()
 )
