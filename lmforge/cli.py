@@ -53,6 +53,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "cmd_import_minimind",
     ),
     ("pipeline",): ("run the stages of a pipeline YAML in order, skipping finished ones", "cmd_pipeline"),
+    ("env",): ("print lmforge, Python, torch (CUDA / MPS) and library versions for bug reports", "cmd_env"),
 }
 
 
@@ -84,7 +85,7 @@ def cmd_tokenizer_train(argv: list[str]) -> int:
         return _print_help(
             "lmforge tokenizer train", COMMANDS[("tokenizer", "train")][0], [TokenizerTrainArgs]
         )
-    cfg = resolve([TokenizerTrainArgs], argv)
+    cfg = resolve([TokenizerTrainArgs], argv, max_positionals=0)
     files = _expand_files(cfg["dataset"], "tokenizer train --dataset")
     from lmforge.models.tokenizer import train_tokenizer
     from lmforge.runs import mark_finished
@@ -127,7 +128,7 @@ def cmd_init(argv: list[str]) -> int:
 
     if _wants_help(argv):
         return _print_help("lmforge init", COMMANDS[("init",)][0], [InitArgs, ModelArgs])
-    cfg = resolve([InitArgs, ModelArgs], argv)
+    cfg = resolve([InitArgs, ModelArgs], argv, max_positionals=0)
     from lmforge.models.presets import count_parameters
     from lmforge.pipeline import load_tokenizer_and_model
     from lmforge.runs import mark_finished
@@ -163,7 +164,7 @@ def cmd_data_synth(argv: list[str]) -> int:
 
     if _wants_help(argv):
         return _print_help("lmforge data synth", COMMANDS[("data", "synth")][0], [SynthArgs])
-    cfg = resolve([SynthArgs], argv)
+    cfg = resolve([SynthArgs], argv, max_positionals=0)
     from lmforge.data.synth import synth
     from lmforge.runs import mark_finished
 
@@ -229,22 +230,30 @@ def _convert_argv(argv: list[str]) -> tuple[str, list[str]]:
 
     STAGE is a leading stage name or `--stage` (default sft); INPUT is `--dataset`; `--output` is
     `--tokenized_path` (mdl-toolkit's `convert-dataset INPUT --output DIR`)."""
-    from lmforge.config.loader import split_argv
+    from lmforge.config.loader import collect_specs, is_config_file, split_argv
     from lmforge.errors import LmforgeError
-    from lmforge.stages import STAGES
+    from lmforge.pipeline import GROUPS
+    from lmforge.stages import STAGES, get_stage
 
     stage = None
     if argv and not argv[0].startswith("-") and argv[0].replace("_", "-") in STAGES:
         stage, argv = argv[0], argv[1:]
-    positionals, pairs = split_argv(argv)
+    for i, tok in enumerate(argv):
+        if tok.startswith("--stage="):
+            stage = tok.split("=", 1)[1]
+        elif tok == "--stage" and i + 1 < len(argv):
+            stage = argv[i + 1]
+    specs = collect_specs([*GROUPS, get_stage(stage or "sft").Args], include_hf=True)
+    specs["output"] = specs["tokenized_path"]
+    positionals, pairs = split_argv(argv, specs)
     flags: list[str] = []
     for key, value in pairs:
         if key == "stage":
-            stage = str(value)
             continue
         key = "tokenized_path" if key == "output" else key
-        flags.append(f"--{key}" if value is True else f"--{key}={value}")
-    configs = [p for p in positionals if p.endswith((".yaml", ".yml"))]
+        for v in value if isinstance(value, list) else [value]:
+            flags.append(f"--{key}" if v is True else f"--{key}={v}")
+    configs = [p for p in positionals if is_config_file(p, specs, inputs=True)]
     inputs = [p for p in positionals if p not in configs]
     if len(inputs) > 1:
         raise LmforgeError(f"data convert: give one INPUT (comma-separate to mix); got {' '.join(inputs)}")
@@ -343,6 +352,17 @@ def cmd_train(argv: list[str]) -> int:
     from lmforge.errors import LmforgeError
 
     stage = argv[0] if argv and not argv[0].startswith("-") else None
+    if stage and stage.endswith((".yaml", ".yml", ".json")):  # LLaMA-Factory: `train cfg.yaml` with `stage:`
+        from lmforge.config.loader import load_config_file
+        from lmforge.pipeline import stage_name
+
+        recorded = load_config_file(stage).get("stage")
+        if not recorded:
+            raise LmforgeError(
+                f"train: name a stage first (`lmforge train sft {stage}`) or set `stage:` in {stage}"
+            )
+        argv = [stage_name(str(recorded)), *argv]
+        stage = argv[0]
     if not stage:
         from lmforge.stages import STAGES
 
@@ -385,7 +405,7 @@ def cmd_chat(argv: list[str]) -> int:
 
     if _wants_help(argv):
         return _print_help("lmforge chat", COMMANDS[("chat",)][0], [ChatArgs, GenerationArgs])
-    cfg = resolve([ChatArgs, GenerationArgs], argv)
+    cfg = resolve([ChatArgs, GenerationArgs], argv, max_positionals=0)
     from lmforge.infer.chat import run_chat
 
     return run_chat(cfg.group(ChatArgs), cfg.group(GenerationArgs)) or 0
@@ -398,7 +418,7 @@ def cmd_infer(argv: list[str]) -> int:
 
     if _wants_help(argv):
         return _print_help("lmforge infer", COMMANDS[("infer",)][0], [InferArgs, GenerationArgs])
-    cfg = resolve([InferArgs, GenerationArgs], argv)
+    cfg = resolve([InferArgs, GenerationArgs], argv, max_positionals=0)
     from lmforge.infer.batch import run_infer
 
     out = run_infer(cfg.group(InferArgs), cfg.group(GenerationArgs))
@@ -412,12 +432,9 @@ def cmd_webui(argv: list[str]) -> int:
     if _wants_help(argv):
         return _print_help("lmforge webui", COMMANDS[("webui",)][0], [WebUIArgs])
     from lmforge.config.loader import resolve
-    from lmforge.errors import LmforgeError
     from lmforge.webui.app import launch
 
-    cfg = resolve([WebUIArgs], argv)
-    if cfg.positionals:
-        raise LmforgeError(f"webui: unexpected argument {cfg.positionals[0]!r}; use --model PATH")
+    cfg = resolve([WebUIArgs], argv, max_positionals=0)
     return launch(cfg.group(WebUIArgs))
 
 
@@ -532,7 +549,7 @@ def _generate(words: tuple[str, str], argv: list[str]) -> int:
     from lmforge.errors import LmforgeError
     from lmforge.teacher import generate
 
-    cfg = resolve(groups, normalize_argv(argv), defaults=defaults, yaml_positional=True)
+    cfg = resolve(groups, normalize_argv(argv), defaults=defaults, max_positionals=0)
     if cfg.positionals:
         raise LmforgeError(f"{' '.join(words)}: unexpected argument {cfg.positionals[0]!r}")
     run = generate.run_distill if words[1] == "distill" else generate.run_qa
@@ -593,6 +610,20 @@ def cmd_pipeline(argv: list[str]) -> int:
     return run_pipeline_file(cfg.positionals[0], dry_run=cfg["dry_run"])
 
 
+def cmd_env(argv: list[str]) -> int:
+    from lmforge.errors import LmforgeError
+
+    if _wants_help(argv):
+        print(f"usage: lmforge env\n\n{COMMANDS[('env',)][0]}")
+        return 0
+    if argv:
+        raise LmforgeError(f"env: unexpected argument {argv[0]!r} (it takes none)")
+    from lmforge.env_info import env_lines
+
+    print("\n".join(env_lines()))
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------------
 def find_command(argv: list[str]) -> tuple[tuple[str, ...] | None, list[str]]:
     for n in (2, 1):
@@ -631,7 +662,15 @@ def dispatch(argv: list[str]) -> int:
 
 def _setup_logging() -> None:
     level = os.environ.get("LMFORGE_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="[lmforge] %(message)s")
+    # Only lmforge's own logger prints "[lmforge] ...": the root logger is left alone, so other
+    # packages' warnings keep their own look (Python's last-resort handler prints them plainly).
+    logger = logging.getLogger("lmforge")
+    logger.setLevel(level)
+    if not any(getattr(h, "_lmforge", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[lmforge] %(message)s"))
+        handler._lmforge = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
     # bitsandbytes (pulled in by peft when installed) warns on CPU about 4-bit kernels nobody uses here
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # peft still asks transformers for the renamed `is_gradient_checkpointing` (a FutureWarning per run)

@@ -9,7 +9,9 @@ from lmforge.config.fields import arg
 
 @dataclass
 class TokenizerTrainArgs:
-    dataset: str | None = arg(None, "Text to learn from: .txt/.jsonl files or folders, comma-separated")
+    dataset: str | None = arg(
+        None, "Text to learn from: .txt/.jsonl files or folders, comma-separated", multi=True
+    )
     output_dir: str = arg("out/tokenizer", "Where the tokenizer folder is written")
     vocab_size: int = arg(6400, "Vocabulary size, special tokens included (MiniMind: 6400)")
     min_frequency: int = arg(2, "Ignore merges seen fewer times than this")

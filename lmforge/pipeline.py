@@ -27,7 +27,11 @@ from lmforge.tuners.args import TunerArgs
 
 log = logging.getLogger("lmforge")
 GROUPS = [ModelArgs, DataArgs, RunArgs, TunerArgs]
-ADAPTER_LEARNING_RATE = 1e-4  # MiniMind train_lora, ms-swift and LLaMA-Factory LoRA examples
+ADAPTER_LEARNING_RATE = 1e-4
+PRESET_SIZES = (
+    "hidden_size",
+    "num_hidden_layers",
+)  # size flags with defaults that a --preset replaces  # MiniMind train_lora, ms-swift and LLaMA-Factory LoRA examples
 
 
 @dataclass
@@ -53,20 +57,32 @@ def stage_defaults(module) -> dict[str, Any]:
     return {**TRAINER_DEFAULTS, **module.DEFAULTS}
 
 
+LLAMAFACTORY_STAGES = {"pt": "pretrain"}  # its other stage names (sft, rm, dpo, kto, ppo) are ours too
+
+
+def stage_name(name: str) -> str:
+    """A stage as lmforge names it (LLaMA-Factory's `stage: pt` is `pretrain`)."""
+    return LLAMAFACTORY_STAGES.get(name, name).replace("_", "-")
+
+
 def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
     from lmforge.stages import get_stage
 
     module = get_stage(stage)
-    cfg = resolve([*GROUPS, module.Args], argv, include_hf=True, defaults=stage_defaults(module))
+    cfg = resolve(
+        [*GROUPS, module.Args], argv, include_hf=True, defaults=stage_defaults(module), max_positionals=0
+    )
     recorded = cfg.get("stage")
-    if recorded and recorded.replace("_", "-") != stage.replace("_", "-"):
+    if recorded and stage_name(recorded) != stage.replace("_", "-"):
         raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")
     cfg.values["stage"] = stage
+    from lmforge.config.checks import scheduler_kwargs
     from lmforge.tuners.apply import is_peft
 
     if is_peft(cfg) and "learning_rate" not in cfg.explicit:
         cfg.values["learning_rate"] = ADAPTER_LEARNING_RATE
         cfg.layered.add("learning_rate")
+    scheduler_kwargs(cfg)
     return module, cfg
 
 
@@ -155,7 +171,7 @@ def load_tokenizer_and_model(cfg: Config, loader=None):
         )
     }
     preset = cfg.get("preset")
-    for k in ("hidden_size", "num_hidden_layers"):
+    for k in PRESET_SIZES:
         if not preset or k in cfg.explicit:
             sizes[k] = cfg[k]
     model = init_model(
@@ -210,6 +226,8 @@ def public_values(cfg: Config, module) -> dict[str, Any]:
     from dataclasses import fields
 
     secret = {f.name for f in fields(module.Args) if f.metadata.get("secret")}
+    if cfg.get("preset"):  # the preset decides the sizes nobody typed; their field defaults would win
+        secret |= {k for k in PRESET_SIZES if k not in cfg.explicit}
     return {k: v for k, v in cfg.to_yaml_dict().items() if k not in secret}
 
 
@@ -240,7 +258,7 @@ def prepare_datasets(ctx: StageContext, module):
     meta = convert.fingerprint(
         cfg, ctx.tokenizer, ctx.stage, module.DATA_KIND, stage_option_keys(module), processor=ctx.processor
     )
-    if convert.matches(path, meta["key"]):
+    if convert.matches(path, meta["key"]) and not cfg["overwrite_cache"]:
         train, val, record = convert.load_converted(path)
         ctx.stats["rows"] = record.get("num_rows", len(train))
         log.info("tokenised data: reusing %s (fingerprint matches)", path)
@@ -299,11 +317,7 @@ def _load_streaming(ctx: StageContext, kind: str, opts: dict[str, Any]):
     """`--streaming`: rows are read, converted and tokenised on the fly; nothing is cached."""
     from lmforge.data.load import iter_rows_streaming
 
-    cfg = ctx.cfg
-    if cfg["max_steps"] is None or cfg["max_steps"] <= 0:
-        raise LmforgeError("--streaming needs --max_steps (a stream has no length to count epochs by)")
-    if cfg.get("val_size"):
-        raise LmforgeError("--streaming cannot hold out --val_size rows; pass --val_dataset instead")
+    cfg = ctx.cfg  # --max_steps and no --val_size: checked by validate_config
     rows = iter_rows_streaming(cfg["dataset"], kind, **opts)
     if cfg.get("max_samples"):
         rows = rows.take(cfg["max_samples"])
@@ -315,17 +329,16 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     """Run one training stage; returns the run folder."""
     from transformers import set_seed
 
-    from lmforge.training.build import build_training_args
+    from lmforge.config.checks import validate_config
     from lmforge.training.trainer import FaultInjectionCallback, MetricsCallback, SigtermCallback
-    from lmforge.tuners.apply import apply_tuner, check_tuner_config
-    from lmforge.tuners.optim import training_overrides
+    from lmforge.tuners.apply import apply_tuner
 
     module, cfg = resolve_train_config(stage, argv or []) if cfg is None else (_module(stage), cfg)
     run_dir, ckpt = resolve_run_dir(stage, cfg)
     ctx = StageContext(stage=stage, cfg=cfg, run_dir=run_dir)
+    ctx.training_args = validate_config(module, cfg, run_dir)  # before any model or data is loaded
     flush_denormals()
     set_seed(cfg["seed"])
-    check_tuner_config(cfg, has_base=bool(cfg.get("model_name_or_path")))
     ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, getattr(module, "load_model", None))
     if base_path:
         cfg.values["model_name_or_path"] = base_path
@@ -334,10 +347,6 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
 
     apply_template(ctx.tokenizer, cfg.get("template"))  # saved with the run's tokenizer
     ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
-    args_cls, stage_fields = module.trainer_config(cfg) if hasattr(module, "trainer_config") else (None, {})
-    ctx.training_args = build_training_args(
-        cfg, run_dir, overrides={**training_overrides(cfg), **stage_fields}, args_cls=args_cls
-    )
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read
     ctx.tuned = apply_tuner(ctx.model, cfg, run_dir=run_dir, num_training_steps=_num_steps(ctx))
@@ -356,7 +365,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     if os.environ.get("LMFORGE_FAULT_KILL_AT_STEP"):
         trainer.add_callback(FaultInjectionCallback(int(os.environ["LMFORGE_FAULT_KILL_AT_STEP"])))
     _log_start(ctx, ckpt)
-    trainer.train(resume_from_checkpoint=ckpt)
+    result = trainer.train(resume_from_checkpoint=ckpt)
     if cfg["plot"] and trainer.args.should_save:
         plot_metrics(run_dir)
     if sigterm.received:
@@ -367,7 +376,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
         )
         return run_dir
     if trainer.args.should_save:
-        _finish(ctx, trainer)
+        _finish(ctx, trainer, result.metrics)
     return run_dir
 
 
@@ -453,8 +462,11 @@ def _log_start(ctx: StageContext, ckpt: str | None) -> None:
         log.info("packing: %s", packing)
 
 
-def _finish(ctx: StageContext, trainer) -> None:
+def _finish(ctx: StageContext, trainer, metrics: dict[str, Any]) -> None:
     run_dir = ctx.run_dir
+    # What Hugging Face / LLaMA-Factory users look for in a run folder
+    trainer.state.save_to_json(os.path.join(run_dir, "trainer_state.json"))
+    trainer.save_metrics("train", metrics)  # train_results.json + all_results.json
     if ctx.cfg.get("merge_lora") and ctx.tuned and hasattr(ctx.model, "merge_and_unload"):
         _save_merged(ctx, trainer)
     elif ctx.tuned and ctx.tuned.save:

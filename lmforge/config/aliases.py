@@ -36,6 +36,12 @@ def _tuner(v: Any) -> Any:
     return str(v).strip().lower().replace("-", "_") if isinstance(v, str) else v
 
 
+def _flash_attn(v: Any) -> Any:
+    # LLaMA-Factory's flash_attn: auto, disabled, sdpa, fa2
+    table = {"auto": None, "disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2"}
+    return table.get(str(v).strip().lower(), v)
+
+
 def _comma_list(v: Any) -> Any:
     return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
 
@@ -112,6 +118,10 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     # transformers 4.x names that users still type (v5 folded the ratio into warmup_steps < 1)
     "warmup_ratio": ("warmup_steps", None),
     "evaluation_strategy": ("eval_strategy", None),
+    # LLaMA-Factory
+    "plot_loss": ("plot", None),
+    "flash_attn": ("attn_implementation", _flash_attn),
+    "neat_packing": ("packing", None),  # lmforge's packing never attends across documents
 }
 
 VALUE_TRANSFORMS: dict[str, Callable[[Any], Any]] = {

@@ -12,11 +12,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from lmforge.config.aliases import ALIASES, VALUE_TRANSFORMS
 from lmforge.errors import LmforgeError
+
+log = logging.getLogger("lmforge")
 
 _TRUE = ("1", "true", "yes", "y", "on")
 _FALSE = ("0", "false", "no", "n", "off")
@@ -32,6 +36,12 @@ class Spec:
     help: str
     group: str
     choices: tuple | None = None
+    multi: bool = False  # a list: several values after one flag, repeated flags accumulate
+
+    @property
+    def is_list(self) -> bool:
+        """A real list type (`report_to: str | list[str]`), not a comma-joined string."""
+        return "list[" in self.type_text.lower() and "dict" not in self.type_text.lower()
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -49,9 +59,9 @@ def specs_of(cls: type, group: str) -> dict[str, Spec]:
             continue
         type_text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
         help_text = " ".join(str(f.metadata.get("help", "")).split())
-        out[f.name] = Spec(
-            f.name, str(type_text), _field_default(f), help_text, group, f.metadata.get("choices")
-        )
+        spec = Spec(f.name, str(type_text), _field_default(f), help_text, group, f.metadata.get("choices"))
+        spec.multi = bool(f.metadata.get("multi")) or spec.is_list
+        out[f.name] = spec
     return out
 
 
@@ -146,26 +156,82 @@ def coerce(spec: Spec, value: Any, where: str) -> Any:
     return out
 
 
-def split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, Any]]]:
-    """Positionals and (key, raw value) pairs; `--flag` alone means True."""
+def _is_flag(tok: str) -> bool:
+    return tok.startswith("--") and len(tok) > 2
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$", re.S)
+
+
+def override_key(word: str, specs: dict[str, Spec]) -> str | None:
+    """The option a LLaMA-Factory style `key=value` word sets, when `key` is one of the command's."""
+    m = _OVERRIDE.match(word)
+    if not m:
+        return None
+    key, _ = canonical_key(m.group(1).replace("-", "_"), specs)
+    return key if key in specs else None
+
+
+def split_argv(
+    argv: list[str], specs: dict[str, Spec] | None = None
+) -> tuple[list[str], list[tuple[str, Any]]]:
+    """Positionals and (key, raw value) pairs in command-line order.
+
+    `--flag` alone means True; `--key=value` and `key=value` (a key of the command) set one value;
+    a list option (`Spec.multi`) takes every word up to the next flag (`--dataset a.jsonl b.jsonl`,
+    as ms-swift), any other option one word, the rest are positionals."""
+    specs = specs or {}
     positionals: list[str] = []
     pairs: list[tuple[str, Any]] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok.startswith("--") and len(tok) > 2:
-            key = tok[2:].split("=", 1)[0].replace("-", "_")
-            if "=" in tok:  # `--key=value`: only the key's dashes are spelling (`--max-length`)
-                pairs.append((key, tok.split("=", 1)[1]))
-            elif i + 1 < len(argv) and not (argv[i + 1].startswith("--") and len(argv[i + 1]) > 2):
-                pairs.append((key, argv[i + 1]))
-                i += 1
+        if not _is_flag(tok):
+            if override_key(tok, specs):
+                key, value = tok.split("=", 1)
+                pairs.append((key.replace("-", "_"), value))
             else:
-                pairs.append((key, True))
-        else:
-            positionals.append(tok)
+                positionals.append(tok)
+            i += 1
+            continue
+        key = tok[2:].split("=", 1)[0].replace("-", "_")
         i += 1
+        if "=" in tok:  # `--key=value`: only the key's dashes are spelling (`--max-length`)
+            pairs.append((key, tok.split("=", 1)[1]))
+            continue
+        values: list[str] = []
+        while i < len(argv) and not _is_flag(argv[i]) and not override_key(argv[i], specs):
+            values.append(argv[i])
+            i += 1
+        spec = specs.get(canonical_key(key, specs)[0])
+        if not values:
+            pairs.append((key, True))
+        elif spec is not None and spec.multi:
+            pairs.append((key, values if len(values) > 1 else values[0]))
+        else:
+            pairs.append((key, values[0]))
+            positionals += values[1:]
     return positionals, pairs
+
+
+def _as_multi(spec: Spec, value: Any) -> Any:
+    """A list option's value: several words → one comma list (a real list for list-typed fields)."""
+    if value is None or isinstance(value, bool):
+        return value
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not spec.is_list:
+        return ",".join(str(v) for v in items) if isinstance(value, (list, tuple)) else value
+    flat = [p.strip() for v in items for p in str(v).split(",") if p.strip()]
+    return flat[0] if len(flat) == 1 and not isinstance(value, (list, tuple)) else flat
+
+
+def _accumulate(spec: Spec, old: Any, new: Any) -> Any:
+    if old is None or old is True:
+        return new
+    if spec.is_list:
+        as_list = [old] if isinstance(old, str) else list(old)
+        return as_list + ([new] if isinstance(new, str) else list(new))
+    return f"{old},{new}"
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -230,6 +296,73 @@ def canonical_key(key: str, specs: dict[str, Spec] | None = None) -> tuple[str, 
     return key, VALUE_TRANSFORMS.get(key)
 
 
+def is_config_file(word: str, specs: dict[str, Spec], *, inputs: bool) -> bool:
+    """A positional that is a config file: any .yaml/.yml; a .json one when the command takes no
+    positional inputs, else only a JSON object whose keys are all the command's options."""
+    if word.endswith((".yaml", ".yml")):
+        return True
+    if not word.endswith(".json"):
+        return False
+    if not inputs:
+        return True
+    try:
+        data = json.loads(Path(word).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(canonical_key(str(k), specs)[0] in specs for k in data)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A flat mapping from a YAML or JSON config file."""
+    if not path.endswith(".json"):
+        return load_yaml(path)
+    p = Path(path)
+    if not p.is_file():
+        raise LmforgeError(f"{path}: config file not found")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LmforgeError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise LmforgeError(
+            f"{path}: a config file must be a JSON object of flat keys; got {type(data).__name__}"
+        )
+    return data
+
+
+def unknown_option(where: str, raw_key: str, specs: dict[str, Spec]) -> LmforgeError:
+    """`unknown option --x`, with a did-you-mean drawn only from this command's options and the
+    aliases that lead to one of them (never the word just typed)."""
+    known = set(specs)
+    for alias, (targets, _) in ALIASES.items():
+        if any(t in specs for t in ((targets,) if isinstance(targets, str) else targets)):
+            known.add(alias)
+    known.discard(raw_key)
+    near = difflib.get_close_matches(raw_key, sorted(known), n=1)
+    hint = f"; did you mean --{near[0]}?" if near else ""
+    return LmforgeError(f"{where}: unknown option --{raw_key}{hint}")
+
+
+def collect_specs(groups: list[type], include_hf: bool = False) -> dict[str, Spec]:
+    specs: dict[str, Spec] = {}
+    for cls in groups:
+        specs.update(specs_of(cls, cls.__name__))
+    if include_hf:
+        for k, v in hf_training_specs().items():
+            specs.setdefault(k, v)
+    return specs
+
+
+def _check_positionals(rest: list[str], max_positionals: int | None, specs: dict[str, Spec]) -> None:
+    if max_positionals is None or len(rest) <= max_positionals:
+        return
+    word = rest[max_positionals]
+    m = _OVERRIDE.match(word)
+    if m:  # `lerning_rate=1e-5`: a key=value override whose key the command does not have
+        raise unknown_option("command line", m.group(1).replace("-", "_"), specs)
+    raise LmforgeError(f"unexpected argument {word!r} (options are --key value or key=value)")
+
+
 def resolve(
     groups: list[type],
     argv: list[str],
@@ -237,38 +370,47 @@ def resolve(
     include_hf: bool = False,
     defaults: dict[str, Any] | None = None,
     yaml_positional: bool = True,
+    max_positionals: int | None = None,
 ) -> Config:
-    """Parse `argv` against `groups` (+ TrainingArguments when include_hf)."""
-    specs: dict[str, Spec] = {}
-    for cls in groups:
-        specs.update(specs_of(cls, cls.__name__))
-    if include_hf:
-        for k, v in hf_training_specs().items():
-            specs.setdefault(k, v)
+    """Parse `argv` against `groups` (+ TrainingArguments when include_hf).
+
+    Config files (YAML/JSON positionals) apply in order over `defaults`, then the command line
+    (`--key value`, `--key=value`, `key=value`). Within one layer a list option accumulates and any
+    other option given twice keeps the last value, with a warning. More than `max_positionals` leftover
+    words (None: no limit, the command checks) is an error naming the first extra one."""
+    specs = collect_specs(groups, include_hf)
     values = {k: s.default for k, s in specs.items()}
-    positionals, pairs = split_argv(argv)
+    positionals, pairs = split_argv(argv, specs)
     layers: list[tuple[str, list[tuple[str, Any]]]] = []
     if defaults:
         layers.append(("defaults", list(defaults.items())))
     rest = []
     for pos in positionals:
-        if yaml_positional and pos.endswith((".yaml", ".yml")):
-            layers.append((pos, list(load_yaml(pos).items())))
+        if yaml_positional and is_config_file(pos, specs, inputs=max_positionals != 0):
+            layers.append((pos, list(load_config_file(pos).items())))
         else:
             rest.append(pos)
+    _check_positionals(rest, max_positionals, specs)
     layers.append(("command line", pairs))
     explicit: set[str] = set()
     layered: set[str] = set()
     for where, items in layers:
+        seen: dict[str, Any] = {}
         for raw_key, raw_val in items:
-            key, transform = canonical_key(raw_key, specs)
+            key, transform = canonical_key(str(raw_key), specs)
             if key not in specs:
-                known = sorted(set(specs) | set(ALIASES))
-                near = difflib.get_close_matches(raw_key, known, n=1)
-                hint = f"; did you mean --{near[0]}?" if near else ""
-                raise LmforgeError(f"{where}: unknown option --{raw_key}{hint}")
-            val = transform(raw_val) if transform else raw_val
-            values[key] = coerce(specs[key], val, where)
+                raise unknown_option(where, str(raw_key), specs)
+            spec = specs[key]
+            val = _as_multi(spec, raw_val) if spec.multi else raw_val
+            val = coerce(spec, transform(val) if transform else val, where)
+            if key in seen:
+                if spec.multi:
+                    val = _accumulate(spec, seen[key], val)
+                elif seen[key] != val:  # a later flag overrides an earlier one (as argparse), said aloud
+                    log.warning(
+                        "%s: --%s given twice (%r, then %r): using %r", where, key, seen[key], val, val
+                    )
+            seen[key] = values[key] = val
             layered.add(key)
             if where != "defaults":
                 explicit.add(key)

@@ -68,9 +68,10 @@ class DataArgs:
         None,
         "Training data: file, folder, dataset_info.yaml name, path#N to sample N "
         "rows; comma-separate several to mix",
+        multi=True,
     )
     dataset_dir: str | None = arg(None, "Folder holding dataset_info.yaml and relative data files")
-    val_dataset: str | None = arg(None, "Validation data (same forms as --dataset)")
+    val_dataset: str | None = arg(None, "Validation data (same forms as --dataset)", multi=True)
     val_size: float = arg(
         0.0, "Hold out this fraction (<1) or number of rows (>=1) of --dataset for validation"
     )
@@ -104,8 +105,11 @@ class DataArgs:
         "How several datasets are mixed: concat, interleave_under, interleave_over",
         choices=("concat", "interleave_under", "interleave_over"),
     )
-    interleave_probs: str | None = arg(None, "Comma-separated sampling probabilities for interleaving")
+    interleave_probs: str | None = arg(
+        None, "Comma-separated sampling probabilities for interleaving", multi=True
+    )
     tokenized_path: str | None = arg(None, "Folder for the tokenised Arrow cache (reused when it matches)")
+    overwrite_cache: bool = arg(False, "Rebuild the --tokenized_path cache even when it matches")
     max_samples: int | None = arg(None, "Use at most this many training rows")
     system_prompt: str | None = arg(None, "CSV default system prompt for rows without a system_prompt column")
     user_prompt: str | None = arg(None, "CSV default user prompt for rows without a user_prompt column")

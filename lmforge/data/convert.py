@@ -38,6 +38,7 @@ _NOT_IN_KEY = {
     "preprocessing_batch_size",
     "streaming",
     "dataset_dir",
+    "overwrite_cache",
 }
 _SOURCES = (
     "lmforge/data/formats.py",

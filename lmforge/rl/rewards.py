@@ -51,6 +51,7 @@ __all__ = [
     "RewardModelScorer",
     "accuracy",
     "build_reward_funcs",
+    "plan_rewards",
     "closeness",
     "combine",
     "completion_text",
@@ -337,6 +338,18 @@ def build_reward_funcs(
     `reward_model` folder appends a ``RewardModelScorer``. `weights` is a comma list, one per reward in
     that order (default all 1.0).
     """
+    chosen, values = plan_rewards(names, weights, reasoning=reasoning, reward_model=bool(reward_model))
+    funcs: list[RewardFunc] = [REWARDS[n](length_target) for n in chosen]
+    if reward_model:
+        funcs.append(RewardModelScorer(reward_model, tokenizer, clip=clip))
+    return funcs, values
+
+
+def plan_rewards(
+    names: str | None, weights: str | None, *, reasoning: bool, reward_model: bool
+) -> tuple[list[str], list[float]]:
+    """(rule reward names, one weight per reward, the reward model last): every check of
+    `build_reward_funcs`, without building anything (stages call it before loading a model)."""
     chosen = [n.lower() for n in _split(names)]
     if chosen == ["none"]:
         chosen = []
@@ -351,25 +364,23 @@ def build_reward_funcs(
         raise LmforgeError(f"--reward_funcs {names!r} names a reward twice")
     if reasoning and "format" not in chosen:
         chosen.append("format")
-    funcs: list[RewardFunc] = [REWARDS[n](length_target) for n in chosen]
-    if reward_model:
-        funcs.append(RewardModelScorer(reward_model, tokenizer, clip=clip))
-    if not funcs:
+    labels = ", ".join([*chosen, *(["reward_model"] if reward_model else [])])
+    count = len(chosen) + int(reward_model)
+    if not count:
         raise LmforgeError("no rewards: give --reward_funcs and/or --reward_model_path")
-    labels = ", ".join(f.__name__ for f in funcs)
     if weights is None or not _split(weights):
-        return funcs, [1.0] * len(funcs)
+        return chosen, [1.0] * count
     try:
         values = [float(w) for w in _split(weights)]
     except ValueError:
         raise LmforgeError(f"--reward_weights {weights!r}: expected comma-separated numbers") from None
-    if len(values) != len(funcs):
+    if len(values) != count:
         raise LmforgeError(
-            f"--reward_weights has {len(values)} value(s) for {len(funcs)} reward(s) ({labels}), in that order"
+            f"--reward_weights has {len(values)} value(s) for {count} reward(s) ({labels}), in that order"
         )
     if not all(math.isfinite(v) for v in values):
         raise LmforgeError(f"--reward_weights {weights!r}: weights must be finite numbers")
-    return funcs, values
+    return chosen, values
 
 
 def combine(rewards_by_func: Sequence[Sequence[float | None]], weights: Sequence[float]) -> list[float]:

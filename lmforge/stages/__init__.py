@@ -1,11 +1,8 @@
 """Training stages: one module per stage, looked up by name in STAGES (imported lazily).
 
-A stage module defines:
-- ``DATA_KIND``: the canonical row kind it reads (see lmforge/data/__init__.py);
-- ``DEFAULTS``: its default flags (MiniMind's reference values);
-- ``Args``: a dataclass of its own flags (may be empty);
-- ``prepare(ctx)``: tokenise ``ctx.rows`` into training features;
-- ``build_trainer(ctx)``: the configured trainer.
+A stage module meets the `Stage` Protocol of contract.py: ``DATA_KIND``, ``DEFAULTS``, ``Args``,
+``validate(cfg)`` and ``trainer_config(cfg)`` (config only, run before any loading),
+``prepare(ctx, rows)`` and ``build_trainer(ctx)``.
 """
 
 from __future__ import annotations

@@ -67,7 +67,6 @@ class Args:
 def trainer_config(cfg):
     """TRL's DistillationConfig for the on-policy variant; the off-policy trainer takes plain
     TrainingArguments."""
-    _check_flags(cfg)
     if not cfg["distill_on_policy"]:
         return None, {}
     from trl import DistillationConfig
@@ -83,9 +82,13 @@ def trainer_config(cfg):
     }
 
 
-def _check_flags(cfg) -> None:
+def validate(cfg) -> None:
     """Flags of the other variant stop the run when set to anything but their default (a saved
     lmforge_args.yaml holds every flag, so being present alone means nothing)."""
+    if not 0.0 <= cfg["alpha"] <= 1.0:
+        raise LmforgeError(f"--alpha must be in [0, 1]; got {cfg['alpha']}")
+    if cfg["temperature"] <= 0:
+        raise LmforgeError(f"--temperature must be > 0; got {cfg['temperature']}")
     on_policy = cfg["distill_on_policy"]
     if on_policy and cfg["alpha"] != _default("alpha"):
         raise LmforgeError(

@@ -96,6 +96,21 @@ FEATURE_KEYS = (
 )
 
 
+def validate(cfg) -> None:
+    from lmforge.training.distill_api import teacher_config
+
+    teacher_config(cfg)  # --teacher_model and --base_url are required
+    for flag in ("concurrency", "api_max_tokens"):
+        if cfg[flag] < 1:
+            raise LmforgeError(f"--{flag} must be >= 1; got {cfg[flag]}")
+    if cfg["max_retries"] < 0 or cfg["timeout"] <= 0:
+        raise LmforgeError("--max_retries must be >= 0 and --timeout > 0")
+
+
+def trainer_config(cfg):
+    return None, {}
+
+
 def prepare(ctx, rows):
     import datasets
 

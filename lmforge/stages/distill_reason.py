@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config.fields import arg
+from lmforge.errors import LmforgeError
 
 DATA_KIND = "chat"
 
@@ -30,6 +31,15 @@ MARKERS = ("<think>", "</think>", "<answer>", "</answer>")
 @dataclass
 class Args:
     marker_weight: float = arg(1.0, "Loss weight of the think/answer marker tokens (MiniMind uses 10)")
+
+
+def validate(cfg) -> None:
+    if cfg["marker_weight"] < 0:
+        raise LmforgeError(f"--marker_weight must be >= 0; got {cfg['marker_weight']}")
+
+
+def trainer_config(cfg):
+    return None, {}
 
 
 def prepare(ctx, rows):

@@ -36,8 +36,10 @@ LOSSES = (
 @dataclass
 class Args:
     beta: float = arg(0.1, "Deviation from the reference: higher keeps the policy closer (IPO: its tau)")
-    loss_type: str = arg("sigmoid", f"DPO loss, or several comma-separated: {', '.join(LOSSES)}")
-    loss_weights: str | None = arg(None, "Comma-separated weights when --loss_type combines several losses")
+    loss_type: str = arg("sigmoid", f"DPO loss, or several comma-separated: {', '.join(LOSSES)}", multi=True)
+    loss_weights: str | None = arg(
+        None, "Comma-separated weights when --loss_type combines several losses", multi=True
+    )
     label_smoothing: float = arg(0.0, "Probability a preference label is flipped (robust / exo_pair losses)")
     rpo_alpha: float | None = arg(None, "Add this weight x the chosen answers' NLL (RPO; pref_ftx)")
     ref_model: str | None = arg(None, "Reference model (default: a frozen copy of the starting model)")
@@ -46,20 +48,37 @@ class Args:
     )
 
 
-def trainer_config(cfg):
-    from trl import DPOConfig
-
+def _losses(cfg) -> tuple[list[str], list[float] | None]:
+    """(the TRL loss list, their weights or None): `--rpo_alpha` adds the `sft` term."""
     losses = [x.strip() for x in cfg["loss_type"].split(",") if x.strip()]
     bad = [x for x in losses if x not in LOSSES]
     if bad:
         hint = " (use `lmforge train orpo|simpo`)" if set(bad) & {"orpo", "simpo", "kto_pair"} else ""
         raise LmforgeError(f"--loss_type {bad[0]!r} is not a DPO loss{hint}; choose from {', '.join(LOSSES)}")
-    weights = [float(x) for x in cfg["loss_weights"].split(",")] if cfg.get("loss_weights") else None
+    try:
+        weights = [float(x) for x in cfg["loss_weights"].split(",")] if cfg.get("loss_weights") else None
+    except ValueError:
+        raise LmforgeError(
+            f"--loss_weights {cfg['loss_weights']!r}: expected comma-separated numbers"
+        ) from None
     if cfg.get("rpo_alpha"):
         weights = (weights or [1.0] * len(losses)) + [cfg["rpo_alpha"]]
         losses.append("sft")
     if weights is not None and len(weights) != len(losses):
         raise LmforgeError(f"--loss_weights has {len(weights)} values for {len(losses)} losses")
+    return losses, weights
+
+
+def validate(cfg) -> None:
+    _losses(cfg)
+    if cfg["beta"] <= 0:
+        raise LmforgeError(f"--beta must be > 0; got {cfg['beta']}")
+
+
+def trainer_config(cfg):
+    from trl import DPOConfig
+
+    losses, weights = _losses(cfg)
     return DPOConfig, {
         "beta": cfg["beta"],
         "loss_type": losses,

@@ -39,8 +39,12 @@ class Args:
     beta: float = arg(0.02, "KL coefficient to the reference model (0: no reference kept)")
     max_gen_len: int = arg(1536, "Most tokens generated per answer (TRL's max_completion_length)")
     reasoning: bool = arg(False, "Reasoning model: add the <think> format reward (MiniMind --reasoning 1)")
-    reward_funcs: str = arg("accuracy", "Comma list of rule rewards: accuracy, format, length, repetition")
-    reward_weights: str | None = arg(None, "Comma list of weights, one per reward (reward model last)")
+    reward_funcs: str = arg(
+        "accuracy", "Comma list of rule rewards: accuracy, format, length, repetition", multi=True
+    )
+    reward_weights: str | None = arg(
+        None, "Comma list of weights, one per reward (reward model last)", multi=True
+    )
     reward_model_path: str | None = arg(
         None, "Sequence-classification reward model folder (an lmforge rm run)"
     )
@@ -56,15 +60,21 @@ class Args:
     use_vllm: bool = arg(False, "Generate with vLLM (GPU; pip install vllm)")
 
 
-def trainer_config(cfg):
-    from trl import GRPOConfig
+def validate(cfg) -> None:
+    from lmforge.training.rl import check_reward_flags
 
+    check_reward_flags(cfg)
     per_step = cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"]
     if cfg["num_generations"] < 2 or per_step % cfg["num_generations"]:
         raise LmforgeError(
             f"--num_generations {cfg['num_generations']} must be >= 2 and divide the completions per step "
             f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step})"
         )
+
+
+def trainer_config(cfg):
+    from trl import GRPOConfig
+
     return GRPOConfig, {
         "num_generations": cfg["num_generations"],
         "beta": cfg["beta"],

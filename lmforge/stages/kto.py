@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config.fields import arg
+from lmforge.errors import LmforgeError
 
 DATA_KIND = "kto"
 
@@ -29,6 +30,15 @@ class Args:
     precompute_ref_log_probs: bool = arg(
         False, "Compute reference log-probs once up front; no reference in memory"
     )
+
+
+def validate(cfg) -> None:
+    if cfg["per_device_train_batch_size"] < 2 and cfg["loss_type"] != "apo_zero_unpaired":
+        raise LmforgeError(
+            "train kto: --per_device_train_batch_size must be >= 2 (the KL term pairs rows in a batch)"
+        )
+    if cfg["beta"] <= 0:
+        raise LmforgeError(f"--beta must be > 0; got {cfg['beta']}")
 
 
 def trainer_config(cfg):

@@ -26,6 +26,16 @@ class Args:
     label_smoothing: float = arg(0.0, "Probability a preference label is flipped")
 
 
+def validate(cfg) -> None:
+    from lmforge.training.preference import check_ref_free_flags
+
+    check_ref_free_flags(cfg)
+
+
+def trainer_config(cfg):
+    return None, {}
+
+
 def prepare(ctx, rows):
     from lmforge.training.preference import tokenize_pairs
 

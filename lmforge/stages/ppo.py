@@ -52,9 +52,11 @@ class Args:
     top_p: float = arg(1.0, "Nucleus sampling of the rollouts")
     reasoning: bool = arg(False, "Reasoning model: add the <think> format reward (MiniMind --reasoning 1)")
     reward_funcs: str = arg(
-        "accuracy", "Comma list of rule rewards: accuracy, closeness, format, length, repetition"
+        "accuracy", "Comma list of rule rewards: accuracy, closeness, format, length, repetition", multi=True
     )
-    reward_weights: str | None = arg(None, "Comma list of weights, one per reward (reward model last)")
+    reward_weights: str | None = arg(
+        None, "Comma list of weights, one per reward (reward model last)", multi=True
+    )
     reward_model_path: str | None = arg(
         None, "Sequence-classification reward model folder (an lmforge rm run)"
     )
@@ -62,14 +64,19 @@ class Args:
     length_target: int = arg(200, "Target answer length in characters for the length reward")
 
 
-def trainer_config(cfg):
+def validate(cfg) -> None:
     from lmforge.training.ppo import check_rollout_flags
+    from lmforge.training.rl import check_reward_flags
 
+    check_reward_flags(cfg)
     check_rollout_flags(cfg)
     if cfg["update_old_actor_freq"] < 1:
         raise LmforgeError(f"--update_old_actor_freq must be >= 1; got {cfg['update_old_actor_freq']}")
     if cfg["kl_coef"] < 0 or cfg["vf_coef"] < 0:
         raise LmforgeError("--kl_coef and --vf_coef must be >= 0")
+
+
+def trainer_config(cfg):
     return None, {}
 
 

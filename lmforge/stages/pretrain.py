@@ -27,6 +27,14 @@ class Args:
     pass
 
 
+def validate(cfg) -> None:
+    """No rules beyond the common ones (lmforge/pipeline.py `validate_config`)."""
+
+
+def trainer_config(cfg):
+    return None, {}
+
+
 def prepare(ctx, rows):
     from lmforge.training.features import tokenize_pretrain
 

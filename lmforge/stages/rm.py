@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.config.fields import arg
+from lmforge.errors import LmforgeError
 
 DATA_KIND = "preference"
 
@@ -33,6 +34,12 @@ def load_model(cfg, path: str):
 
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     return model
+
+
+def validate(cfg) -> None:
+    coef = cfg["center_rewards_coefficient"]
+    if coef is not None and coef < 0:
+        raise LmforgeError(f"--center_rewards_coefficient must be >= 0; got {coef}")
 
 
 def trainer_config(cfg):

@@ -29,6 +29,14 @@ class Args:
     pass
 
 
+def validate(cfg) -> None:
+    """No rules beyond the common ones (lmforge/pipeline.py `validate_config`)."""
+
+
+def trainer_config(cfg):
+    return None, {}
+
+
 def prepare(ctx, rows):
     if getattr(ctx, "processor", None) is not None:  # an audio LLM: rows carry an `audio` clip
         from lmforge.training.audio import tokenize_audio_chat

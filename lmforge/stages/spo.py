@@ -42,9 +42,11 @@ class Args:
     top_p: float = arg(1.0, "Nucleus sampling of the rollouts")
     reasoning: bool = arg(False, "Reasoning model: add the <think> format reward (MiniMind --reasoning 1)")
     reward_funcs: str = arg(
-        "accuracy", "Comma list of rule rewards: accuracy, closeness, format, length, repetition"
+        "accuracy", "Comma list of rule rewards: accuracy, closeness, format, length, repetition", multi=True
     )
-    reward_weights: str | None = arg(None, "Comma list of weights, one per reward (reward model last)")
+    reward_weights: str | None = arg(
+        None, "Comma list of weights, one per reward (reward model last)", multi=True
+    )
     reward_model_path: str | None = arg(
         None, "Sequence-classification reward model folder (an lmforge rm run)"
     )
@@ -52,14 +54,19 @@ class Args:
     length_target: int = arg(200, "Target answer length in characters for the length reward")
 
 
-def trainer_config(cfg):
+def validate(cfg) -> None:
     from lmforge.training.ppo import check_rollout_flags
+    from lmforge.training.rl import check_reward_flags
 
+    check_reward_flags(cfg)
     check_rollout_flags(cfg)
     if not 0 < cfg["spo_ema"] <= 1:
         raise LmforgeError(f"--spo_ema must be in (0, 1]; got {cfg['spo_ema']}")
     if cfg["beta"] < 0:
         raise LmforgeError(f"--beta must be >= 0; got {cfg['beta']}")
+
+
+def trainer_config(cfg):
     return None, {}
 
 

@@ -20,6 +20,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "seed": 42,
 }
+# The schedules that take lmforge's default `min_lr_rate` kwarg.
+MIN_LR_SCHEDULERS = ("cosine_with_min_lr", "cosine_warmup_with_min_lr")
 
 
 def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = None, args_cls=None):

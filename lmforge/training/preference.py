@@ -115,16 +115,23 @@ def dpo_trainer(ctx):
     return LmforgeDPOTrainer(ref_model=reference_model(ctx), **_common(ctx))
 
 
-def kto_trainer(ctx):
-    if ctx.training_args.per_device_train_batch_size < 2 and ctx.cfg["loss_type"] != "apo_zero_unpaired":
-        raise LmforgeError(
-            "train kto: --per_device_train_batch_size must be >= 2 (the KL term pairs rows in a batch)"
-        )
+def kto_trainer(ctx):  # its batch-size rule is checked up front (lmforge/stages/kto.py validate)
     return LmforgeKTOTrainer(ref_model=reference_model(ctx), **_common(ctx))
 
 
 def reward_trainer(ctx):
     return LmforgeRewardTrainer(**_common(ctx))
+
+
+def check_ref_free_flags(cfg) -> None:
+    """ORPO / SimPO / CPO flag rules, checked before the model is loaded."""
+    if cfg["beta"] <= 0:
+        raise LmforgeError(f"--beta must be > 0; got {cfg['beta']}")
+    if not 0.0 <= cfg["label_smoothing"] <= 0.5:
+        raise LmforgeError(f"--label_smoothing must be in [0, 0.5]; got {cfg['label_smoothing']}")
+    alpha = cfg.get("cpo_alpha")
+    if alpha is not None and alpha < 0:
+        raise LmforgeError(f"--cpo_alpha must be >= 0; got {alpha}")
 
 
 def ref_free_trainer(ctx, kind: str):

@@ -17,6 +17,18 @@ class LmforgeGRPOTrainer(LmforgeMixin, GRPOTrainer):
     pass
 
 
+def check_reward_flags(cfg) -> None:
+    """--reward_funcs / --reward_weights / --reasoning / --reward_model_path, before any loading."""
+    from lmforge.rl.rewards import plan_rewards
+
+    plan_rewards(
+        cfg.get("reward_funcs"),
+        cfg.get("reward_weights"),
+        reasoning=cfg["reasoning"],
+        reward_model=bool(cfg.get("reward_model_path")),
+    )
+
+
 def reward_functions(ctx):
     """The stage's reward callables and weights from --reward_funcs / --reward_weights /
     --reward_model_path / --reasoning."""

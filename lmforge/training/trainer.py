@@ -46,6 +46,15 @@ from lmforge.runs import MetricsLog, promote_staged_checkpoint, remove_stale_sta
 DEFAULT_LOSS_CHUNK_SIZE = 1024
 
 
+def scheduler_kwargs_for(args, num_training_steps: int) -> dict[str, Any]:
+    """`--lr_scheduler_kwargs` completed where a transformers schedule has a required argument:
+    warmup_stable_decay decays over the last 10% of the steps unless `num_decay_steps` is given."""
+    kwargs = dict(args.lr_scheduler_kwargs or {})
+    if str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)) == "warmup_stable_decay":
+        kwargs.setdefault("num_decay_steps", max(1, num_training_steps // 10))
+    return kwargs
+
+
 class LmforgeMixin:
     """lmforge's reliability features on top of any `transformers.Trainer` subclass (TRL's included):
     put it first in the bases, e.g. `class LmforgeDPOTrainer(LmforgeMixin, DPOTrainer)`.
@@ -232,6 +241,10 @@ class LmforgeMixin:
             optimizer.step = guarded_step
             optimizer._lmforge_guarded = True
         return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        self.args.lr_scheduler_kwargs = scheduler_kwargs_for(self.args, num_training_steps)
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _step_is_finite(self) -> bool:
         norm = self._last_grad_norm

@@ -43,16 +43,19 @@ class TunerArgs:
         "all",
         "Modules that get adapters: all (every linear layer but the output head), a comma list "
         "(q_proj,v_proj), or a regex matched against full module names",
+        multi=True,
     )
     modules_to_save: str | None = arg(
         None,
         "Comma list of extra modules trained in full and saved with the adapter (e.g. embed_tokens,lm_head)",
+        multi=True,
     )
     train_target: str | None = arg(
         None,
         "Audio LLMs: parts that train, comma list of encoder, projector, decoder, embed_tokens, lm_head "
         "(default encoder,projector,decoder). Adapters go on every linear layer of encoder/projector/"
         "decoder (attention and MLP); embed_tokens/lm_head train in full",
+        multi=True,
     )
     merge_lora: bool = arg(
         False,
@@ -78,6 +81,7 @@ class TunerArgs:
     adapter_name_or_path: str | None = arg(
         None,
         "Start from existing adapter folder(s), comma-separated; all but the last are merged into the base",
+        multi=True,
     )
     create_new_adapter: bool = arg(
         False, "With --adapter_name_or_path: merge them all and train a fresh adapter"
@@ -104,11 +108,14 @@ class TunerArgs:
         2, "freeze / llama_pro: train the last N decoder layers (negative: the first N)"
     )
     freeze_trainable_modules: str = arg(
-        "all", "freeze / llama_pro: modules trained inside those layers: all, or a comma list (mlp,self_attn)"
+        "all",
+        "freeze / llama_pro: modules trained inside those layers: all, or a comma list (mlp,self_attn)",
+        multi=True,
     )
     freeze_extra_modules: str | None = arg(
         None,
         "freeze / llama_pro: modules outside the decoder layers also trained (embed_tokens,norm,lm_head)",
+        multi=True,
     )
     expand_layers: int = arg(
         0,
@@ -120,7 +127,9 @@ class TunerArgs:
     double_quantization: bool = arg(True, "4-bit: also quantise the quantisation constants")
     # --- optimisers for full tuning ----------------------------------------------------------
     use_galore: bool = arg(False, "GaLore: low-rank gradient projection (pip install galore-torch)")
-    galore_target: str = arg("all", "GaLore: modules projected: all (every linear layer) or a comma list")
+    galore_target: str = arg(
+        "all", "GaLore: modules projected: all (every linear layer) or a comma list", multi=True
+    )
     galore_rank: int = arg(16, "GaLore: rank of the projected gradients")
     galore_update_interval: int = arg(200, "GaLore: steps between projection updates")
     galore_scale: float = arg(0.25, "GaLore: scale of the projected update")
@@ -129,7 +138,7 @@ class TunerArgs:
     )
     galore_layerwise: bool = arg(False, "GaLore: update layer by layer during backward (saves memory)")
     use_apollo: bool = arg(False, "APOLLO: approximated gradient scaling (pip install apollo-torch)")
-    apollo_target: str = arg("all", "APOLLO: modules scaled: all or a comma list")
+    apollo_target: str = arg("all", "APOLLO: modules scaled: all or a comma list", multi=True)
     apollo_rank: int = arg(16, "APOLLO: rank of the auxiliary space")
     apollo_update_interval: int = arg(200, "APOLLO: steps between projection updates")
     apollo_scale: float = arg(32.0, "APOLLO: scale of the update")
