@@ -32,7 +32,12 @@ API_FLOORS = [
     ("trl", "1.16", "trl.kernels", "ChunkedLogProbFunction"),
     ("gguf", "0.17", "gguf", "MODEL_ARCH.QWEN3"),  # Qwen3 GGUF export (gguf-py 0.17)
     # train distill sets activation_checkpointing, new in 5.23 (5.15: "unexpected keyword argument")
-    ("transformers", "5.23", "transformers", "TrainingArguments.__dataclass_fields__.activation_checkpointing"),  # Qwen3 GGUF export (gguf-py 0.17)
+    (
+        "transformers",
+        "5.23",
+        "transformers",
+        "TrainingArguments.__dataclass_fields__.activation_checkpointing",
+    ),  # Qwen3 GGUF export (gguf-py 0.17)
 ]
 
 

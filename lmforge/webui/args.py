@@ -41,6 +41,7 @@ class WebUIArgs:
 
         auth = parse_auth(self.auth or os.environ.get("LMFORGE_WEBUI_AUTH"))
         return auth, self.api_key or os.environ.get("LMFORGE_WEBUI_API_KEY") or None
+
     template: str | None = arg(
         None, "Chat template by name for chat models (default: each model's own; see `lmforge chat --help`)"
     )
