@@ -8,6 +8,7 @@ PKG = Path(__file__).resolve().parents[1] / "lmforge"
 
 LAYERS = {
     "errors": 0,
+    "env_info": 0,
     "__init__": 0,
     "config": 1,
     "data": 2,
