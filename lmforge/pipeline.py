@@ -76,7 +76,7 @@ def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
     if recorded and stage_name(recorded) != stage.replace("_", "-"):
         raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")
     cfg.values["stage"] = stage
-    from lmforge.config.checks import scheduler_kwargs
+    from lmforge.training.checks import scheduler_kwargs
     from lmforge.tuners.apply import is_peft
 
     if is_peft(cfg) and "learning_rate" not in cfg.explicit:
@@ -329,7 +329,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     """Run one training stage; returns the run folder."""
     from transformers import set_seed
 
-    from lmforge.config.checks import validate_config
+    from lmforge.training.checks import validate_config
     from lmforge.training.trainer import FaultInjectionCallback, MetricsCallback, SigtermCallback
     from lmforge.tuners.apply import apply_tuner
 

@@ -239,7 +239,7 @@ def test_missing_integration_is_one_line_with_pip(flags, package, tmp_path, monk
 def test_report_to_list_passes_when_installed(monkeypatch):
     import importlib.util
 
-    from lmforge.config.checks import check_report_to
+    from lmforge.training.checks import check_report_to
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -256,7 +256,7 @@ def test_every_transformers_scheduler_type_builds(tmp_path):
     import torch
     from transformers import SchedulerType, get_scheduler
 
-    from lmforge.config.checks import validate_config
+    from lmforge.training.checks import validate_config
     from lmforge.stages import get_stage
     from lmforge.training.trainer import scheduler_kwargs_for
 
