@@ -34,7 +34,7 @@ demo: install
 	$(PY) -m lmforge pipeline recipes/demo.yaml
 
 test: install
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -ra -m "not slow"

@@ -226,7 +226,7 @@ def test_deepspeed_missing_names_pip_install(tmp_path, value):
     if value == "OWN_JSON":
         value = str(tmp_path / "ds.json")
         Path(value).write_text('{"zero_optimization": {"stage": 2}}')
-    with pytest.raises(LmforgeError, match=r"needs DeepSpeed: pip install deepspeed") as e:
+    with pytest.raises(LmforgeError, match=r"needs DeepSpeed: pip install \"lmforge\[deepspeed\]\"") as e:
         _training_args(tmp_path, "--deepspeed", value)
     assert "\n" not in str(e.value)
 
