@@ -256,8 +256,8 @@ def test_every_transformers_scheduler_type_builds(tmp_path):
     import torch
     from transformers import SchedulerType, get_scheduler
 
-    from lmforge.training.checks import validate_config
     from lmforge.stages import get_stage
+    from lmforge.training.checks import validate_config
     from lmforge.training.trainer import scheduler_kwargs_for
 
     for kind in SchedulerType:
