@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from known_failures import with_known_failures
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lmforge.errors import LmforgeError
@@ -122,15 +123,7 @@ NOT_YET = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "stage",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOT_YET[s]))
-        if s in NOT_YET
-        else s
-        for s in STAGES
-    ],
-)
+@pytest.mark.parametrize("stage", with_known_failures(STAGES, NOT_YET))
 def test_stage_raises_held_out_preference_accuracy(stage, base, held_out, synth_dir, tmp_path, one_thread):
     data, flags, measure = STAGES[stage]
     run_dir = _train(stage, base, synth_dir / data, tmp_path / stage, *flags)

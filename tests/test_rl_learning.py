@@ -9,6 +9,7 @@ with a fixed seed, before and after RL, as the rollouts sample (temperature 1, n
 """
 
 import pytest
+from known_failures import with_known_failures
 
 from lmforge.data.load import load_rows
 from lmforge.data.synth import synth
@@ -80,15 +81,7 @@ NOT_YET = {
 }
 
 
-@pytest.mark.parametrize(
-    "stage",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOT_YET[s]))
-        if s in NOT_YET
-        else s
-        for s in STAGES
-    ],
-)
+@pytest.mark.parametrize("stage", with_known_failures(STAGES, NOT_YET))
 def test_rl_raises_held_out_reward(stage, task, base_reward, tmp_path, one_thread):
     data, base = task
     out = tmp_path / stage
