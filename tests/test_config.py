@@ -202,3 +202,13 @@ def test_resolve_group_values():
     cfg = resolve([ModelArgs], ["--hidden_size", "256", "--use_moe", "true"])
     m = cfg.group(ModelArgs)
     assert m.hidden_size == 256 and m.use_moe is True
+
+
+def test_unavailable_reference_flag_is_accepted_or_refused_in_one_line(monkeypatch):
+    from lmforge.config import aliases
+
+    monkeypatch.setitem(aliases.UNAVAILABLE, "some_backend", (("pt",), "needs {value}; install it"))
+    _, cfg = resolve_train_config("sft", ["--some_backend", "pt", "--learning_rate", "1e-4"])
+    assert cfg["learning_rate"] == 1e-4
+    with pytest.raises(LmforgeError, match=r"^command line: --some_backend vllm: needs vllm; install it$"):
+        resolve_train_config("sft", ["--some_backend", "vllm"])

@@ -124,6 +124,12 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "neat_packing": ("packing", None),  # lmforge's packing never attends across documents
 }
 
+# Reference flags whose effect cannot exist here (a hub download, a vendor backend not installed):
+# flag → (values that ask for what lmforge already does, so are accepted as they are; the one-line
+# reason, with what to do instead, for any other value). `{value}` in the reason is filled in.
+# One line of provenance per entry, as for ALIASES.
+UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {}
+
 VALUE_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
     "tuner": _tuner,
     "lora_target": _comma_list,

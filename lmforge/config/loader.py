@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lmforge.config.aliases import ALIASES, VALUE_TRANSFORMS
+from lmforge.config.aliases import ALIASES, UNAVAILABLE, VALUE_TRANSFORMS
 from lmforge.errors import LmforgeError
 
 log = logging.getLogger("lmforge")
@@ -343,6 +343,16 @@ def unknown_option(where: str, raw_key: str, specs: dict[str, Spec]) -> LmforgeE
     return LmforgeError(f"{where}: unknown option --{raw_key}{hint}")
 
 
+def check_unavailable(where: str, key: str, value: Any) -> None:
+    """A reference flag with no effect here: fine when its value asks for what lmforge does anyway,
+    else one line saying why and what to do instead."""
+    accepted, reason = UNAVAILABLE[key]
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    if text.strip().lower() in accepted:
+        return
+    raise LmforgeError(f"{where}: --{key} {text}: " + reason.format(value=text))
+
+
 def collect_specs(groups: list[type], include_hf: bool = False) -> dict[str, Spec]:
     specs: dict[str, Spec] = {}
     for cls in groups:
@@ -398,6 +408,9 @@ def resolve(
         seen: dict[str, Any] = {}
         for raw_key, raw_val in items:
             key, transform = canonical_key(str(raw_key), specs)
+            if key not in specs and key in UNAVAILABLE:
+                check_unavailable(where, key, raw_val)
+                continue
             if key not in specs:
                 raise unknown_option(where, str(raw_key), specs)
             spec = specs[key]
