@@ -13,7 +13,8 @@ import pytest
 from lmforge.data.synth import COUNTRIES, FACTS, IDENTITY, eval_questions, synth
 
 NAMES = ("pretrain", "sft", "reasoning", "dpo", "rlaif", "kto", "lora_identity", "tokenizer_corpus")
-NAMES += ("math1_sft", "math1_rl", "math1_heldout", "dpo_heldout")
+NAMES += ("math1_sft", "math1_rl", "math1_heldout", "dpo_heldout", "last_sft", "last_rl", "last_heldout")
+NAMES += ("brief", "brief_heldout")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SUM = re.compile(r"(\d+) ([+-]) (\d+) = (-?\d+)")
 
@@ -205,7 +206,7 @@ def _problems(text):
 def test_held_out_sets_share_no_prompt_with_training_data(tmp_path):
     """Held out by construction, at every seed: the same held-out prompts for seed 0 and seed 1,
     none of them (nor their problems / facts) in any training file of either seed."""
-    from lmforge.data.synth import ANIMALS, HELDOUT_ANIMALS, HELDOUT_COUNTRIES, MATH1_HELDOUT
+    from lmforge.data.synth import ANIMALS, HELDOUT_ANIMALS, HELDOUT_COUNTRIES, LAST_HELDOUT, MATH1_HELDOUT
 
     seeds = [synth(str(tmp_path / str(s)), seed=s, scale=0.5) for s in (0, 1)]
     sym = {"plus": "+", "minus": "-"}
@@ -225,8 +226,45 @@ def test_held_out_sets_share_no_prompt_with_training_data(tmp_path):
         facts += tuple(z for c, _, z, _ in COUNTRIES if c in HELDOUT_COUNTRIES)
         facts += tuple(z for a, _, z, _ in ANIMALS if a in HELDOUT_ANIMALS)
         assert all(any(f in q for f in facts) for q in pairs)
+        brief = _prompts(paths["brief_heldout"])
+        assert len(brief) >= 40 and all(any(f in q for f in facts) for q in brief)
         for other in seeds:
-            for name in ("dpo", "kto"):
+            for name in ("dpo", "kto", "brief"):
                 train = _prompts(other[name])
-                assert not pairs & train, name
+                assert not (pairs | brief) & train, name
                 assert not [q for q in train if any(f in q for f in facts)], name
+        held = _prompts(paths["last_heldout"])
+        sequences = {_digits(q) for q in held}
+        assert len(held) >= 50 and len(sequences) >= 50 and sequences <= LAST_HELDOUT
+        for other in seeds:
+            for name in ("last_sft", "last_rl"):
+                train = _prompts(other[name])
+                assert not held & train and not sequences & {_digits(q) for q in train}, name
+
+
+def _digits(question):
+    return tuple(int(d) for d in re.findall(r"\d", question))
+
+
+def test_last_and_brief_rows(small):
+    """last_*: four digits, the reference is the last; SFT answers give the last or the first digit.
+    brief*: the chosen answer is the rejected sentence's fact alone."""
+    from lmforge.data.synth import LAST_RIGHT
+
+    sft = _rows(small["last_sft"])
+    right = 0
+    for r in sft:
+        _check_messages(r["conversations"])
+        digits = _digits(r["conversations"][0]["content"])
+        answer = r["conversations"][1]["content"]
+        assert len(digits) == 4 and answer in (f"{digits[-1]}.", f"{digits[0]}.")
+        right += answer == f"{digits[-1]}."
+    assert abs(right / len(sft) - LAST_RIGHT) < 0.1
+    for name in ("last_rl", "last_heldout"):
+        for r in _rows(small[name]):
+            assert r["gt"] == [str(_digits(r["conversations"][0]["content"])[-1])]
+    for name in ("brief", "brief_heldout"):
+        for r in _rows(small[name]):
+            assert r["chosen"][:-1] == r["rejected"][:-1]
+            brief, full = r["chosen"][-1]["content"], r["rejected"][-1]["content"]
+            assert brief[:-1].lower() in full.lower() and len(brief) < len(full), (brief, full)

@@ -462,6 +462,78 @@ def _math1_heldout_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]
     return _math1_prompt_rows(rng, n, lang, held_out=True)
 
 
+LAST_PHRASINGS = ("What is the last number in {d}?", "Tell me the last of {d}.", "Last number: {d}?")
+LAST_RIGHT = 0.35
+"""Share of ``last_sft`` answers that give the last number; the others give the first one (noisy
+demonstrations that RL with the accuracy reward can correct)."""
+
+
+def _last_split() -> dict[bool, tuple[tuple[int, ...], ...]]:
+    """The 10,000 four-digit sequences, split once and for all (the same for every seed): 2,000 are
+    held out. ``{held_out: ((d1, d2, d3, d4), ...)}``."""
+    seqs = [(a, b, c, d) for a in range(10) for b in range(10) for c in range(10) for d in range(10)]
+    held = set(random.Random("lmforge-synth-last-heldout").sample(seqs, 2000))
+    return {h: tuple(t for t in seqs if (t in held) == h) for h in (False, True)}
+
+
+LAST_SPLIT = _last_split()
+LAST_HELDOUT = frozenset(LAST_SPLIT[True])
+"""The held-out digit sequences: in last_heldout.jsonl only, never in last_sft.jsonl or last_rl.jsonl."""
+
+
+def _last_problem(rng: random.Random, held_out: bool = False) -> tuple[str, tuple[int, ...]]:
+    """(question, digits) for "What is the last number in 3 7 1 4?" on a training sequence or
+    (``held_out``) a held-out one."""
+    digits = rng.choice(LAST_SPLIT[held_out])
+    return rng.choice(LAST_PHRASINGS).format(d=" ".join(map(str, digits))), digits
+
+
+def _last_sft_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    for _ in range(n):
+        q, digits = _last_problem(rng)
+        answer = f"{digits[-1] if rng.random() < LAST_RIGHT else digits[0]}."
+        yield {"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]}
+
+
+def _last_prompt_rows(rng: random.Random, n: int, lang: str, held_out: bool = False) -> Iterator[dict]:
+    for _ in range(n):
+        q, digits = _last_problem(rng, held_out)
+        yield {
+            "conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": "无"}],
+            "gt": [str(digits[-1])],
+        }
+
+
+def _last_heldout_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    return _last_prompt_rows(rng, n, lang, held_out=True)
+
+
+def _brief_rows(rng: random.Random, n: int, lang: str, held_out: bool = False) -> Iterator[dict]:
+    """Preference pairs whose chosen answer is brief (just the fact: "Tokyo.") and whose rejected
+    answer is SFT's full sentence with the same fact, on training facts or (``held_out``) on the
+    held-out ones: a style that holds on unseen questions."""
+    countries, animals = _fact_split(held_out)
+    for _ in range(n):
+        row_lang = _pick_lang(rng, lang)
+        if rng.random() < 0.7:
+            row = rng.choice(countries)
+            q, full = _qa_capital(rng, row_lang, row)
+            brief = row[3] + "。" if row_lang == "zh" else row[1] + "."
+        else:
+            row = rng.choice(animals)
+            q, full = _qa_sound(rng, row_lang, row)
+            brief = row[3] + "。" if row_lang == "zh" else _cap(row[1]) + "."
+        user = {"role": "user", "content": q}
+        yield {
+            "chosen": [user, {"role": "assistant", "content": brief}],
+            "rejected": [user, {"role": "assistant", "content": full}],
+        }
+
+
+def _brief_heldout_rows(rng: random.Random, n: int, lang: str) -> Iterator[dict]:
+    return _brief_rows(rng, n, lang, held_out=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Public API
 
@@ -481,6 +553,15 @@ _CORPORA = {
     "math1_sft": ("math1_sft.jsonl", _math1_sft_rows, 3000),
     "math1_rl": ("math1_rl.jsonl", _math1_prompt_rows, 400),
     "math1_heldout": ("math1_heldout.jsonl", _math1_heldout_rows, 200),
+    # An RL task whose skill transfers: give the last of four digits. SFT rows are noisy (LAST_RIGHT
+    # of them right, the others give the first digit); held-out prompts use sequences no other row has.
+    "last_sft": ("last_sft.jsonl", _last_sft_rows, 3000),
+    "last_rl": ("last_rl.jsonl", _last_prompt_rows, 400),
+    "last_heldout": ("last_heldout.jsonl", _last_heldout_rows, 200),
+    # Preference pairs on a style (brief answer chosen over the full sentence), and the same style on
+    # the held-out facts.
+    "brief": ("brief.jsonl", _brief_rows, 1500),
+    "brief_heldout": ("brief_heldout.jsonl", _brief_heldout_rows, 600),
 }
 LANGS = ("both", "en", "zh")
 
