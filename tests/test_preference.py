@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from known_failures import with_known_failures
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lmforge.errors import LmforgeError
@@ -38,13 +37,11 @@ def base(synth_dir, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def held_out(synth_dir, tokenizer):
-    """dpo_heldout.jsonl: pairs on capitals and animal sounds that no training pair (dpo.jsonl,
-    kto.jsonl) asks about or uses as a wrong answer; SFT taught them like every other fact."""
+def _pairs(path, tokenizer):
+    """(prompt length, token ids) of chosen and rejected for every row of a preference file."""
     from lmforge.data.load import load_rows
 
-    rows, _ = load_rows(str(synth_dir / "dpo_heldout.jsonl"), "preference")
+    rows, _ = load_rows(str(path), "preference")
     pairs = []
     for r in rows:
         prompt = tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
@@ -55,6 +52,20 @@ def held_out(synth_dir, tokenizer):
         pairs.append(pair)
     assert len(pairs) == 120
     return pairs
+
+
+@pytest.fixture(scope="module")
+def held_out(synth_dir, tokenizer):
+    """dpo_heldout.jsonl: right-vs-wrong pairs on capitals and animal sounds that no training pair
+    (dpo.jsonl, kto.jsonl) asks about or uses as a wrong answer; SFT taught them like every other fact."""
+    return _pairs(synth_dir / "dpo_heldout.jsonl", tokenizer)
+
+
+@pytest.fixture(scope="module")
+def brief_held_out(synth_dir, tokenizer):
+    """brief_heldout.jsonl: the brief answer ("Lisbon.") chosen over SFT's full sentence ("The capital
+    of Portugal is Lisbon."), on the held-out facts that no brief.jsonl pair asks about."""
+    return _pairs(synth_dir / "brief_heldout.jsonl", tokenizer)
 
 
 def _completion_logps(model, n_prompt, ids):
@@ -99,32 +110,27 @@ def _train(stage, base, data, out, *extra):
     )  # fmt: skip
 
 
-# stage → (data file, flags, how accuracy is measured)
+# stage → (data file, flags, how accuracy is measured). DPO and KTO learn which fact is right: their
+# implied reward generalises to unseen facts the SFT base knows (dpo_heldout). The reference-free
+# stages are measured by the policy's own likelihood, which already ranks right above wrong facts
+# (0.825 on dpo_heldout) and which their training on other facts lowered (issue 18: ORPO 0.750, SimPO
+# 0.767, CPO 0.758); they learn a style instead, one that holds on unseen questions: brief answers
+# over SFT's full sentences (brief.jsonl, measured on brief_heldout).
+SHORT = ["--max_steps", "15", "--warmup_steps", "2"]
 STAGES = {
-    "dpo": ("dpo.jsonl", ["--learning_rate", "1e-3"], "implied"),
-    "kto": ("kto.jsonl", ["--learning_rate", "2e-3"], "implied"),
-    "orpo": ("dpo.jsonl", ["--learning_rate", "2e-3", "--beta", "1.0"], "mean"),
-    "simpo": ("dpo.jsonl", ["--learning_rate", "2e-3"], "mean"),
-    "cpo": ("dpo.jsonl", ["--learning_rate", "1e-3"], "sum"),
-}
-
-
-# Measured on dpo_heldout.jsonl (seeded, 120 pairs on facts no training pair mentions): DPO 0.500 ->
-# 0.825 and KTO 0.500 -> 0.800 generalise; the reference-free stages lower the base model's own
-# likelihood ranking of unseen pairs at these settings (ORPO 0.825 -> 0.750, SimPO -> 0.767, CPO ->
-# 0.758). Their earlier pass measured recall of training pairs; re-tuning is open (issue 18). A quick
-# sweep (same base, 80 steps) found no robust setting: ORPO lr 3e-4/5e-4 0.842/0.817, SimPO lr
-# 5e-4/1e-3/1.5e-3 0.858/0.867/0.767 (the bar is 0.860), CPO lr 3e-4/5e-4 0.842/0.817.
-NOT_YET = {
-    "orpo": "held-out pair accuracy 0.825 -> 0.750 on unseen facts",
-    "simpo": "held-out pair accuracy 0.825 -> 0.767 on unseen facts",
-    "cpo": "held-out pair accuracy 0.825 -> 0.758 on unseen facts",
+    "dpo": ("dpo.jsonl", ["--learning_rate", "1e-3", "--max_steps", "40", "--warmup_steps", "4"], "implied"),
+    "kto": ("kto.jsonl", ["--learning_rate", "2e-3", "--max_steps", "40", "--warmup_steps", "4"], "implied"),
+    "orpo": ("brief.jsonl", ["--learning_rate", "2e-3", "--beta", "1.0", *SHORT], "mean"),
+    "simpo": ("brief.jsonl", ["--learning_rate", "2e-3", *SHORT], "mean"),
+    "cpo": ("brief.jsonl", ["--learning_rate", "1e-3", *SHORT], "sum"),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", with_known_failures(STAGES, NOT_YET))
-def test_stage_raises_held_out_preference_accuracy(stage, base, held_out, synth_dir, tmp_path, one_thread):
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_raises_held_out_preference_accuracy(
+    stage, base, held_out, brief_held_out, synth_dir, tmp_path, one_thread
+):
     data, flags, measure = STAGES[stage]
     run_dir = _train(stage, base, synth_dir / data, tmp_path / stage, *flags)
     records = _metrics(run_dir)
@@ -135,11 +141,16 @@ def test_stage_raises_held_out_preference_accuracy(stage, base, held_out, synth_
     if measure == "implied":
         before, after = 0.5, implied_reward_accuracy(trained, start, held_out)
     else:
-        before = likelihood_accuracy(start, held_out, mean=measure == "mean")
-        after = likelihood_accuracy(trained, held_out, mean=measure == "mean")
+        before = likelihood_accuracy(start, brief_held_out, mean=measure == "mean")
+        after = likelihood_accuracy(trained, brief_held_out, mean=measure == "mean")
     print(f"{stage}: held-out pair accuracy {before:.3f} -> {after:.3f}")
-    # "well above": closes at least 20% of the gap to perfect ranking (0.5 -> 0.6, 0.75 -> 0.8)
-    assert after >= before + 0.2 * (1 - before), (before, after)
+    # Measured (seeded, 120 held-out pairs): DPO 0.5 -> 0.800, KTO 0.5 -> 0.758; ORPO, SimPO and CPO
+    # 0.000 -> 1.000. "Well above": DPO / KTO close at least 20% of the gap to perfect ranking (0.5 ->
+    # 0.6), the brief stages 60% (0 -> 0.6): ORPO and CPO also train the chosen answer's likelihood,
+    # which alone lifts brief answers (CPO with its preference term's sign flipped: 0.275; ORPO and
+    # SimPO so flipped: 0.000).
+    share = 0.2 if measure == "implied" else 0.6
+    assert after >= before + share * (1 - before), (before, after)
 
 
 @pytest.mark.slow

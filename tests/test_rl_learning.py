@@ -64,7 +64,14 @@ def base_reward(task):
 STAGES = {
     "grpo": ["--learning_rate", "1e-3", "--per_device_train_batch_size", "32", "--num_generations", "4"]
     + ["--beta", "0"],
-    "ppo": ["--learning_rate", "1e-3", "--critic_learning_rate", "1e-3", "--per_device_train_batch_size", "32"],
+    "ppo": [
+        "--learning_rate",
+        "1e-3",
+        "--critic_learning_rate",
+        "1e-3",
+        "--per_device_train_batch_size",
+        "32",
+    ],
     "spo": ["--learning_rate", "1e-3", "--per_device_train_batch_size", "32"],
 }
 
