@@ -22,7 +22,7 @@ def _metrics(run_dir):
 
 
 @pytest.fixture(scope="module")
-def base(synth_dir, tmp_path_factory):
+def base(synth_dir, tmp_path_factory, one_thread):
     """A 1.6M-parameter model SFT'd on the synthetic chats: big enough to tell capitals apart."""
     out = tmp_path_factory.mktemp("pref") / "sft"
     run_train(
