@@ -148,7 +148,7 @@ def test_stage_raises_held_out_preference_accuracy(
     # 0.000 -> 1.000. "Well above": DPO / KTO close at least 20% of the gap to perfect ranking (0.5 ->
     # 0.6), the brief stages 60% (0 -> 0.6): ORPO and CPO also train the chosen answer's likelihood,
     # which alone lifts brief answers (CPO with its preference term's sign flipped: 0.275; ORPO and
-    # SimPO so flipped: 0.000).
+    # SimPO so flipped: 0.000; DPO on pairs with chosen and rejected swapped: 0.250).
     share = 0.2 if measure == "implied" else 0.6
     assert after >= before + share * (1 - before), (before, after)
 
