@@ -265,7 +265,7 @@ def test_readme_style_invocations(setup, trained, tmp_path, capsys):
     refused = {
         ("train", "--quantization", "4bit"): "--quantization_bit 4",
         ("train", "--from-modelscope", "true"): "ModelScope downloads are not available",
-        ("inference", "--max-length", "8"): "leaves no room for an answer",
+        ("inference", "--max-length", "8"): "(which counts prompt and answer together)",
     }
     for (command, *flags), reason in refused.items():
         data = ["--train-dataset", s["audio_train"]] if command == "train" else [s["audio_test"]]

@@ -346,9 +346,10 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
             ids = engine.encode(item, gen_args)
         where = f"{args.input}:{line}: row {idx}"
         if limit and total and len(ids) >= limit:
+            rel = "more than" if len(ids) > limit else "as long as"
             raise LmforgeError(
-                f"{where} has a {len(ids)}-token prompt; {source} {limit} counts prompt and answer "
-                "together, so it leaves no room for an answer"
+                f"{where} has a {len(ids)}-token prompt, {rel} {source} {limit} (which counts prompt and "
+                "answer together)"
             )
         if limit and not total and len(ids) > int(limit):
             raise LmforgeError(f"{where} has a {len(ids)}-token prompt, more than {source} {limit}")

@@ -149,6 +149,7 @@ MDL_TRAIN_DEFAULTS: dict[str, Any] = {
     "save_steps": 500,
     "save_total_limit": None,
 }
+_ADAPTER_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "merge_lora")
 
 
 def apply_audio_defaults(cfg) -> bool:
@@ -168,9 +169,13 @@ def apply_audio_defaults(cfg) -> bool:
         return False
     if not is_audio_model_dir(path):
         return False
+    from lmforge.tuners.apply import is_peft
+
     for key, value in MDL_TRAIN_DEFAULTS.items():
         if key == "activation_checkpointing" and "gradient_checkpointing" in cfg.explicit:
             continue  # the old name is read only while the new one is unset
+        if key in _ADAPTER_KEYS and not is_peft(cfg):
+            continue  # --tuner full: the adapter settings keep their plain defaults
         if key in cfg.values and key not in cfg.explicit:
             cfg.values[key] = value
             cfg.layered.add(key)
