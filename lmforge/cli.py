@@ -251,6 +251,7 @@ def _convert_argv(argv: list[str]) -> tuple[str, list[str]]:
         if key == "stage":
             continue
         key = "tokenized_path" if key == "output" else key
+        key = "preprocessing_num_workers" if key == "num_workers" else key  # mdl-toolkit convert-dataset
         for v in value if isinstance(value, list) else [value]:
             flags.append(f"--{key}" if v is True else f"--{key}={v}")
     configs = [p for p in positionals if is_config_file(p, specs, inputs=True)]
@@ -412,16 +413,14 @@ def cmd_chat(argv: list[str]) -> int:
 
 
 def cmd_infer(argv: list[str]) -> int:
-    from lmforge.config.loader import resolve
     from lmforge.infer.args import GenerationArgs
     from lmforge.infer.batch import InferArgs
 
     if _wants_help(argv):
         return _print_help("lmforge infer", COMMANDS[("infer",)][0], [InferArgs, GenerationArgs])
-    cfg = resolve([InferArgs, GenerationArgs], argv, max_positionals=0)
-    from lmforge.infer.batch import run_infer
+    from lmforge.infer.batch import resolve_infer_config, run_infer
 
-    out = run_infer(cfg.group(InferArgs), cfg.group(GenerationArgs))
+    out = run_infer(*resolve_infer_config(argv))
     print(f"predictions written to {out}")
     return 0
 

@@ -82,6 +82,10 @@ def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
     if is_peft(cfg) and "learning_rate" not in cfg.explicit:
         cfg.values["learning_rate"] = ADAPTER_LEARNING_RATE
         cfg.layered.add("learning_rate")
+    if stage == "sft":  # audio LLMs train with mdl-toolkit's defaults (training/audio.py)
+        from lmforge.training.audio import apply_audio_defaults
+
+        apply_audio_defaults(cfg)
     scheduler_kwargs(cfg)
     return module, cfg
 

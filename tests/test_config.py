@@ -169,7 +169,7 @@ def test_train_help_lists_every_flag_with_a_default():
         assert re.search(rf"^  --{key}\b.*\[default: ", out, flags=re.M), key
     # stage defaults are what --help shows, and aliases are listed next to their key
     assert re.search(r"--learning_rate .*\[default: 0\.0005\]", out)
-    assert "--num_train_epochs (alias: --epochs)" in out
+    assert "--num_train_epochs (alias: --epochs, --num_epochs)" in out
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Compatibility names: MiniMind, ms-swift and LLaMA-Factory flags mapped onto lmforge's keys.
+"""Compatibility names: MiniMind, mdl-toolkit, ms-swift and LLaMA-Factory flags mapped onto lmforge's keys.
 
 Each alias maps to (native key, value transform). The table is shown by `--help` and in docs/.
 """
@@ -46,6 +46,14 @@ def _comma_list(v: Any) -> Any:
     return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
 
 
+def _quant_bits(v: Any) -> Any:
+    # mdl-toolkit's --quantization 8bit|4bit (null: none)
+    text = str(v).strip().lower()
+    if text in ("null", "none", ""):
+        return None
+    return text[: -len("bit")] if text.endswith("bit") else v
+
+
 # alias → (native key, or several: the first one the command has wins; value transform)
 ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = {
     # MiniMind trainer scripts (reference/seed_001)
@@ -55,7 +63,8 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "grad_clip": ("max_grad_norm", None),
     "log_interval": ("logging_steps", None),
     "save_interval": ("save_steps", None),
-    "num_workers": ("dataloader_num_workers", None),
+    # MiniMind: DataLoader workers; where a command has none (infer), its data-reading workers (mdl-toolkit)
+    "num_workers": (("dataloader_num_workers", "preprocessing_num_workers"), None),
     "max_seq_len": ("max_length", None),
     "data_path": ("dataset", None),
     "from_weight": ("model_name_or_path", _none_if_none),
@@ -122,13 +131,29 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "plot_loss": ("plot", None),
     "flash_attn": ("attn_implementation", _flash_attn),
     "neat_packing": ("packing", None),  # lmforge's packing never attends across documents
+    # --- mdl-toolkit (seed_002) ---
+    "model_name": (("model_name_or_path", "model"), _none_if_none),  # seed_002 all commands: model folder
+    "train_dataset": ("dataset", None),  # seed_002 train: training data (CSV or converted folder)
+    "lr": ("learning_rate", None),  # seed_002 train: learning rate
+    "num_epochs": ("num_train_epochs", None),  # seed_002 train: epochs (a float is a partial epoch)
+    "quantization": ("quantization_bit", _quant_bits),  # seed_002 train: 8bit / 4bit weights
+    "eval_batch_size": ("per_device_eval_batch_size", None),  # seed_002 train: eval batch per device
+    "system_prompt": ("system", None),  # seed_002 inference: default system prompt (train has its own key)
 }
 
 # Reference flags whose effect cannot exist here (a hub download, a vendor backend not installed):
 # flag → (values that ask for what lmforge already does, so are accepted as they are; the one-line
 # reason, with what to do instead, for any other value). `{value}` in the reason is filled in.
 # One line of provenance per entry, as for ALIASES.
-UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {}
+UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
+    # --- mdl-toolkit (seed_002) ---
+    "from_modelscope": (  # seed_002 all commands: load --model-name from ModelScope instead of the HF Hub
+        ("false", "0", "no", "null", "none"),
+        "ModelScope downloads are not available (lmforge loads local folders and the HF cache only); "
+        "download the model first (`modelscope download --model NAME --local_dir DIR`) and pass "
+        "--model-name DIR",
+    ),
+}
 
 VALUE_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
     "tuner": _tuner,

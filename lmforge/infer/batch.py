@@ -57,11 +57,28 @@ class InferArgs(EngineArgs):
             "the input columns plus `prediction` (mdl-toolkit)"
         },
     )
-    batch_size: int = field(default=8, metadata={"help": "Prompts generated together (left padded)."})
+    batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts generated together, left padded (default 8; 32 for audio models, as mdl-toolkit)."
+        },
+    )
     max_length: int | None = field(
         default=None,
         metadata={
-            "help": "Most prompt tokens per row; longer rows are an error (default: the run's max_length)."
+            "help": "Most tokens per row, prompt and answer together (mdl-toolkit): the answer stops there, "
+            "a longer prompt is an error. Default: text models check only the prompt against the run's "
+            "max_length; audio models cap prompt + answer at the run's max_length (else 128, mdl-toolkit's)."
+        },
+    )
+    preprocessing_batch_size: int = field(
+        default=8,
+        metadata={"help": "Rows whose clips one worker reads at a time (audio models; mdl-toolkit)."},
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Threads that read and resample audio clips (default: half the CPU cores, at most 32)."
         },
     )
     user_prompt: str | None = field(
@@ -75,6 +92,22 @@ class InferArgs(EngineArgs):
     system: str | None = field(
         default=None, metadata={"help": "System prompt for rows without one (default: the run's, if any)."}
     )
+
+
+def resolve_infer_config(argv: list[str]) -> tuple[InferArgs, GenerationArgs]:
+    """`infer [CONFIG.yaml] [INPUT] [--key value ...]`: the positional INPUT (mdl-toolkit's
+    `inference INPUT`) is `--input`."""
+    from lmforge.config.loader import resolve
+
+    cfg = resolve([InferArgs, GenerationArgs], argv, max_positionals=1)
+    args = cfg.group(InferArgs)
+    if cfg.positionals:
+        if args.input:
+            raise LmforgeError(
+                f"infer: give one input, positional or --input (got {cfg.positionals[0]} and {args.input})"
+            )
+        args.input = cfg.positionals[0]
+    return args, cfg.group(GenerationArgs)
 
 
 def default_output(input_path: str) -> str:
@@ -223,23 +256,49 @@ def _converted_rows(args: InferArgs, engine) -> tuple[list, list, list[list[int]
 
 
 def _read_clips(args: InferArgs, raw: list[tuple[int, dict]], engine) -> list | None:
-    """Each row's clip (audio models only), read and resampled; None for text models."""
+    """Each row's clip (audio models only), read and resampled in chunks of
+    `--preprocessing_batch_size` rows by `--preprocessing_num_workers` threads; None for text models.
+    The first bad row in input order is the one reported."""
     if not hasattr(engine, "generate_audio"):
         return None
+    from concurrent.futures import ThreadPoolExecutor
+
     from lmforge.data.audio import load_audio
     from lmforge.models.audio import sampling_rate
 
-    rate, waves = sampling_rate(engine.processor), []
-    for line, row in raw:
-        path = row.get("audio") if isinstance(row, dict) else None
-        if not isinstance(path, str) or not path:
-            raise DataError(
-                args.input, line, "audio", "a clip path (this is an audio model)", repr(path)[:40]
-            )
-        if args.base_dir and not os.path.isabs(path):
-            path = os.path.join(args.base_dir, path)
-        waves.append(load_audio(path, rate, row=f"{args.input}:{line}"))
-    return waves
+    rate = sampling_rate(engine.processor)
+
+    def read(chunk: list[tuple[int, dict]]) -> list:
+        waves = []
+        for line, row in chunk:
+            path = row.get("audio") if isinstance(row, dict) else None
+            if not isinstance(path, str) or not path:
+                raise DataError(
+                    args.input, line, "audio", "a clip path (this is an audio model)", repr(path)[:40]
+                )
+            if args.base_dir and not os.path.isabs(path):
+                path = os.path.join(args.base_dir, path)
+            waves.append(load_audio(path, rate, row=f"{args.input}:{line}"))
+        return waves
+
+    size = max(1, args.preprocessing_batch_size)
+    workers = args.preprocessing_num_workers or min(32, max(1, (os.cpu_count() or 2) // 2))
+    chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return [wave for waves in pool.map(read, chunks) for wave in waves]
+
+
+def _length_limit(args: InferArgs, engine, audio: bool) -> tuple[int | None, bool, str]:
+    """(token limit, whether it counts the answer too, where it comes from). An explicit
+    --max_length caps prompt + answer (mdl-toolkit); audio models default to the run's max_length
+    (else mdl-toolkit's 128) the same way; text models check the prompt against the run's."""
+    run_limit = engine.run_args.get("max_length")
+    if args.max_length:
+        return int(args.max_length), True, "--max_length"
+    if audio:
+        source = "max_length of the run" if run_limit else "mdl-toolkit's default max_length"
+        return int(run_limit or 128), True, f"{source} (set --max_length to change)"
+    return run_limit, False, "max_length of the run (set --max_length to change)"
 
 
 def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -> str:
@@ -247,7 +306,7 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
     args = infer_args
     if not args.input:
         raise LmforgeError("--input is required (a .csv, .jsonl or .json file)")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise LmforgeError(f"--batch_size {args.batch_size}: must be at least 1")
     from lmforge.data.convert import is_converted
 
@@ -268,9 +327,11 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
         raw, rows, pre = _converted_rows(args, engine)
     if args.system is not None:
         engine.system = args.system
-    limit = args.max_length or engine.run_args.get("max_length")
-    source = "--max_length" if args.max_length else "max_length of the run (set --max_length to change)"
     waves = _read_clips(args, raw, engine)
+    if args.batch_size is None:
+        args.batch_size = 8 if waves is None else 32  # mdl-toolkit's inference batch for audio models
+    limit, total, source = _length_limit(args, engine, waves is not None)
+    engine.total_length = limit if total else None
     encoded = []
     for idx, (line, item, _, _) in enumerate(rows):
         if pre is not None:  # a converted folder: the prompt ids as they were tokenised for training
@@ -284,7 +345,13 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
         else:
             ids = engine.encode(item, gen_args)
         where = f"{args.input}:{line}: row {idx}"
-        if limit and len(ids) > int(limit):
+        if limit and total and len(ids) >= limit:
+            rel = "more than" if len(ids) > limit else "as long as"
+            raise LmforgeError(
+                f"{where} has a {len(ids)}-token prompt, {rel} {source} {limit} (which counts prompt and "
+                "answer together)"
+            )
+        if limit and not total and len(ids) > int(limit):
             raise LmforgeError(f"{where} has a {len(ids)}-token prompt, more than {source} {limit}")
         engine.check_length(ids, gen_args, where=where)
         encoded.append(ids)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,7 @@ class Engine:
         model.eval()
         self.model, self.tokenizer = model, tokenizer
         self.system, self.enable_thinking, self.max_length = system, enable_thinking, max_length
+        self.total_length: int | None = None  # prompt + answer tokens per row (infer's --max_length)
         self.name = name or getattr(model.config, "_name_or_path", None) or "model"
         self.run_args: dict[str, Any] = {}  # the run's lmforge_args.yaml, set by from_path
         self.device = next(model.parameters()).device
@@ -480,10 +481,18 @@ class Engine:
         for start in range(0, len(order), max(1, batch_size)):
             chunk = order[start : start + max(1, batch_size)]
             extra = extra_inputs(chunk) if extra_inputs else None
-            out, width = self._generate([encoded[i] for i in chunk], gen, extra=extra)
-            for row, i in enumerate(chunk):
-                results[i] = self._finish(out[row, width:].tolist(), len(encoded[i]), gen)
+            caps = [self._answer_cap(len(encoded[i]), gen) for i in chunk]
+            out, width = self._generate([encoded[i] for i in chunk], _capped(gen, max(caps)), extra=extra)
+            for row, i in enumerate(chunk):  # each row stops at its own cap (--max_length counts the prompt)
+                ids = out[row, width:].tolist()[: caps[row]]
+                results[i] = self._finish(ids, len(encoded[i]), _capped(gen, caps[row]))
         return results  # type: ignore[return-value]
+
+    def _answer_cap(self, prompt_tokens: int, gen: GenerationArgs) -> int:
+        """Most answer tokens for a prompt: --max_new_tokens, and what `total_length` leaves."""
+        if self.total_length is None:
+            return gen.max_new_tokens
+        return max(1, min(gen.max_new_tokens, self.total_length - prompt_tokens))
 
     def stream(
         self, messages: list[dict] | str, gen: GenerationArgs, tools: list | None = None
@@ -493,6 +502,11 @@ class Engine:
         ids = self.encode(messages, gen, tools)
         self.check_length(ids, gen)
         return TextStream(self, ids, gen)
+
+
+def _capped(gen: GenerationArgs, max_new_tokens: int) -> GenerationArgs:
+    """`gen` with a smaller answer budget (the same object when nothing changes)."""
+    return gen if max_new_tokens == gen.max_new_tokens else replace(gen, max_new_tokens=max_new_tokens)
 
 
 class TextStream:

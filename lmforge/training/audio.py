@@ -129,3 +129,54 @@ class AudioCollator:
             "labels": labels,
             **extract_features(self.processor, waves),
         }
+
+
+# mdl-toolkit's `train` defaults (reference seed_002), used for audio LLMs where no flag or config
+# file sets the key: LoRA r32/alpha32 on encoder, projector and decoder, merged at the end.
+MDL_TRAIN_DEFAULTS: dict[str, Any] = {
+    "tuner": "lora",
+    "lora_rank": 32,
+    "lora_alpha": 32.0,
+    "lora_dropout": 0.0,
+    "merge_lora": True,
+    "learning_rate": 1e-4,
+    "num_train_epochs": 1.0,
+    "warmup_steps": 0,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "activation_checkpointing": True,  # transformers' name for mdl-toolkit's --gradient-checkpointing
+    "eval_steps": 500,
+    "save_steps": 500,
+    "save_total_limit": None,
+}
+_ADAPTER_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "merge_lora")
+
+
+def apply_audio_defaults(cfg) -> bool:
+    """Give an audio LLM's run mdl-toolkit's defaults (`MDL_TRAIN_DEFAULTS`) for every key the user
+    did not set; True when the model is an audio LLM. A missing model is left to the model loader."""
+    from lmforge.models.audio import is_audio_model_dir
+    from lmforge.models.load import resolve_model_path
+
+    name = cfg.get("model_name_or_path")
+    if not name:
+        return False
+    try:
+        path = resolve_model_path(
+            name, save_dir=cfg["save_dir"], hidden_size=cfg["hidden_size"], use_moe=cfg["use_moe"]
+        )
+    except LmforgeError:
+        return False
+    if not is_audio_model_dir(path):
+        return False
+    from lmforge.tuners.apply import is_peft
+
+    for key, value in MDL_TRAIN_DEFAULTS.items():
+        if key == "activation_checkpointing" and "gradient_checkpointing" in cfg.explicit:
+            continue  # the old name is read only while the new one is unset
+        if key in _ADAPTER_KEYS and not is_peft(cfg):
+            continue  # --tuner full: the adapter settings keep their plain defaults
+        if key in cfg.values and key not in cfg.explicit:
+            cfg.values[key] = value
+            cfg.layered.add(key)
+    return True

@@ -55,6 +55,17 @@ def check_tuner_config(cfg, *, has_base: bool) -> None:
             f"--tuner {name} adapts an existing model, but none was given: pass --model_name_or_path "
             "(or MiniMind's --from_weight NAME)"
         )
+    # a recorded lmforge_args.yaml holds every key: only a value other than the default was asked for
+    lora_flags = [
+        k
+        for k in ("lora_rank", "lora_alpha", "lora_dropout")
+        if k in cfg.explicit and cfg[k] != cfg.specs[k].default
+    ]
+    if lora_flags and name not in PEFT_TUNERS:
+        raise LmforgeError(
+            f"--{lora_flags[0]} {cfg[lora_flags[0]]}: no adapter is trained with --tuner {name}; "
+            f"add --tuner lora (or drop --{lora_flags[0]})"
+        )
     if name == "llama_pro" and cfg["expand_layers"] < 1:
         raise LmforgeError(
             "--tuner llama_pro needs --expand_layers N (blocks to insert, N divides the layer count)"
