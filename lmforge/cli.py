@@ -505,6 +505,10 @@ def cmd_eval(argv: list[str]) -> int:
     if len(cfg.positionals) > 1 or (cfg.positionals and args.model):
         raise LmforgeError("eval: give one model (positional or --model)")
     args.model = args.model or (cfg.positionals[0] if cfg.positionals else None)
+    if args.task not in ("ppl", "mc", "gen"):  # LLaMA-Factory's task names
+        from lmforge.evaluate.run import llamafactory_task
+
+        llamafactory_task(args, cfg.explicit)
     result, out = run_eval(args, cfg.group(GenerationArgs))
     print(format_table(result))
     print(f"results written to {out / 'results.json'}")
