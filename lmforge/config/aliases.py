@@ -314,6 +314,14 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
         ("1", "1.0"),
         "length_penalty applies to beam search, which is not offered",
     ),  # seed_003 generation
+    "max_length": (
+        (),
+        "chat and serve cap the answer with --max_new_tokens (which overrides max_length in LLaMA-Factory too)",
+    ),  # seed_003 generation: prompt + answer length, on commands without a max_length of their own
+    "overwrite_output_dir": (
+        ("true",),
+        "training writes into an existing --output_dir (and resumes with --resume_from_checkpoint); pick a new folder",
+    ),  # LF example configs (transformers 4.x TrainingArguments): train into a non-empty folder
 }
 
 VALUE_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
