@@ -52,7 +52,7 @@ def _output_dir(args: EvalArgs) -> Path:
 
 def _use_chat(args: EvalArgs, engine) -> bool:
     if args.template != "auto":
-        return args.template not in ("plain", "fewshot")  # chat, or a chat template's name
+        return args.template != "plain"  # chat, or a chat template's name
     if engine is None:  # a server: chat unless told --template plain
         return True
     if engine.run_args.get("stage") == "pretrain":
@@ -116,6 +116,8 @@ def _gen(args: EvalArgs, gen, engine, endpoint, examples) -> dict[str, Any]:
 
 def run_eval(args: EvalArgs, gen) -> tuple[dict[str, Any], Path]:
     """Evaluate; returns (results without per-row predictions, output folder)."""
+    if args.template == "fewshot":  # LLaMA-Factory's plain few-shot prompt
+        args.template = "plain"
     _check(args)
     out = _output_dir(args)
     inputs = _load_inputs(args)
