@@ -364,6 +364,27 @@ def test_new_special_tokens_grow_the_vocabulary(lf):
     assert vocab >= len(tok) and vocab % 64 == 0
 
 
+def test_new_tokens_resize_a_full_embedding(tokenizer):
+    """The embeddings grow (to a multiple of 64) when the new tokens do not fit in the spare rows."""
+    import copy
+
+    import torch
+
+    from lmforge.models.options import grow_vocab
+    from lmforge.models.scratch import init_model
+
+    tok = copy.deepcopy(tokenizer)
+    model = init_model(tok, preset="tiny", seed=0)
+    model.resize_token_embeddings(len(tok))  # no spare rows
+    old = model.get_input_embeddings().weight.detach().clone()
+    assert grow_vocab(tok, model, ["<x_a>", "<x_b>"], resize=False) == 2
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert rows == -(-(len(old) + 2) // 64) * 64 and len(tok) == len(old) + 2
+    assert torch.equal(model.get_input_embeddings().weight[: len(old)], old)  # old rows kept
+    ids = torch.tensor([tok.encode("<x_b>", add_special_tokens=False)])
+    assert ids.shape == (1, 1) and model(input_ids=ids).logits.shape[-1] == rows
+
+
 def test_train_from_scratch_reinitialises(lf):
     from transformers import AutoModelForCausalLM
 
