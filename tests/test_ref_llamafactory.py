@@ -292,7 +292,7 @@ def test_chat_config_and_vllm_backend(lf, capsys, monkeypatch):
     one_line_error(capsys, "--backend vllm", "pip install vllm")
 
 
-def test_export_config_and_shard_size(lf):
+def test_export_config_and_shard_size(lf, capsys):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -303,6 +303,11 @@ def test_export_config_and_shard_size(lf):
     assert cli.main(["export", str(write(lf["root"], "export.yaml", **keys))]) == 0
     assert (out / "model.safetensors").is_file()  # 1 GB shards: one file for a tiny model
     assert "<|start_header_id|>" in AutoTokenizer.from_pretrained(str(out)).chat_template  # --template
+    quant = write(
+        lf["root"], "export_q.yaml", **{**keys, "export_dir": str(out) + "-q", "export_quantization_bit": 4}
+    )
+    assert cli.main(["export", str(quant)]) == 2  # GPTQ, as LLaMA-Factory: GPU and its packages only
+    one_line_error(capsys, "--format gptq")
     split = lf["root"] / "export_split"
     assert cli.main(["export", str(lf["base"]), "--export_dir", str(split), "--max_shard_size", "200KB"]) == 0
     index = json.loads((split / "model.safetensors.index.json").read_text())
