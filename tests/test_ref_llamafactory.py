@@ -428,15 +428,12 @@ def test_moe_aux_loss_coef_on_a_loaded_model(tokenizer, lf, capsys):
 def test_ppo_score_norm_uses_running_moments():
     import torch
 
-    from lmforge.training.ppo import PPOTrainer
+    from lmforge.rl.ppo_math import running_normalise
 
-    class Stub:
-        _score_moments = [0, 0.0, 0.0]
-
-    stub, seen = Stub(), []
+    moments, seen = [0, 0.0, 0.0], []
     for batch in ([1.0, 3.0], [5.0, 11.0, -2.0]):
         seen += batch
-        got = PPOTrainer._normalised(stub, torch.tensor(batch))
+        got, moments = running_normalise(torch.tensor(batch), moments)
         ref = torch.tensor(seen)
         want = (torch.tensor(batch) - ref.mean()) / ref.std()
         assert torch.allclose(got, want, atol=1e-5)

@@ -445,7 +445,7 @@ class PPOTrainer(RolloutTrainer):
             else:
                 kl = torch.zeros_like(old_values)
             if self.score_norm:
-                scores = self._normalised(scores)
+                scores, self._score_moments = pm.running_normalise(scores, self._score_moments)
             rewards = pm.token_rewards(scores, kl, mask, self.kl_coef)
             if self.whiten_rewards:
                 rewards = pm.masked_whiten(rewards, mask, shift_mean=False)
@@ -464,18 +464,6 @@ class PPOTrainer(RolloutTrainer):
         metrics["values/mean"].append(float(pm.masked_mean(old_values, mask)))
         metrics["returns/mean"].append(float(pm.masked_mean(returns, mask)))
         return loss, None
-
-    def _normalised(self, scores: torch.Tensor) -> torch.Tensor:
-        """(scores − running mean) / running std over every score seen so far (this batch included)."""
-        n, mean, m2 = self._score_moments
-        for x in scores.detach().float().cpu().tolist():
-            n += 1
-            delta = x - mean
-            mean += delta / n
-            m2 += delta * (x - mean)
-        self._score_moments = [n, mean, m2]
-        std = math.sqrt(m2 / (n - 1)) if n > 1 else 1.0
-        return (scores - mean) / (std + 1e-8)
 
     # --- checkpoints ------------------------------------------------------------------------
     def _save_extras(self, out: Path, *, checkpoint: bool) -> None:
