@@ -504,6 +504,10 @@ def cmd_eval(argv: list[str]) -> int:
     if len(cfg.positionals) > 1 or (cfg.positionals and args.model):
         raise LmforgeError("eval: give one model (positional or --model)")
     args.model = args.model or (cfg.positionals[0] if cfg.positionals else None)
+    if args.task not in ("ppl", "mc", "gen"):  # LLaMA-Factory's task names
+        from lmforge.evaluate.run import llamafactory_task
+
+        llamafactory_task(args, cfg.explicit)
     result, out = run_eval(args, cfg.group(GenerationArgs))
     print(format_table(result))
     print(f"results written to {out / 'results.json'}")
@@ -524,6 +528,8 @@ def cmd_export(argv: list[str]) -> int:
     if len(cfg.positionals) > 1 or (cfg.positionals and args.model):
         raise LmforgeError("export: give one model (positional or --model)")
     args.model = args.model or (cfg.positionals[0] if cfg.positionals else None)
+    if "quantization_bit" in cfg.explicit and "format" not in cfg.explicit:
+        args.format = "gptq"  # LLaMA-Factory's export_quantization_bit: a GPTQ export
     out, what, url = export(args)
     print(f"{what} written to {out}" + (f"; pushed to {url}" if url else ""))
     return 0

@@ -13,6 +13,7 @@ from typing import Any
 from lmforge.config.loader import Config, resolve
 from lmforge.config.schema import DataArgs, ModelArgs, RunArgs
 from lmforge.errors import LmforgeError
+from lmforge.models.options import ModelOptionArgs, apply_model_options
 from lmforge.runs import (
     default_output_dir,
     is_finished,
@@ -26,7 +27,7 @@ from lmforge.runs import (
 from lmforge.tuners.args import TunerArgs
 
 log = logging.getLogger("lmforge")
-GROUPS = [ModelArgs, DataArgs, RunArgs, TunerArgs]
+GROUPS = [ModelArgs, DataArgs, RunArgs, TunerArgs, ModelOptionArgs]
 ADAPTER_LEARNING_RATE = 1e-4
 PRESET_SIZES = (
     "hidden_size",
@@ -323,6 +324,8 @@ def _load_streaming(ctx: StageContext, kind: str, opts: dict[str, Any]):
 
     cfg = ctx.cfg  # --max_steps and no --val_size: checked by validate_config
     rows = iter_rows_streaming(cfg["dataset"], kind, **opts)
+    if cfg.get("buffer_size"):  # LLaMA-Factory: a stream is shuffled through a buffer of this many rows
+        rows = rows.shuffle(seed=cfg["seed"], buffer_size=cfg["buffer_size"])
     if cfg.get("max_samples"):
         rows = rows.take(cfg["max_samples"])
     val = iter_rows_streaming(cfg["val_dataset"], kind, **opts) if cfg.get("val_dataset") else None
@@ -347,6 +350,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     if base_path:
         cfg.values["model_name_or_path"] = base_path
         ctx.processor = _audio_processor(base_path, ctx)
+    apply_model_options(ctx, from_folder=bool(base_path))
     from lmforge.data.chat_templates import apply_template
 
     apply_template(ctx.tokenizer, cfg.get("template"))  # saved with the run's tokenizer

@@ -198,7 +198,7 @@ NOT_PATHS = set(
     "include_num_input_tokens_seen init_lora_weights interleave_probs label_names "
     "length_column_name liger_kernel_config log_level log_level_replica logging_strategy lora_bias "
     "lora_name lora_target loss_type loss_weights lr_scheduler_kwargs lr_scheduler_type "
-    "metric_for_best_model mix_strategy modules_to_save nan_policy optim optim_args "
+    "metric_for_best_model mix_strategy modules_to_save nan_policy new_special_tokens optim optim_args "
     "optim_target_modules preset project quantization_type reasoning_effort report_to reward_funcs "
     "reward_weights rope_scaling run_name save_strategy save_weight scale_rewards stage system "
     "system_prompt teacher_model template text_column torch_compile_backend torch_compile_mode "

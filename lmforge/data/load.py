@@ -249,9 +249,12 @@ def _first_char(f) -> str:
             return c
 
 
-def _rename(row: dict, columns: dict, formatting: str | None) -> dict:
-    """Apply a registry `columns` mapping (LLaMA-Factory names → our field names)."""
+def _rename(row: dict, columns: dict, formatting: str | None, kind: str = "") -> dict:
+    """Apply a registry `columns` mapping (LLaMA-Factory names → our field names). For pretraining
+    LLaMA-Factory reads the document from the `prompt` column (`"columns": {"prompt": "text"}`)."""
     targets = {**_COMMON_TARGETS, **_COLUMN_TARGETS.get(formatting or "", {})}
+    if kind == "pretrain":
+        targets["prompt"] = "text"
     source_cols = set(columns.values())
     out = {k: v for k, v in row.items() if k not in source_cols}
     for std, col in columns.items():
@@ -271,7 +274,7 @@ def _generate_rows(files: tuple, kind: str, options: str, stats_path: str) -> It
             try:
                 if isinstance(raw, DataError):
                     raise raw
-                row = _rename(raw, columns, formatting) if columns else raw
+                row = _rename(raw, columns, formatting, kind) if columns else raw
                 row_fmt = fmt or detect_format(row, kind, text_column=opts.get("text_column"))
                 out = to_canonical(row, kind, row_fmt or None, path=path, line=lineno, **opts)
             except DataError as e:

@@ -33,8 +33,10 @@ class EvalArgs(EngineArgs):
     )
     task: str = arg(
         "mc",
-        "ppl (perplexity on text), mc (multiple-choice benchmark), gen (generation metrics)",
-        choices=("ppl", "mc", "gen"),
+        "ppl (perplexity on text), mc (multiple-choice benchmark), gen (generation metrics); "
+        "mmlu_test, ceval_validation, cmmlu_test: mc on LLaMA-Factory's --task_dir layout "
+        "(default evaluation/NAME/)",
+        choices=("ppl", "mc", "gen", "mmlu_test", "ceval_validation", "cmmlu_test"),
     )
     dataset: str | None = arg(
         None, "ppl: text file (.txt/.jsonl/...); gen: chat val set (.jsonl/.json); or a folder of them"
@@ -61,8 +63,8 @@ class EvalArgs(EngineArgs):
         "auto",
         "mc: chat (through the chat template), plain (raw text), auto (plain for pretrain runs and models "
         "without a chat template, else chat); or a chat template's name (chatml, qwen, llama3, ...: "
-        "chat prompts in that template)",
-        choices=("auto", "chat", "plain", *TEMPLATE_NAMES),
+        "chat prompts in that template); fewshot = plain (LLaMA-Factory's name)",
+        choices=("auto", "chat", "plain", "fewshot", *TEMPLATE_NAMES),
     )
     limit: int | None = arg(None, "Score at most N questions per subject / N rows (quick checks)")
     batch_size: int = arg(8, "Prompts per forward pass (local models)")

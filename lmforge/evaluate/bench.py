@@ -161,3 +161,28 @@ def load_benchmark(
         plain = name.replace("_", " ")
         out.append(Subject(name, {"en": en or plain, "zh": zh or plain}, category or "other", questions, dev))
     return layout, split, out
+
+
+# LLaMA-Factory's `--task NAME_SPLIT` (its `--task_dir`, default `evaluation`, holds one folder per
+# benchmark: evaluation/mmlu/, evaluation/ceval/, evaluation/cmmlu/) → lmforge's layout and split.
+LLAMAFACTORY_TASKS = {
+    "mmlu_test": ("mmlu", "test"),
+    "ceval_validation": ("ceval", "val"),
+    "cmmlu_test": ("cmmlu", "test"),
+}
+
+
+def llamafactory_task_dir(task: str, task_dir: str | None) -> tuple[Path, str, str]:
+    """(folder in `layout`, layout, split) for a LLaMA-Factory task name; the CSV folders may sit in
+    TASK_DIR/NAME/ or, as its archives unpack, TASK_DIR/NAME/data/ (or TASK_DIR itself)."""
+    layout, split = LLAMAFACTORY_TASKS[task]
+    root = Path(task_dir or "evaluation")
+    for folder in (root / layout, root / layout / "data", root):
+        if any((folder / split).glob("*.csv")):
+            return folder, layout, split
+    archive = root / layout / f"{layout}.zip"
+    hint = f"unzip {archive} there" if archive.is_file() else f"put the {layout} CSV files there"
+    raise LmforgeError(
+        f"--task {task}: no {split}/*.csv under {root / layout} (--task_dir {root}); {hint} "
+        f"({split}/ and dev/ folders, {layout} layout); lmforge downloads nothing"
+    )

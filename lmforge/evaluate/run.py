@@ -12,6 +12,20 @@ from lmforge.errors import LmforgeError
 from lmforge.evaluate.args import EvalArgs
 
 
+def llamafactory_task(args: EvalArgs, explicit: set[str]) -> None:
+    """`--task mmlu_test|ceval_validation|cmmlu_test` as LLaMA-Factory runs it: `--task mc` on its
+    --task_dir layout, English prompts unless --lang says otherwise, results into --save_dir."""
+    from lmforge.evaluate.bench import llamafactory_task_dir
+
+    folder, layout, split = llamafactory_task_dir(args.task, args.task_dir)
+    args.task, args.task_dir, args.benchmark = "mc", str(folder), layout
+    args.split = args.split or split
+    if "lang" not in explicit:
+        args.lang = "en"  # LLaMA-Factory's default
+    if "save_dir" in explicit and "output_dir" not in explicit:  # its save_dir is the results folder
+        args.output_dir, args.save_dir = args.save_dir, "out"
+
+
 def _check(args: EvalArgs) -> None:
     if args.task == "ppl" and args.eval_url:
         raise LmforgeError(
@@ -102,6 +116,8 @@ def _gen(args: EvalArgs, gen, engine, endpoint, examples) -> dict[str, Any]:
 
 def run_eval(args: EvalArgs, gen) -> tuple[dict[str, Any], Path]:
     """Evaluate; returns (results without per-row predictions, output folder)."""
+    if args.template == "fewshot":  # LLaMA-Factory's plain few-shot prompt
+        args.template = "plain"
     _check(args)
     out = _output_dir(args)
     inputs = _load_inputs(args)

@@ -29,6 +29,13 @@ class ExportArgs:
     quantization_dataset: str | None = arg(
         None, "Calibration text (.txt/.jsonl) for --format gptq / awq (default: lmforge's synthetic corpus)"
     )
+    quantization_nsamples: int = arg(256, "Calibration texts read from --quantization_dataset (gptq / awq)")
+    template: str | None = arg(
+        None, "Chat template by name written into the exported tokenizer (default: the model's own)"
+    )
+    max_shard_size: str = arg(
+        "50GB", "Largest safetensors file of --format hf (e.g. 2GB, 500MB); bigger models are split"
+    )
     dtype: str = arg(
         "auto",
         "Weights dtype of --format hf: auto (as stored), float32, bfloat16, float16",

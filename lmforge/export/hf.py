@@ -20,9 +20,9 @@ library_name: transformers
 {extra}"""
 
 
-def write_hf(src: Source, folder: Path) -> list[str]:
+def write_hf(src: Source, folder: Path, max_shard_size: str = "50GB") -> list[str]:
     """Write the HF folder into `folder` (a staging folder); returns the files written."""
-    src.model.save_pretrained(str(folder), safe_serialization=True)
+    src.model.save_pretrained(str(folder), safe_serialization=True, max_shard_size=max_shard_size)
     src.tokenizer.save_pretrained(str(folder))
     n_params = sum(p.numel() for p in src.model.parameters())
     dtype = str(src.model.dtype).removeprefix("torch.")

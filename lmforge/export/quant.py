@@ -87,7 +87,9 @@ def quantize(model_dir: str, tokenizer, out: Path, args: ExportArgs) -> None:
         model = AutoAWQForCausalLM.from_pretrained(model_dir)
         quant_config = {"zero_point": True, "q_group_size": 128, "w_bit": 4, "version": "GEMM"}
         model.quantize(
-            tokenizer, quant_config=quant_config, calib_data=calibration_texts(args.quantization_dataset)
+            tokenizer,
+            quant_config=quant_config,
+            calib_data=calibration_texts(args.quantization_dataset, args.quantization_nsamples),
         )
         model.save_quantized(str(out))
         tokenizer.save_pretrained(str(out))
@@ -100,7 +102,9 @@ def quantize(model_dir: str, tokenizer, out: Path, args: ExportArgs) -> None:
         )
     else:
         config = GPTQConfig(
-            bits=bits, dataset=calibration_texts(args.quantization_dataset), tokenizer=tokenizer
+            bits=bits,
+            dataset=calibration_texts(args.quantization_dataset, args.quantization_nsamples),
+            tokenizer=tokenizer,
         )
     model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=config, device_map="auto")
     model.save_pretrained(str(out))

@@ -72,7 +72,15 @@ def export(args: ExportArgs) -> tuple[Path, str, str | None]:
             raise LmforgeError('--format gguf needs the gguf package: pip install "lmforge[export]"')
     from lmforge.export.source import ensure_chat_ready, load_source
 
+    if args.max_shard_size != "50GB" and args.format != "hf":
+        raise LmforgeError(
+            f"--max_shard_size (--export_size) splits --format hf folders; --format {args.format} is not split"
+        )
     src = load_source(args)
+    if args.template:
+        from lmforge.data.chat_templates import apply_template
+
+        apply_template(src.tokenizer, args.template)
     ensure_chat_ready(src)
     if args.format == "gguf":
         from lmforge.export.gguf_file import check_exportable
@@ -83,7 +91,7 @@ def export(args: ExportArgs) -> tuple[Path, str, str | None]:
         if args.format == "hf":
             from lmforge.export.hf import write_hf
 
-            write_hf(src, folder)
+            write_hf(src, folder, args.max_shard_size)
             what = "Hugging Face safetensors folder"
         elif args.format == "gguf":
             what = _write_gguf(src, folder, args, name=Path(src.description.split(" + ")[0]).name or "model")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ __all__ = [
     "masked_whiten",
     "policy_loss",
     "prompt_key",
+    "running_normalise",
     "token_rewards",
     "value_loss",
 ]
@@ -296,3 +298,17 @@ class ValueTracker:
         self.counts = {str(k): int(v) for k, v in state.get("counts", {}).items()}
         self.global_mean = float(state["global_mean"])
         self.global_count = int(state["global_count"])
+
+
+def running_normalise(scores: torch.Tensor, moments: list) -> tuple[torch.Tensor, list]:
+    """(scores − running mean) / running std over every score seen so far, this batch included
+    (LLaMA-Factory's ppo_score_norm). `moments` = [count, mean, sum of squared deviations] (Welford);
+    returns the normalised scores and the updated moments."""
+    n, mean, m2 = moments
+    for x in scores.detach().float().cpu().tolist():
+        n += 1
+        delta = x - mean
+        mean += delta / n
+        m2 += delta * (x - mean)
+    std = math.sqrt(m2 / (n - 1)) if n > 1 else 1.0
+    return (scores - mean) / (std + 1e-8), [n, mean, m2]

@@ -62,6 +62,10 @@ class Args:
     )
     reward_clip: float = arg(5.0, "Clip reward-model scores to [-clip, clip]")
     length_target: int = arg(200, "Target answer length in characters for the length reward")
+    score_norm: bool = arg(
+        False, "Normalise scores by their running mean and std before the KL penalty (LLaMA-Factory)"
+    )
+    whiten_rewards: bool = arg(False, "Whiten the token-level rewards (scale only) before GAE")
 
 
 def validate(cfg) -> None:

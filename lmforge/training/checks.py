@@ -60,6 +60,7 @@ def validate_config(module, cfg: Config, run_dir: str):
     """Every flag rule that needs no model and no data, before either is loaded: the stage's own
     (`validate`, its trainer config), the tuner's, the loggers', and the training arguments
     themselves. Returns the built training arguments."""
+    from lmforge.models.options import check_options
     from lmforge.training.build import build_training_args
     from lmforge.tuners.apply import check_tuner_config
     from lmforge.tuners.optim import training_overrides
@@ -76,6 +77,7 @@ def validate_config(module, cfg: Config, run_dir: str):
     check_report_to(cfg)
     check_tuner_config(cfg, has_base=bool(cfg.get("model_name_or_path")))
     module.validate(cfg)
+    check_options(module, cfg)
     args_cls, stage_fields = module.trainer_config(cfg)
     overrides = {**training_overrides(cfg), **stage_fields}
     return build_training_args(cfg, run_dir, overrides=overrides, args_cls=args_cls)

@@ -60,6 +60,7 @@ log = logging.getLogger("lmforge")
 CRITIC_DIR = "critic"
 TRACKER_FILE = "spo_value_tracker.json"
 OLD_ACTOR_FILE = "ppo_old_actor.safetensors"
+SCORE_MOMENTS_FILE = "ppo_score_moments.json"
 
 
 def collate_rows(rows: list[dict[str, Any]]) -> dict[str, list]:
@@ -342,6 +343,8 @@ class PPOTrainer(RolloutTrainer):
         gamma: float = 1.0,
         lam: float = 0.95,
         update_old_actor_freq: int = 1,
+        score_norm: bool = False,
+        whiten_rewards: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -353,6 +356,8 @@ class PPOTrainer(RolloutTrainer):
         self.vf_coef, self.cliprange_value = float(vf_coef), float(cliprange_value)
         self.gamma, self.lam = float(gamma), float(lam)
         self.update_old_actor_freq = int(update_old_actor_freq)
+        self.score_norm, self.whiten_rewards = bool(score_norm), bool(whiten_rewards)
+        self._score_moments = [0, 0.0, 0.0]  # count, mean, sum of squared deviations (Welford)
         self._old_params: dict[str, torch.Tensor] | None = None  # the old actor's trainable weights
         self._old_step: int | None = None
 
@@ -439,7 +444,11 @@ class PPOTrainer(RolloutTrainer):
                 kl = pm.kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, "k1", mask)
             else:
                 kl = torch.zeros_like(old_values)
+            if self.score_norm:
+                scores, self._score_moments = pm.running_normalise(scores, self._score_moments)
             rewards = pm.token_rewards(scores, kl, mask, self.kl_coef)
+            if self.whiten_rewards:
+                rewards = pm.masked_whiten(rewards, mask, shift_mean=False)
             advantages, returns = pm.gae(rewards, old_values, mask, self.gamma, self.lam)
             advantages = pm.masked_whiten(advantages, mask)
         logp, entropy = self._policy_logprobs(model, rollout)
@@ -459,6 +468,8 @@ class PPOTrainer(RolloutTrainer):
     # --- checkpoints ------------------------------------------------------------------------
     def _save_extras(self, out: Path, *, checkpoint: bool) -> None:
         self.critic.save_pretrained(str(out / CRITIC_DIR))
+        if checkpoint and self.score_norm:  # --ppo_score_norm's running moments resume exactly
+            (out / SCORE_MOMENTS_FILE).write_text(json.dumps(self._score_moments))
         if checkpoint and self._old_params is not None:
             from safetensors.torch import save_file
 
@@ -475,6 +486,8 @@ class PPOTrainer(RolloutTrainer):
         loaded = AutoModelForTokenClassification.from_pretrained(str(folder), dtype=dtype)
         self.critic.load_state_dict(loaded.state_dict())
         del loaded
+        if (ckpt / SCORE_MOMENTS_FILE).is_file():
+            self._score_moments = json.loads((ckpt / SCORE_MOMENTS_FILE).read_text())
         old = ckpt / OLD_ACTOR_FILE
         if old.is_file() and self.update_old_actor_freq > 1:
             from safetensors import safe_open
@@ -567,6 +580,8 @@ def ppo_trainer(ctx) -> PPOTrainer:
         gamma=cfg["gamma"],
         lam=cfg["lam"],
         update_old_actor_freq=cfg["update_old_actor_freq"],
+        score_norm=cfg["score_norm"],
+        whiten_rewards=cfg["whiten_rewards"],
         **_common(ctx, cfg["kl_coef"], cfg["clip_epsilon"]),
     )
 
