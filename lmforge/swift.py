@@ -162,9 +162,7 @@ def translate(argv: list[str]) -> list[str]:
             flags, found = take(flags, {"rlhf_type"})
             rlhf_type = (_one(found, "rlhf_type") or "dpo").lower()
             if rlhf_type not in RLHF_TYPES:
-                raise LmforgeError(
-                    f"--rlhf_type {rlhf_type}: expected one of {', '.join(RLHF_TYPES)}"
-                )
+                raise LmforgeError(f"--rlhf_type {rlhf_type}: expected one of {', '.join(RLHF_TYPES)}")
             stage = RLHF_TYPES[rlhf_type]
         flags = _train_flags(flags, suffix_default=swift_words)
         if swift_words:
@@ -226,7 +224,13 @@ def _train_flags(argv: list[str], *, suffix_default: bool) -> list[str]:
 
 def _given_keys(stage: str, argv: list[str]) -> set[str]:
     """The lmforge keys a training command line (and its config files) sets."""
-    from lmforge.config.loader import canonical_key, collect_specs, is_config_file, load_config_file, split_argv
+    from lmforge.config.loader import (
+        canonical_key,
+        collect_specs,
+        is_config_file,
+        load_config_file,
+        split_argv,
+    )
     from lmforge.pipeline import GROUPS
     from lmforge.stages import get_stage
 

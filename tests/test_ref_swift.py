@@ -367,7 +367,9 @@ def test_unsupported_sft_types_are_one_line(sft_type, expected):
 def test_llamapro_targets_and_flash_attn():
     _, cfg = swift("sft", "--model_id_or_path", "m", "--sft_type", "llamapro")
     assert cfg["tuner"] == "llama_pro" and cfg["expand_layers"] == 4  # swift's llamapro_num_new_blocks
-    _, cfg = swift("sft", "--model_id_or_path", "m", "--sft_type", "llamapro", "--llamapro_num_new_blocks", "2")
+    _, cfg = swift(
+        "sft", "--model_id_or_path", "m", "--sft_type", "llamapro", "--llamapro_num_new_blocks", "2"
+    )
     assert cfg["expand_layers"] == 2
     _, cfg = swift("sft", "--model_id_or_path", "m", "--target_modules", "ALL", "--use_flash_attn", "true")
     assert cfg["lora_target"] == "all" and cfg["attn_implementation"] == "flash_attention_2"
@@ -380,11 +382,17 @@ def test_deepspeed_swift_names(monkeypatch):
 
     from lmforge.training.sharding import apply_sharding, deepspeed_config_path
 
-    for name, file in [("default-zero2", "zero2"), ("default-zero3", "zero3"), ("zero3-offload", "zero3_offload")]:
+    for name, file in [
+        ("default-zero2", "zero2"),
+        ("default-zero3", "zero3"),
+        ("zero3-offload", "zero3_offload"),
+    ]:
         assert Path(deepspeed_config_path(name)).name == f"{file}.json"
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "deepspeed" else real(n, *a))
-    with pytest.raises(LmforgeError, match=r'^--deepspeed default-zero2 needs DeepSpeed: pip install "lmforge'):
+    with pytest.raises(
+        LmforgeError, match=r'^--deepspeed default-zero2 needs DeepSpeed: pip install "lmforge'
+    ):
         apply_sharding({"deepspeed": "default-zero2"}, on_gpu=True)
 
 

@@ -376,7 +376,10 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "adalora_beta1": (("0.85",), "AdaLoRA's EMA betas are fixed at 0.85"),
     "adalora_beta2": (("0.85",), "AdaLoRA's EMA betas are fixed at 0.85"),
     "adalora_orth_reg_weight": (("0.5",), "AdaLoRA's orthogonal regularisation weight is fixed at 0.5"),
-    "ia3_feedforward_modules": (("[]", "", "none"), "lmforge marks the MLP projections as IA3's feed-forward"),
+    "ia3_feedforward_modules": (
+        ("[]", "", "none"),
+        "lmforge marks the MLP projections as IA3's feed-forward",
+    ),
     # ReFT settings: no effect without --sft_type reft (refused)
     "reft_layers": (("*",), ""),
     "reft_rank": (("*",), ""),
