@@ -84,6 +84,11 @@ VLLM_SWITCHES = {
     "enforce_eager": "--enforce-eager",
     "vllm_enable_lora": "--enable-lora",
 }
+# flags that take several words, as swift's list arguments (`--dataset a.jsonl b.jsonl`)
+MULTI = {
+    "model_name", "dataset", "val_dataset", "custom_train_dataset_path", "custom_val_dataset_path",
+    "eval_dataset",
+}  # fmt: skip
 EVAL_BENCHMARKS = ("ceval", "cmmlu", "mmlu")  # bundled samples (lmforge eval --task_dir NAME)
 
 
@@ -93,8 +98,8 @@ def _key(tok: str) -> str | None:
 
 
 def take(argv: list[str], names: set[str] | tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
-    """argv without the flags `names` (`--name v ...` or `--name=v`), and name → its words
-    (a flag alone gives ["true"]; given twice, the last wins)."""
+    """argv without the flags `names` (`--name v` or `--name=v`; the MULTI ones take every word up to
+    the next flag), and name → its words (a flag alone gives ["true"]; given twice, the last wins)."""
     rest: list[str] = []
     found: dict[str, list[str]] = {}
     i = 0
@@ -109,7 +114,7 @@ def take(argv: list[str], names: set[str] | tuple[str, ...]) -> tuple[list[str],
             i += 1
             continue
         j = i + 1
-        while j < len(argv) and _key(argv[j]) is None:
+        while j < len(argv) and _key(argv[j]) is None and (j == i + 1 or key in MULTI):
             j += 1
         found[key] = argv[i + 1 : j] or ["true"]
         i = j
