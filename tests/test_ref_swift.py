@@ -34,8 +34,8 @@ SAMPLE = {
     "model_id_or_path": "models/qwen",
     "model_revision": "v1.0",
     "local_repo_path": "repos/llava",
-    "freeze_parameters": "visual",
-    "additional_trainable_parameters": "transformer.wte",
+    "freeze_parameters": "model.layers.0",
+    "additional_trainable_parameters": "model.norm",
     "ddp_backend": "gloo",
     "resume_from_checkpoint": "output/run/checkpoint-10",
     "model_kwargs": '{"hd_num": 16}',
@@ -150,9 +150,7 @@ REFUSED = {
     "model_type": "",  # accepted with a model folder, refused alone (below)
     "model_revision": "lmforge loads local folders",
     "local_repo_path": "models that need a GitHub repo",
-    "freeze_parameters": "freezing by name prefix",
     "freeze_vit": "no vision models",
-    "additional_trainable_parameters": "with --tuner freeze",
     "model_kwargs": "extra multimodal",
     "dataset_seed": "lmforge samples and splits",
     "val_dataset_sample": "deprecated in ms-swift too",
@@ -375,6 +373,37 @@ def test_llamapro_targets_and_flash_attn():
     assert cfg["lora_target"] == "all" and cfg["attn_implementation"] == "flash_attention_2"
     _, cfg = swift("chat", "--ckpt_dir", "r", "--use_flash_attn", "false", "--template_type", "AUTO")
     assert cfg["attn_implementation"] == "sdpa" and cfg["template"] is None
+
+
+def test_partial_full_tuning_freezes_what_swift_freezes(tokenizer):
+    from lmforge.models.scratch import init_model
+    from lmforge.tuners.apply import apply_tuner, check_tuner_config
+
+    model = init_model(tokenizer, preset="tiny", seed=0)
+    argv = ["sft", "--model_id_or_path", "m", "--sft_type", "full", "--freeze_parameters_ratio", "0.5"]
+    _, cfg = swift(
+        *argv,
+        "--freeze_parameters", "model.layers.1.mlp",
+        "--additional_trainable_parameters", "model.embed_tokens",
+    )  # fmt: skip
+    apply_tuner(model, cfg, run_dir="unused", num_training_steps=1)
+    named = dict(model.named_parameters())
+    total = sum(p.numel() for p in named.values())
+    frozen = {n for n, p in named.items() if not p.requires_grad}
+    assert frozen and all(n.startswith("model.layers.") for n in frozen)  # embeddings: re-enabled
+    assert {n for n in named if n.startswith("model.layers.1.mlp")} <= frozen
+    assert named["model.norm.weight"].requires_grad and "model.layers.1.input_layernorm.weight" not in frozen
+    assert sum(named[n].numel() for n in frozen) < 0.5 * total  # the embedding was most of the half
+    _, cfg = swift(*argv)
+    model = init_model(tokenizer, preset="tiny", seed=0)
+    apply_tuner(model, cfg, run_dir="unused", num_training_steps=1)
+    assert sum(p.numel() for p in model.parameters() if not p.requires_grad) >= 0.5 * total
+    _, cfg = swift("sft", "--model_id_or_path", "m", "--freeze_parameters", "model.norm")
+    with pytest.raises(LmforgeError, match="act on full tuning"):  # swift's lora default
+        check_tuner_config(cfg, has_base=True)
+    _, cfg = swift(*argv[:-2], "--freeze_parameters", "visual")
+    with pytest.raises(LmforgeError, match="no parameter name starts with 'visual'"):
+        apply_tuner(model, cfg, run_dir="unused", num_training_steps=1)
 
 
 def test_deepspeed_swift_names(monkeypatch):

@@ -253,20 +253,7 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
         "architectures (a folder's own code with --trust_remote_code)",
     ),  # seed_004: repo of mPLUG-Owl / DeepSeek-VL / Yi-VL / LLaVA
     "model_kwargs": (("none", "{}", ""), "extra multimodal model kwargs: no multimodal models here"),
-    "freeze_parameters": (
-        ("[]", "", "none"),
-        "freezing by name prefix is not offered; use --tuner freeze --freeze_trainable_layers N "
-        "--freeze_trainable_modules ...",
-    ),  # seed_004 full tuning
     "freeze_vit": (("false",), "no vision models here (audio LLMs: choose parts with --train_target)"),
-    "freeze_parameters_ratio": (
-        ("0", "0.0", "0."),
-        "use --tuner freeze --freeze_trainable_layers N (the last N layers train)",
-    ),
-    "additional_trainable_parameters": (
-        ("[]", "", "none"),
-        "with --tuner freeze name them in --freeze_extra_modules (embed_tokens,norm,lm_head)",
-    ),
     "tuner_backend": (("peft",), "lmforge's adapters are peft's; drop the flag (unsloth: not offered)"),
     "add_output_dir_suffix": (("true", "false"), "expects true or false"),  # seed_004: lmforge/swift.py
     "resume_only_model": (
