@@ -61,7 +61,11 @@ def _usage() -> str:
     lines = ["usage: lmforge COMMAND [CONFIG.yaml] [--key value ...]", "", "commands:"]
     for words, (summary, _) in COMMANDS.items():
         lines.append(f"  {' '.join(words):<18} {summary}")
-    lines += ["", "Every command takes --help. Flags and YAML keys are the same; flags win."]
+    lines += [
+        "",
+        "ms-swift's command words work too: sft, pt, rlhf, deploy, app-ui, web-ui, merge-lora (lmforge/swift.py).",
+        "Every command takes --help. Flags and YAML keys are the same; flags win.",
+    ]
     return "\n".join(lines)
 
 

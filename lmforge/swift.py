@@ -157,7 +157,8 @@ def translate(argv: list[str]) -> list[str]:
     words, rest = argv[:1], argv[1:]
     if "--help" in rest or "-h" in rest:
         if words == ["train"] and rest[:1] == ["rlhf"]:
-            rest = ["dpo", *take(rest[1:], {"rlhf_type"})[0]]
+            flags, found = take(rest[1:], {"rlhf_type"})
+            rest = [RLHF_TYPES.get((_one(found, "rlhf_type") or "dpo").lower(), "dpo"), *flags]
         return [*words, *(["pretrain", *rest[1:]] if rest[:1] == ["pt"] else rest)]
     if words == ["train"] and rest and not rest[0].startswith("-"):
         stage, flags = rest[0], rest[1:]
