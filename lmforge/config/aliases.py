@@ -376,7 +376,10 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "local_rollout_forward_batch_size": (("*",), ""),  # seed_004 ppo: a memory knob, same result
     # infer / export / eval / deploy (inherit infer's flags)
     "tuner": (
-        ("lora", "full", "llamapro", "adalora", "ia3", "vera", "boft", "fourierft", "none"),
+        (
+            *("full", "freeze", "llama_pro", "llamapro", "lora", "dora", "pissa", "qlora", "adalora"),
+            *("ia3", "vera", "boft", "fourierft", "loha", "lokr", "oft", "none"),
+        ),
         "lmforge reads from the folder whether it holds an adapter or a full model",
     ),  # seed_004 infer --sft_type: lmforge detects it
     "backend": (
