@@ -221,6 +221,12 @@ def _train_flags(argv: list[str], *, suffix_default: bool) -> list[str]:
         if "resume_from_checkpoint" not in ckpt:
             raise LmforgeError("--resume_only_model true needs --resume_from_checkpoint CHECKPOINT")
         argv = [*argv, "--model_name_or_path", ckpt["resume_from_checkpoint"][0]]
+    for tok in argv:  # swift's hub prefixes: MS::name / HF::id
+        if "MS::" in tok or "HF::" in tok:
+            raise LmforgeError(
+                f"--dataset {tok}: lmforge does not download hub datasets; download it and pass the "
+                "local file (FILE#N samples N rows)"
+            )
     sft_type = _flag_value(argv, ("sft_type", "tuner", "train_type", "finetuning_type"))
     blocks = _flag_value(argv, ("llamapro_num_new_blocks", "expand_layers", "num_expand"))
     if sft_type and sft_type.lower().replace("-", "_") in ("llamapro", "llama_pro") and blocks is None:

@@ -535,6 +535,8 @@ EXAMPLES = [
     ("deploy --ckpt_dir output --infer_backend lmdeploy", 2, "--infer_backend lmdeploy: lmforge serves"),
     ("deploy --ckpt_dir output --ssl_keyfile k.pem", 2, "command line: --ssl_keyfile k.pem: TLS"),
     ("web-ui --lang zh", 2, "command line: --lang zh: the web UI is in English only"),
+    ("sft --model_id_or_path base --dataset HF::shibing624/alpaca-zh#500", 2,
+     "--dataset HF::shibing624/alpaca-zh#500: lmforge does not download hub datasets"),
     ("sft --model_type qwen-7b-chat --dataset data/sft.jsonl", 2, "--model_type qwen-7b-chat: lmforge"),
 ]  # fmt: skip
 
