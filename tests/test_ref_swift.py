@@ -29,121 +29,43 @@ SECTIONS = {
 }
 RLHF_SUBSECTIONS = {"DPO": "dpo", "CPO": "cpo", "KTO": "kto", "PPO": "ppo"}
 # A value a swift user would type, for flags whose documented default is None / [] / absent.
-SAMPLE = {
-    "model_type": "qwen2-7b-instruct",
-    "model_id_or_path": "models/qwen",
-    "model_revision": "v1.0",
-    "local_repo_path": "repos/llava",
-    "freeze_parameters": "model.layers.0",
-    "additional_trainable_parameters": "model.norm",
-    "ddp_backend": "gloo",
-    "resume_from_checkpoint": "output/run/checkpoint-10",
-    "model_kwargs": '{"hd_num": 16}',
-    "dataset": "data.jsonl",
-    "val_dataset": "val.jsonl",
-    "dataset_seed": "7",
-    "val_dataset_sample": "100",
-    "system": "You are helpful.",
-    "tools_prompt": "toolbench",
-    "custom_train_dataset_path": "data.jsonl",
-    "custom_val_dataset_path": "val.jsonl",
-    "model_name": ["小黄", "Xiao Huang"],
-    "model_author": ["魔搭", "ModelScope"],
-    "quant_method": "bnb",
-    "hqq_dynamic_config_path": "hqq.json",
-    "bnb_4bit_quant_storage": "uint8",
-    "target_regex": ".*q_proj",
-    "modules_to_save": "lm_head",
-    "neftune_noise_alpha": "5",
-    "deepspeed": "default-zero2",
-    "eval_batch_size": "4",
-    "learning_rate": "2e-5",
-    "gradient_accumulation_steps": "4",
-    "save_steps": "20",
-    "dataloader_num_workers": "0",
-    "hub_model_id": "me/model",
-    "hub_token": "tok",
-    "lazy_tokenize": "true",
-    "use_flash_attn": "false",
-    "logging_dir": "runs",
-    "do_sample": "true",
-    "temperature": "0.7",
-    "top_k": "20",
-    "top_p": "0.9",
-    "repetition_penalty": "1.05",
-    "gpu_memory_fraction": "0.5",
-    "loss_scale_config_path": "agentflan.json",
-    "custom_register_path": "reg.py",
-    "custom_dataset_info": "info.json",
-    "device_map_config": "map.json",
-    "device_max_memory": ["10GB", "10GB"],
-    "rope_scaling": "linear",
-    "rescale_image": "480000",
-    "fsdp_config": "fsdp.json",
-    "boft_block_size": "4",
-    "boft_block_num": "0",
-    "boft_dropout": "0.1",
-    "vera_rank": "256",
-    "vera_projection_prng_key": "true",
-    "lora_lr_ratio": "16",
-    "use_galore": "true",
-    "galore_target_modules": "q_proj",
-    "galore_rank": "128",
-    "galore_update_proj_gap": "50",
-    "galore_scale": "1.0",
-    "galore_optim_per_parameter": "true",
-    "galore_with_embedding": "false",
-    "galore_proj_bits": "4",
-    "galore_proj_group_size": "256",
-    "galore_cos_threshold": "0.4",
-    "galore_gamma_proj": "2",
-    "galore_queue_size": "5",
-    "llamapro_num_groups": "2",
-    "ia3_feedforward_modules": "down_proj",
-    "reft_layers": ["1", "2"],
-    "reft_args": "{}",
-    "use_liger": "true",
-    "ref_model_type": "qwen2-7b",
-    "ref_model_id_or_path": "models/ref",
-    "ref_model_revision": "v1",
-    "beta": "0.1",
-    "loss_type": "sigmoid",
-    "reward_model_id_or_path": "models/rm",
-    "reward_model_type": "qwen2-7b",
-    "reward_model_revision": "v1",
-    "local_rollout_forward_batch_size": "64",
-    "whiten_rewards": "false",
-    "kl_coef": "0.05",
-    "cliprange": "0.2",
-    "vf_coef": "0.1",
-    "cliprange_value": "0.2",
-    "gamma": "1.0",
-    "lam": "0.95",
-    "infer_backend": "pt",
-    "ckpt_dir": "output/run/checkpoint-10",
-    "eval_human": "true",
-    "quantization_bit": "0",
-    "merge_device_map": "cpu",
-    "verbose": "true",
-    "lora_modules": "a=adapters/a",
-    "max_model_len": "4096",
-    "limit_mm_per_prompt": '{"image": 10}',
-    "quant_device_map": "cpu",
-    "quant_output_dir": "out/q",
-    "to_ollama": "true",
-    "ollama_output_dir": "out/ollama",
-    "eval_dataset": "ceval",
-    "eval_few_shot": "5",
-    "eval_limit": "10",
-    "eval_url": "http://127.0.0.1:8000/v1",
-    "eval_is_chat_model": "true",
-    "custom_eval_config": "eval.json",
-    "eval_nproc": "16",
-    "api_key": "key",
-    "ssl_keyfile": "key.pem",
-    "ssl_certfile": "cert.pem",
-    "rlhf_type": "kto",
-    "eval_token": "EMPTY",
+SAMPLE = {  # "flag value; flag value", a+b = several words
+    flag: value.split("+") if "+" in value else value
+    for flag, value in (
+        e.strip().split(" ", 1)
+        for e in """
+model_type qwen2-7b-instruct; model_id_or_path models/qwen; model_revision v1.0
+local_repo_path repos/llava; freeze_parameters model.layers.0
+additional_trainable_parameters model.norm; ddp_backend gloo
+resume_from_checkpoint output/run/checkpoint-10; model_kwargs {"hd_num": 16}; dataset data.jsonl
+val_dataset val.jsonl; dataset_seed 7; val_dataset_sample 100; system You are helpful.
+tools_prompt toolbench; custom_train_dataset_path data.jsonl; custom_val_dataset_path val.jsonl
+model_name 小黄+Xiao Huang; model_author 魔搭+ModelScope; quant_method bnb; hqq_dynamic_config_path hqq.json
+bnb_4bit_quant_storage uint8; target_regex .*q_proj; modules_to_save lm_head; neftune_noise_alpha 5
+deepspeed default-zero2; eval_batch_size 4; learning_rate 2e-5; gradient_accumulation_steps 4
+save_steps 20; dataloader_num_workers 0; hub_model_id me/model; hub_token tok; lazy_tokenize true
+use_flash_attn false; logging_dir runs; do_sample true; temperature 0.7; top_k 20; top_p 0.9
+repetition_penalty 1.05; gpu_memory_fraction 0.5; loss_scale_config_path agentflan.json
+custom_register_path reg.py; custom_dataset_info info.json; device_map_config map.json
+device_max_memory 10GB+10GB; rope_scaling linear; rescale_image 480000; fsdp_config fsdp.json
+boft_block_size 4; boft_block_num 0; boft_dropout 0.1; vera_rank 256; vera_projection_prng_key true
+lora_lr_ratio 16; use_galore true; galore_target_modules q_proj; galore_rank 128
+galore_update_proj_gap 50; galore_scale 1.0; galore_optim_per_parameter true
+galore_with_embedding false; galore_proj_bits 4; galore_proj_group_size 256; galore_cos_threshold 0.4
+galore_gamma_proj 2; galore_queue_size 5; llamapro_num_groups 2; ia3_feedforward_modules down_proj
+reft_layers 1+2; reft_args {}; use_liger true; ref_model_type qwen2-7b; ref_model_id_or_path models/ref
+ref_model_revision v1; beta 0.1; loss_type sigmoid; reward_model_id_or_path models/rm
+reward_model_type qwen2-7b; reward_model_revision v1; local_rollout_forward_batch_size 64
+whiten_rewards false; kl_coef 0.05; cliprange 0.2; vf_coef 0.1; cliprange_value 0.2; gamma 1.0; lam 0.95
+infer_backend pt; ckpt_dir output/run/checkpoint-10; eval_human true; quantization_bit 0
+merge_device_map cpu; verbose true; lora_modules a=adapters/a; max_model_len 4096
+limit_mm_per_prompt {"image": 10}; quant_device_map cpu; quant_output_dir out/q; to_ollama true
+ollama_output_dir out/ollama; eval_dataset ceval; eval_few_shot 5; eval_limit 10
+eval_url http://127.0.0.1:8000/v1; eval_is_chat_model true; custom_eval_config eval.json; eval_nproc 16
+api_key key; ssl_keyfile key.pem; ssl_certfile cert.pem; rlhf_type kto; eval_token EMPTY
+""".replace("\n", ";").split(";")
+        if e.strip()
+    )
 }
 # Refused on purpose (not offered here), with the start of the one line that says so.
 REFUSED = {
