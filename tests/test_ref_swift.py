@@ -457,6 +457,8 @@ EXAMPLES = [
     ("deploy --ckpt_dir output --infer_backend lmdeploy", 2, "--infer_backend lmdeploy: lmforge serves"),
     ("deploy --ckpt_dir output --ssl_keyfile k.pem", 2, "command line: --ssl_keyfile k.pem: TLS"),
     ("web-ui --lang zh", 2, "command line: --lang zh: the web UI is in English only"),
+    ("sft --model_id_or_path base --dataset data/sft.jsonl#8 --deepspeed default-zero2 " + " ".join(TINY), 2,
+     "--deepspeed default-zero2 needs"),  # DeepSpeed not installed, or no GPU
     ("sft --model_id_or_path base --dataset HF::shibing624/alpaca-zh#500", 2,
      "--dataset HF::shibing624/alpaca-zh#500: lmforge does not download hub datasets"),
     ("sft --model_type qwen-7b-chat --dataset data/sft.jsonl", 2, "--model_type qwen-7b-chat: lmforge"),
@@ -465,10 +467,14 @@ EXAMPLES = [
 
 @pytest.mark.parametrize("command, status, reason", EXAMPLES, ids=[e[0].split(" --")[0] for e in EXAMPLES])
 def test_swift_examples(command, status, reason, sft_run, capsys, monkeypatch):
+    import importlib.util
+
     import torch
 
     if "awq" in command and torch.cuda.is_available():
         status, reason = 2, "--format awq needs"  # a GPU without autoawq: the package line instead
+    if "deepspeed" in command and torch.cuda.is_available() and importlib.util.find_spec("deepspeed"):
+        status, reason = 0, None  # both there: it trains
     code, _, errors = _run(capsys, monkeypatch, sft_run.parent, command)
     assert code == status, errors
     if reason:
