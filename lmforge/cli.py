@@ -61,7 +61,11 @@ def _usage() -> str:
     lines = ["usage: lmforge COMMAND [CONFIG.yaml] [--key value ...]", "", "commands:"]
     for words, (summary, _) in COMMANDS.items():
         lines.append(f"  {' '.join(words):<18} {summary}")
-    lines += ["", "Every command takes --help. Flags and YAML keys are the same; flags win."]
+    lines += [
+        "",
+        "ms-swift's command words work too: sft, pt, rlhf, deploy, app-ui, web-ui, merge-lora (lmforge/swift.py).",
+        "Every command takes --help. Flags and YAML keys are the same; flags win.",
+    ]
     return "\n".join(lines)
 
 
@@ -525,6 +529,8 @@ def cmd_export(argv: list[str]) -> int:
 
     cfg = resolve([ExportArgs], argv)
     args = cfg.group(ExportArgs)
+    if args.adapter and not args.model and not cfg.positionals:  # swift's --ckpt_dir: a run's adapter
+        args.model, args.adapter = args.adapter, None
     if len(cfg.positionals) > 1 or (cfg.positionals and args.model):
         raise LmforgeError("export: give one model (positional or --model)")
     args.model = args.model or (cfg.positionals[0] if cfg.positionals else None)
@@ -639,7 +645,9 @@ def find_command(argv: list[str]) -> tuple[tuple[str, ...] | None, list[str]]:
 
 
 def dispatch(argv: list[str]) -> int:
-    words, rest = find_command(argv)
+    from lmforge.swift import translate
+
+    words, rest = find_command(translate(argv))  # ms-swift's spellings (lmforge/swift.py)
     if words is None:
         if not argv or argv[0] in ("-h", "--help", "help"):
             print(_usage())

@@ -190,10 +190,10 @@ def test_every_stage_default_passes(site):
 # Every text-like config field, sorted by the guard: a new field that may hold a path must be added
 # to guard.py (or, when it holds none, here) before this test passes again.
 NOT_PATHS = set(
-    "activation_checkpointing_kwargs api_key apollo_proj apollo_scale_type apollo_target arch "
+    "activation_checkpointing_kwargs additional_trainable_parameters api_key apollo_proj apollo_scale_type apollo_target arch "
     "attn_implementation badam_mode badam_switch_mode base_url dataloader_multiprocessing_context "
     "ddp_backend debug device distill_mode dtype eval_strategy format freeze_extra_modules "
-    "freeze_trainable_modules fsdp galore_proj_type galore_target gradient_checkpointing_kwargs "
+    "freeze_parameters freeze_trainable_modules fsdp galore_proj_type galore_target gradient_checkpointing_kwargs "
     "hub_model_id hub_revision hub_strategy hub_token include_for_metrics "
     "include_num_input_tokens_seen init_lora_weights interleave_probs label_names "
     "length_column_name liger_kernel_config log_level log_level_replica logging_strategy lora_bias "

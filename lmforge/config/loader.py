@@ -203,10 +203,11 @@ def split_argv(
         while i < len(argv) and not _is_flag(argv[i]) and not override_key(argv[i], specs):
             values.append(argv[i])
             i += 1
-        spec = specs.get(canonical_key(key, specs)[0])
+        native = canonical_key(key, specs)[0]
+        spec = specs.get(native)
         if not values:
             pairs.append((key, True))
-        elif spec is not None and spec.multi:
+        elif (spec is not None and spec.multi) or (spec is None and native in UNAVAILABLE):
             pairs.append((key, values if len(values) > 1 else values[0]))
         else:
             pairs.append((key, values[0]))
@@ -348,7 +349,7 @@ def check_unavailable(where: str, key: str, value: Any) -> None:
     else one line saying why and what to do instead."""
     accepted, reason = UNAVAILABLE[key]
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    if text.strip().lower() in accepted:
+    if "*" in accepted or text.strip().lower() in accepted:  # "*": no value changes what lmforge does
         return
     raise LmforgeError(f"{where}: --{key} {text}: " + reason.format(value=text))
 

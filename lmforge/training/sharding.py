@@ -22,11 +22,19 @@ from lmforge.errors import LmforgeError
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent.parent / "assets" / "deepspeed"
 DEEPSPEED_PRESETS = ("zero2", "zero2_offload", "zero3", "zero3_offload")
+# ms-swift's names for the same four configs (reference seed_004)
+SWIFT_PRESETS = {
+    "default-zero2": "zero2",
+    "default-zero3": "zero3",
+    "zero2-offload": "zero2_offload",
+    "zero3-offload": "zero3_offload",
+}
 _TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0", ""}
 
 
 def deepspeed_config_path(value: str) -> str:
     """The JSON file `--deepspeed VALUE` names: a shipped preset, or the user's own file."""
+    value = SWIFT_PRESETS.get(value, value)
     if value in DEEPSPEED_PRESETS:
         return str(DEEPSPEED_DIR / f"{value}.json")
     path = Path(value)

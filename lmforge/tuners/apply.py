@@ -72,6 +72,10 @@ def check_tuner_config(cfg, *, has_base: bool) -> None:
         )
     if name == "qlora" or cfg.get("quantization_bit"):
         check_quantization(cfg)
+    if cfg.get("freeze_parameters_ratio") is not None:
+        from lmforge.tuners.partial import check_partial
+
+        check_partial(cfg, name)
     optims = [k for k in ("use_galore", "use_apollo", "use_badam") if cfg[k]]
     if len(optims) > 1:
         raise LmforgeError(f"choose one of --{', --'.join(optims)}")
@@ -130,6 +134,11 @@ def apply_tuner(model, cfg, *, run_dir: str, num_training_steps: int) -> Tuned:
         from lmforge.models.audio import set_trainable_parts
 
         set_trainable_parts(model, cfg["train_target"])
+    if name == "full" and cfg.get("freeze_parameters_ratio") is not None:
+        from lmforge.tuners.partial import apply_partial, wants_partial
+
+        if wants_partial(cfg):
+            apply_partial(model, cfg)
     if name == "freeze":
         _freeze(model, cfg, _trainable_layer_ids(model, cfg["freeze_trainable_layers"]))
     elif name == "llama_pro":

@@ -121,6 +121,14 @@ class TunerArgs:
         0,
         "llama_pro: insert this many identity-initialised blocks (must divide the layer count); only they train",
     )
+    # --- ms-swift's partial full tuning (lmforge/tuners/partial.py) ---------------------------
+    freeze_parameters: str | None = arg(
+        None, "full: freeze parameters whose names start with these prefixes (comma list)", multi=True
+    )
+    freeze_parameters_ratio: float = arg(0.0, "full: freeze this bottom fraction (0-1) of all parameters")
+    additional_trainable_parameters: str | None = arg(
+        None, "full: keep parameters with these name prefixes trainable despite the two above", multi=True
+    )
     # --- QLoRA -------------------------------------------------------------------------------
     quantization_bit: int | None = arg(None, "Load the base in 4 or 8 bits (QLoRA; CUDA + bitsandbytes)")
     quantization_type: str = arg("nf4", "4-bit type: nf4 or fp4", choices=("nf4", "fp4"))
