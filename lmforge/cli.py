@@ -266,7 +266,8 @@ def _convert_tokenizer(cfg):
     """(tokenizer training will use: --tokenizer_path, else the model's, else lmforge's own; the model
     folder when it is an audio LLM, else None)."""
     from lmforge.errors import LmforgeError
-    from lmforge.models.load import load_tokenizer_for, resolve_model_path
+    from lmforge.models.load import load_tokenizer_for
+    from lmforge.models.locate import resolve_model_path
     from lmforge.models.tokenizer import load_tokenizer
 
     if cfg.get("tokenizer_path"):

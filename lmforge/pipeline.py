@@ -88,7 +88,7 @@ def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
 
 def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
     """The run folder and the checkpoint to resume from (None: start fresh)."""
-    from lmforge.models.load import minimind_weight_dir
+    from lmforge.models.locate import minimind_weight_dir
 
     resume = cfg.get("resume_from_checkpoint")
     if cfg.get("output_dir"):
@@ -122,7 +122,8 @@ def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
 def load_tokenizer_and_model(cfg: Config, loader=None):
     """The tokenizer and the starting model (`loader(cfg, path)` replaces the causal-LM load, e.g. the
     reward model's sequence-classification head), or a fresh model from the size flags."""
-    from lmforge.models.load import load_model, load_tokenizer_for, resolve_model_path
+    from lmforge.models.load import load_model, load_tokenizer_for
+    from lmforge.models.locate import resolve_model_path
     from lmforge.models.scratch import init_model
     from lmforge.models.tokenizer import load_tokenizer
 

@@ -243,7 +243,8 @@ class Engine:
 
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from lmforge.models.load import find_adapter, read_run_defaults, resolve_model_path
+        from lmforge.models.load import read_run_defaults
+        from lmforge.models.locate import find_adapter, resolve_model_path
         from lmforge.models.presets import rope_parameters
 
         if (Path(model) / "adapter_config.json").exists() and not (Path(model) / "config.json").exists():

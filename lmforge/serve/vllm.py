@@ -49,7 +49,8 @@ def vllm_argv(
     args: ServeArgs, gen: GenerationArgs, adapters: dict[str, str], api_key: str | None
 ) -> list[str]:
     """The `vllm.entrypoints.openai.api_server` flags for these lmforge flags."""
-    from lmforge.models.load import find_adapter, read_run_defaults, resolve_model_path
+    from lmforge.models.load import read_run_defaults
+    from lmforge.models.locate import find_adapter, resolve_model_path
 
     name = str(args.model or args.weight)
     kw = {"hidden_size": args.hidden_size, "use_moe": args.use_moe}

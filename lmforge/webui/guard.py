@@ -155,7 +155,7 @@ def _model_locations(name: str, cfg: Any, typed: bool = True) -> list[str]:
     """Where the run would read `name` from: the folder it resolves to (a MiniMind name inside
     --save_dir, a cached hub name; an adapter folder's base model) and, when typed in the form
     or present on disk, the path as written."""
-    from lmforge.models.load import resolve_model_path
+    from lmforge.models.locate import resolve_model_path
 
     found = [name] if typed or os.path.exists(name) else []
     adapter = Path(name, "adapter_config.json")
