@@ -69,6 +69,7 @@ def load_engine(args: ChatArgs) -> Engine:
         attn_implementation=args.attn_implementation,
         save_dir=save_dir,
         hidden_size=args.hidden_size,
+        num_hidden_layers=getattr(args, "num_hidden_layers", None),
         use_moe=args.use_moe,
         template=_template_name(getattr(args, "template", None)),
     )

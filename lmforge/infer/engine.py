@@ -234,6 +234,7 @@ class Engine:
         hidden_size: int | None = None,
         use_moe: bool = False,
         template: str | None = None,
+        num_hidden_layers: int | None = None,
     ) -> Engine:
         """Load from an HF folder, a run folder / checkpoint, a PEFT adapter folder, a MiniMind-style
         weight name inside `save_dir`, or a cached hub name. Run folders supply defaults
@@ -244,7 +245,7 @@ class Engine:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         from lmforge.models.load import read_run_defaults
-        from lmforge.models.locate import find_adapter, resolve_model_path
+        from lmforge.models.locate import check_sizes, find_adapter, resolve_model_path
         from lmforge.models.presets import rope_parameters
 
         if (Path(model) / "adapter_config.json").exists() and not (Path(model) / "config.json").exists():
@@ -259,6 +260,7 @@ class Engine:
                 or ""
             )
         path = resolve_model_path(model, save_dir=save_dir, hidden_size=hidden_size, use_moe=use_moe)
+        check_sizes(path, {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers})
         run = read_run_defaults(path)
         lora_weight = lora_weight or run.get("lora_weight")
         dev = resolve_device(device)

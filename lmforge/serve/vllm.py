@@ -50,7 +50,7 @@ def vllm_argv(
 ) -> list[str]:
     """The `vllm.entrypoints.openai.api_server` flags for these lmforge flags."""
     from lmforge.models.load import read_run_defaults
-    from lmforge.models.locate import find_adapter, resolve_model_path
+    from lmforge.models.locate import check_sizes, find_adapter, resolve_model_path
 
     name = str(args.model or args.weight)
     kw = {"hidden_size": args.hidden_size, "use_moe": args.use_moe}
@@ -58,6 +58,7 @@ def vllm_argv(
     if (Path(name) / "adapter_config.json").exists() and not (Path(name) / "config.json").exists():
         main_adapter, name = main_adapter or name, _adapter_base(Path(name)) or ""
     path = resolve_model_path(name, save_dir=args.save_dir, **kw)
+    check_sizes(path, {"hidden_size": args.hidden_size, "num_hidden_layers": args.num_hidden_layers})
     main_adapter = main_adapter or read_run_defaults(path).get("lora_weight")
     served = args.served_model_name or str(args.model or args.weight).rstrip("/")
     loras = {n: find_adapter(p, args.save_dir, path, **kw, flag="--adapters") for n, p in adapters.items()}
