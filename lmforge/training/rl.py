@@ -19,6 +19,8 @@ class LmforgeGRPOTrainer(LmforgeMixin, GRPOTrainer):
 
 def check_reward_flags(cfg) -> None:
     """--reward_funcs / --reward_weights / --reasoning / --reward_model_path, before any loading."""
+    from pathlib import Path
+
     from lmforge.rl.rewards import plan_rewards
 
     plan_rewards(
@@ -27,6 +29,12 @@ def check_reward_flags(cfg) -> None:
         reasoning=cfg["reasoning"],
         reward_model=bool(cfg.get("reward_model_path")),
     )
+    path = cfg.get("reward_model_path")
+    if path and not Path(path, "config.json").is_file():  # before any model or data is loaded
+        raise LmforgeError(
+            f"--reward_model_path {path}: not a model folder (no config.json); train one with "
+            "`lmforge train rm` or give a sequence-classification model folder"
+        )
 
 
 def reward_functions(ctx):
