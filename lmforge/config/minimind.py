@@ -10,6 +10,7 @@ spelling only MiniMind's trainer scripts use (`--data_path`, `--epochs`, `--from
   (`pretrain`, `full_sft`, `dpo`, `reason`, `full_dist`, `ppo_actor`, `grpo`, `spo`,
   `api_distill`), so the next stage's default `--from_weight` finds it and `--from_resume 1`
   resumes it;
+- `--data_path` defaults to the script's file under `dataset/` (`dataset/pretrain_hq.jsonl`, ...);
 - the RL stages (ppo, grpo, spo) default to `--reasoning 1`;
 - GRPO's `--batch_size` counts prompts: completions per step = batch_size x num_generations.
 
@@ -58,6 +59,21 @@ SAVE_WEIGHT = {
     "distill-api": "api_distill",
 }
 
+# lmforge stage → the script's default --data_path (MiniMind's `../dataset/X` run from trainer/;
+# lmforge runs from the checkout's root)
+DATA_PATH = {
+    "pretrain": "dataset/pretrain_hq.jsonl",
+    "sft": "dataset/sft_mini_512.jsonl",
+    "lora": "dataset/lora_identity.jsonl",
+    "dpo": "dataset/dpo.jsonl",
+    "distill-reason": "dataset/r1_mix_1024.jsonl",
+    "distill": "dataset/sft_mini_512.jsonl",
+    "ppo": "dataset/rlaif-mini.jsonl",
+    "grpo": "dataset/rlaif-mini.jsonl",
+    "spo": "dataset/rlaif-mini.jsonl",
+    "distill-api": "dataset/sft_mini_512.jsonl",
+}
+
 RL_STAGES = ("ppo", "grpo", "spo")
 
 # `lmforge train NAME` for MiniMind script names that are not lmforge stage names:
@@ -79,6 +95,8 @@ STAGE_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # train_distillation.py: white-box distillation (lmforge's `distill`, whose defaults are its own)
     "distillation": ("distill", {}),
+    # train_full_sft.py: `lmforge train full_sft` is `train sft`
+    "full-sft": ("sft", {}),
 }
 
 
@@ -117,6 +135,8 @@ def apply_minimind_defaults(stage: str, cfg, argv: list[str]) -> bool:
 
     if not cfg.get("save_weight") and not cfg.get("lora_name") and stage in SAVE_WEIGHT:
         default("save_weight", SAVE_WEIGHT[stage])
+    if not cfg.get("dataset"):
+        default("dataset", DATA_PATH["lora" if cfg.get("lora_name") else stage])
     if stage in RL_STAGES and "reasoning" in cfg.values:
         default("reasoning", True)
     if stage == "grpo" and "batch_size" in typed:  # MiniMind counts prompts, TRL completions
