@@ -354,3 +354,27 @@ def test_rl_refuses_when_no_reward_can_be_nonzero(workdir, monkeypatch, tmp_path
     with pytest.raises(LmforgeError, match=r"no reward can be non-zero: accuracy compare answers"):
         run_train("grpo", argv)
     assert not (tmp_path / "run").exists()
+
+
+def test_chat_the_eval_llm_way(workdir, monkeypatch, capsys):
+    from lmforge.config.minimind import chat_defaults
+    from lmforge.infer.args import GenerationArgs
+    from lmforge.infer.chat import ChatArgs
+
+    cfg = resolve([ChatArgs, GenerationArgs], ["--weight", "x"], defaults=chat_defaults(["--weight", "x"]))
+    assert (cfg["top_p"], cfg["max_new_tokens"]) == (0.85, 8192)  # eval_llm.py's
+    cfg = resolve([ChatArgs, GenerationArgs], ["--model", "x"], defaults=chat_defaults(["--model", "x"]))
+    assert (cfg["top_p"], cfg["max_new_tokens"]) == (0.95, 512)  # lmforge's own
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr("sys.stdin", io.StringIO("你好\n"))
+    argv = ["chat", "--load_from", "model", "--weight", "full_sft", "--hidden_size", "64", "--device", "cpu"]
+    assert _main([*argv, "--num_hidden_layers", "1", "--max_new_tokens", "4"]) == 0
+    assert _main([*argv, "--num_hidden_layers", "8"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "lmforge: error: --num_hidden_layers 8: the model loaded from out/full_sft_64 has num_hidden_layers 1"
+        )
+    )

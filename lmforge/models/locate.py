@@ -174,6 +174,23 @@ def find_adapter(
     raise LmforgeError(f"{flag} {name!r}: no adapter_config.json in {', '.join(map(str, cands))}")
 
 
+def is_adapter_dir(path: str | Path) -> bool:
+    """A PEFT adapter folder on its own: `adapter_config.json` and no `config.json`."""
+    return Path(path, "adapter_config.json").is_file() and not Path(path, "config.json").exists()
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model an adapter folder names (`base_model_name_or_path`), or None."""
+    import json
+
+    cfg_file = Path(path, "adapter_config.json")
+    try:
+        data = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LmforgeError(f"{cfg_file}: not readable JSON ({e})") from None
+    return data.get("base_model_name_or_path") if isinstance(data, dict) else None
+
+
 def model_sizes(path: str) -> dict[str, int]:
     """hidden_size / num_hidden_layers of a model folder's config (its text part), without loading it."""
     import json
