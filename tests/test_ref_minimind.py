@@ -392,3 +392,20 @@ def test_chat_the_eval_llm_way(workdir, monkeypatch, capsys):
             "lmforge: error: --num_hidden_layers 8: the model loaded from out/full_sft_64 has num_hidden_layers 1"
         )
     )
+
+
+def test_grpo_example_runs_with_a_reward_model(workdir, monkeypatch, capsys, one_thread):
+    """The basic GRPO example as written (2 prompts x 8 generations), its reward model a tiny one."""
+    import json
+
+    _after_table(workdir, monkeypatch)
+    rm = workdir / "rm"
+    if not rm.exists():
+        rm.symlink_to(workdir / "out" / "full_sft_64")  # scored through a fresh one-label head
+    argv = next(a for a, _ in TABLE if a[:2] == ["train", "grpo"])
+    argv = [str(rm) if w == "../internlm2-1_8b-reward" else w for w in argv]
+    assert _main(argv) == 0, capsys.readouterr().err[-2000:]
+    state = json.loads((workdir / "out" / "grpo_64" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["global_step"] == 1
+    args = (workdir / "out" / "grpo_64" / "lmforge_args.yaml").read_text(encoding="utf-8")
+    assert "per_device_train_batch_size: 16" in args and "reasoning: true" in args
