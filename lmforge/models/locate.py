@@ -3,9 +3,9 @@ serve, eval, merge, export, webui).
 
 A model argument is, in this order: a folder as given (a model folder with `config.json`, or a run
 folder whose newest complete `checkpoint-N` is used); a MiniMind weight name inside `--save_dir`
-(`NAME` → `save_dir/NAME_<hidden_size>[_moe]`; without a hidden size the one `NAME_<digits>[_moe]`
-there, several → one line listing them); a folder `save_dir/NAME`; a hub name already in the local
-cache. MiniMind `.pth` weights (given as a path, or found by name in `--save_dir`) are not loaded
+(`NAME` → `save_dir/NAME_<hidden_size>[_moe]`; when no hidden size is given, as chat / serve / eval
+allow, the one `NAME_<digits>[_moe]` there, several → one line listing them); a folder
+`save_dir/NAME`; a hub name already in the local cache. MiniMind `.pth` weights (given as a path, or found by name in `--save_dir`) are not loaded
 as they are: the error names the exact `lmforge import minimind` command that converts them.
 Adapter folders (`adapter_config.json`) are found by `find_adapter`.
 """
@@ -76,8 +76,7 @@ def _named_candidates(name: str, save_dir: str, hidden_size: int | None, use_moe
     cands.append(Path(save_dir) / (f"{name}_moe" if use_moe else name))
     if use_moe:
         cands.append(Path(save_dir) / name)
-    exact = [c for c in cands if c.is_dir()]
-    if not exact:  # no hidden size given, or that one is not there: the single NAME_<hidden> folder
+    if not hidden_size and not any(c.is_dir() for c in cands):  # no size given: the one NAME_<n>
         only = _one_match(minimind_matches(save_dir, name, use_moe), name, "MiniMind weight folders")
         if only is not None:
             cands.append(only)
@@ -96,6 +95,7 @@ def _check_pth(name: str, save_dir: str, hidden_size: int | None, use_moe: bool)
         pth = minimind_weight_dir(save_dir, name, hidden_size, use_moe).with_suffix(".pth")
         if pth.is_file():
             raise _pth_error(pth, name)
+        return
     only = _one_match(minimind_matches(save_dir, name, use_moe, suffix=".pth"), name, "MiniMind .pth files")
     if only is not None:
         raise _pth_error(only, name)
