@@ -409,3 +409,15 @@ def test_grpo_example_runs_with_a_reward_model(workdir, monkeypatch, capsys, one
     assert state["global_step"] == 1
     args = (workdir / "out" / "grpo_64" / "lmforge_args.yaml").read_text(encoding="utf-8")
     assert "per_device_train_batch_size: 16" in args and "reasoning: true" in args
+
+
+@pytest.mark.parametrize(
+    "command,extra,delay",
+    [("distill", [], 0.5), ("qa", [], 1.0), ("qa", ["--base_url", "http://127.0.0.1:8000/v1"], 0.0)],
+)
+def test_generate_spaces_calls_to_openrouter_as_minimind(command, extra, delay):
+    from lmforge.config.minimind import generate_rate_default
+
+    cfg = _resolve(("generate", command), ["--model", "m", *extra])
+    generate_rate_default(command, cfg)
+    assert cfg["rate_limit_delay"] == delay
