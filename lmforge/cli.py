@@ -27,7 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ),
     ("train",): (
         "run a training stage: pretrain, sft, distill, distill-reason, distill-api, rm, dpo, kto, orpo, "
-        "simpo, cpo, grpo, ppo, spo",
+        "simpo, cpo, grpo, ppo, spo (MiniMind's lora, distillation)",
         "cmd_train",
     ),
     ("chat",): ("interactive streaming chat in the terminal", "cmd_chat"),
@@ -271,7 +271,8 @@ def _convert_tokenizer(cfg):
     """(tokenizer training will use: --tokenizer_path, else the model's, else lmforge's own; the model
     folder when it is an audio LLM, else None)."""
     from lmforge.errors import LmforgeError
-    from lmforge.models.load import load_tokenizer_for, resolve_model_path
+    from lmforge.models.load import load_tokenizer_for
+    from lmforge.models.locate import resolve_model_path
     from lmforge.models.tokenizer import load_tokenizer
 
     if cfg.get("tokenizer_path"):
@@ -380,17 +381,19 @@ def cmd_train(argv: list[str]) -> int:
             return 0
         raise LmforgeError("train: name a stage first, e.g. `lmforge train sft --dataset data.jsonl`")
     if _wants_help(argv):
+        from lmforge.config.minimind import stage_alias
         from lmforge.pipeline import GROUPS, stage_defaults
         from lmforge.stages import get_stage
 
-        module = get_stage(stage)
+        real, alias_defaults = stage_alias(stage)  # `train lora` is sft with train_lora.py's defaults
+        module = get_stage(real)
         summary = (module.__doc__ or "").strip()
         return _print_help(
             f"lmforge train {stage}",
             summary,
             [*GROUPS, module.Args],
             include_hf=True,
-            defaults=stage_defaults(module),
+            defaults={**stage_defaults(module), **alias_defaults},
         )
     from lmforge.launch import relaunch, wants_launch
 
@@ -410,7 +413,9 @@ def cmd_chat(argv: list[str]) -> int:
 
     if _wants_help(argv):
         return _print_help("lmforge chat", COMMANDS[("chat",)][0], [ChatArgs, GenerationArgs])
-    cfg = resolve([ChatArgs, GenerationArgs], argv, max_positionals=0)
+    from lmforge.config.minimind import chat_defaults
+
+    cfg = resolve([ChatArgs, GenerationArgs], argv, max_positionals=0, defaults=chat_defaults(argv))
     from lmforge.infer.chat import run_chat
 
     return run_chat(cfg.group(ChatArgs), cfg.group(GenerationArgs)) or 0
@@ -561,6 +566,9 @@ def _generate(words: tuple[str, str], argv: list[str]) -> int:
     from lmforge.teacher import generate
 
     cfg = resolve(groups, normalize_argv(argv), defaults=defaults, max_positionals=0)
+    from lmforge.config.minimind import generate_rate_default
+
+    generate_rate_default(words[1], cfg)
     if cfg.positionals:
         raise LmforgeError(f"{' '.join(words)}: unexpected argument {cfg.positionals[0]!r}")
     run = generate.run_distill if words[1] == "distill" else generate.run_qa

@@ -67,16 +67,18 @@ def stage_name(name: str) -> str:
 
 
 def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
+    from lmforge.config.minimind import apply_minimind_defaults, stage_alias
     from lmforge.stages import get_stage
 
+    stage, alias_defaults = stage_alias(stage)  # MiniMind's `train lora`, `train distillation`
     module = get_stage(stage)
-    cfg = resolve(
-        [*GROUPS, module.Args], argv, include_hf=True, defaults=stage_defaults(module), max_positionals=0
-    )
+    defaults = {**stage_defaults(module), **alias_defaults}
+    cfg = resolve([*GROUPS, module.Args], argv, include_hf=True, defaults=defaults, max_positionals=0)
     recorded = cfg.get("stage")
     if recorded and stage_name(recorded) != stage.replace("_", "-"):
         raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")
     cfg.values["stage"] = stage
+    apply_minimind_defaults(stage, cfg, argv)
     from lmforge.training.checks import scheduler_kwargs
     from lmforge.tuners.apply import is_peft
 
@@ -93,7 +95,7 @@ def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
 
 def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
     """The run folder and the checkpoint to resume from (None: start fresh)."""
-    from lmforge.models.load import minimind_weight_dir
+    from lmforge.models.locate import minimind_weight_dir
 
     resume = cfg.get("resume_from_checkpoint")
     if cfg.get("output_dir"):
@@ -127,7 +129,8 @@ def resolve_run_dir(stage: str, cfg: Config) -> tuple[str, str | None]:
 def load_tokenizer_and_model(cfg: Config, loader=None):
     """The tokenizer and the starting model (`loader(cfg, path)` replaces the causal-LM load, e.g. the
     reward model's sequence-classification head), or a fresh model from the size flags."""
-    from lmforge.models.load import load_model, load_tokenizer_for, resolve_model_path
+    from lmforge.models.load import load_model, load_tokenizer_for
+    from lmforge.models.locate import check_sizes, resolve_model_path
     from lmforge.models.scratch import init_model
     from lmforge.models.tokenizer import load_tokenizer
 
@@ -136,6 +139,7 @@ def load_tokenizer_and_model(cfg: Config, loader=None):
         path = resolve_model_path(
             name, save_dir=cfg["save_dir"], hidden_size=cfg["hidden_size"], use_moe=cfg["use_moe"]
         )
+        check_sizes(path, {k: cfg[k] for k in PRESET_SIZES if k in cfg.explicit}, flags=_size_flags(cfg))
         tokenizer = (
             load_tokenizer(cfg["tokenizer_path"]) if cfg.get("tokenizer_path") else load_tokenizer_for(path)
         )
@@ -191,6 +195,13 @@ def load_tokenizer_and_model(cfg: Config, loader=None):
         **sizes,
     )
     return tokenizer, model, None
+
+
+def _size_flags(cfg: Config) -> dict[str, str]:
+    """How the user spelled the size flags (MiniMind's distillation: --student_*)."""
+    if cfg["stage"] == "distill":
+        return {"hidden_size": "student_hidden_size", "num_hidden_layers": "student_num_layers"}
+    return {}
 
 
 def load_data(ctx: StageContext, kind: str):
@@ -341,6 +352,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     from lmforge.tuners.apply import apply_tuner
 
     module, cfg = resolve_train_config(stage, argv or []) if cfg is None else (_module(stage), cfg)
+    stage = cfg["stage"]  # a MiniMind script name (`lora`) runs as its lmforge stage
     run_dir, ckpt = resolve_run_dir(stage, cfg)
     ctx = StageContext(stage=stage, cfg=cfg, run_dir=run_dir)
     ctx.training_args = validate_config(module, cfg, run_dir)  # before any model or data is loaded
@@ -355,6 +367,8 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
 
     apply_template(ctx.tokenizer, cfg.get("template"))  # saved with the run's tokenizer
     ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
+    if hasattr(module, "check_data"):  # e.g. RL: some reward can be non-zero
+        module.check_data(ctx)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read
     ctx.tuned = apply_tuner(ctx.model, cfg, run_dir=run_dir, num_training_steps=_num_steps(ctx))

@@ -86,10 +86,15 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_two_process_ddp_equals_single_process(tmp_path, monkeypatch):
     data = _docs(tmp_path / "docs.jsonl")
     two, one = tmp_path / "two", tmp_path / "one"
-    # 2 ranks x 2 rows through torchrun, started by the launch variables alone
+    # 2 ranks x 2 rows through torchrun, started by the launch variables alone; no GPU visible and no
+    # --device cpu: the ranks still join one gloo group (one run, one metrics line per step)
+    launched = _args(data, two, 2)[:-2]
+    assert _args(data, two, 2)[-2:] == ["--device", "cpu"]
     proc = subprocess.run(
-        [sys.executable, "-m", "lmforge", "train", *_args(data, two, 2)],
-        env=_launch_env(NPROC_PER_NODE="2", LMFORGE_DEBUG_BATCH_DIR=str(tmp_path / "dump2")),
+        [sys.executable, "-m", "lmforge", "train", *launched],
+        env=_launch_env(
+            NPROC_PER_NODE="2", LMFORGE_DEBUG_BATCH_DIR=str(tmp_path / "dump2"), CUDA_VISIBLE_DEVICES=""
+        ),
         capture_output=True,
         text=True,
         timeout=300,

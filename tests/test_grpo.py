@@ -79,8 +79,9 @@ def test_minimind_grpo_flags_resolve():
     from lmforge.pipeline import resolve_train_config
 
     _, cfg = resolve_train_config(
-        "grpo", ["--batch_size", "16", "--num_generations", "8", "--beta", "0.02", "--max_gen_len", "256",
+        "grpo", ["--batch_size", "2", "--num_generations", "8", "--beta", "0.02", "--max_gen_len", "256",
                  "--reasoning", "1", "--reward_model_path", "out/rm", "--max_seq_len", "66"]
     )  # fmt: skip
+    # MiniMind's --batch_size counts prompts: 2 prompts x 8 generations = 16 completions per step
     assert cfg["per_device_train_batch_size"] == 16 and cfg["max_gen_len"] == 256 and cfg["reasoning"] is True
     assert cfg["reward_model_path"] == "out/rm" and cfg["max_length"] == 66

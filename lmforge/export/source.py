@@ -45,7 +45,8 @@ def load_source(args: ExportArgs) -> Source:
     """Load the model and tokenizer to export (float weights, on CPU)."""
     import torch
 
-    from lmforge.models.load import find_adapter, load_tokenizer_for, read_run_defaults, resolve_model_path
+    from lmforge.models.load import load_tokenizer_for, read_run_defaults
+    from lmforge.models.locate import find_adapter, resolve_model_path
     from lmforge.tuners.merge import MergeArgs, load_merged
 
     if not args.model:

@@ -71,7 +71,15 @@ class EngineArgs:
         default="out", metadata={"help": "Folder where --weight / --lora_weight names live."}
     )
     hidden_size: int | None = field(
-        default=None, metadata={"help": "Hidden size in MiniMind weight folder names (NAME_<hidden_size>)."}
+        default=None,
+        metadata={
+            "help": "Hidden size in MiniMind weight folder names (NAME_<hidden_size>; default: the one "
+            "NAME_<n> there); checked against the loaded model"
+        },
+    )
+    num_hidden_layers: int | None = field(
+        default=None,
+        metadata={"help": "Check: the layers the loaded model must have (MiniMind's eval_llm.py flag)."},
     )
     use_moe: bool = field(default=False, metadata={"help": "MiniMind weight folder names end in _moe."})
     lora_weight: str | None = field(

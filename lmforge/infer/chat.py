@@ -58,6 +58,8 @@ def load_engine(args: ChatArgs) -> Engine:
 
         if Path(args.model).is_dir() and not Path(args.model, "config.json").exists():
             model, save_dir = args.weight, args.model
+        elif args.model == "model" and not Path(args.model).exists():  # its default: weights by name
+            model = args.weight
     if not model:
         raise LmforgeError("no model given: pass --model PATH (or --load_from / --weight NAME)")
     return Engine.from_path(
@@ -69,6 +71,7 @@ def load_engine(args: ChatArgs) -> Engine:
         attn_implementation=args.attn_implementation,
         save_dir=save_dir,
         hidden_size=args.hidden_size,
+        num_hidden_layers=getattr(args, "num_hidden_layers", None),
         use_moe=args.use_moe,
         template=_template_name(getattr(args, "template", None)),
     )

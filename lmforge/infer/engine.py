@@ -235,30 +235,33 @@ class Engine:
         hidden_size: int | None = None,
         use_moe: bool = False,
         template: str | None = None,
+        num_hidden_layers: int | None = None,
     ) -> Engine:
         """Load from an HF folder, a run folder / checkpoint, a PEFT adapter folder, a MiniMind-style
         weight name inside `save_dir`, or a cached hub name. Run folders supply defaults
         (`system`, `enable_thinking`, `lora_weight`, `template`) from their `lmforge_args.yaml`;
         `template` (a `--template` name) overrides the tokenizer's chat template."""
-        import json
 
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from lmforge.models.load import find_adapter, read_run_defaults, resolve_model_path
+        from lmforge.models.load import read_run_defaults
+        from lmforge.models.locate import (
+            adapter_base,
+            check_sizes,
+            find_adapter,
+            is_adapter_dir,
+            resolve_model_path,
+        )
         from lmforge.models.presets import rope_parameters
 
-        if (Path(model) / "adapter_config.json").exists() and not (Path(model) / "config.json").exists():
+        if is_adapter_dir(model):
             lora_weight = lora_weight or model  # an adapter folder: load its base model under it
             from lmforge.models.weights import check_model_files
 
             check_model_files(model)
-            model = (
-                json.loads((Path(model) / "adapter_config.json").read_text("utf-8")).get(
-                    "base_model_name_or_path"
-                )
-                or ""
-            )
+            model = adapter_base(model) or ""
         path = resolve_model_path(model, save_dir=save_dir, hidden_size=hidden_size, use_moe=use_moe)
+        check_sizes(path, {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers})
         run = read_run_defaults(path)
         lora_weight = lora_weight or run.get("lora_weight")
         dev = resolve_device(device)

@@ -242,6 +242,7 @@ class RewardModelScorer:
         max_length: int | None = None,
         device: Any = None,
         dtype: Any = None,
+        trust_remote_code: bool = False,
     ):
         import torch
 
@@ -259,7 +260,7 @@ class RewardModelScorer:
 
                 tokenizer = load_tokenizer_for(path)
             model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, dtype=dtype or torch.float32
+                path, num_labels=1, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
             )
             if device is None and torch.cuda.is_available():
                 device = torch.device("cuda", torch.cuda.current_device())
@@ -330,18 +331,21 @@ def build_reward_funcs(
     tokenizer: Any = None,
     clip: float | None = 5.0,
     length_target: int = 200,
+    trust_remote_code: bool = False,
 ) -> tuple[list[RewardFunc], list[float]]:
     """Reward callables and their weights from the stage flags.
 
     `names` is a comma list of ``accuracy, format, length, repetition`` (``none``: no rule reward;
     nothing given and no reward model: ``accuracy``); `reasoning` adds ``format`` when absent; a
     `reward_model` folder appends a ``RewardModelScorer``. `weights` is a comma list, one per reward in
-    that order (default all 1.0).
+    that order (default all 1.0). `trust_remote_code` lets a reward model folder run its own code.
     """
     chosen, values = plan_rewards(names, weights, reasoning=reasoning, reward_model=bool(reward_model))
     funcs: list[RewardFunc] = [REWARDS[n](length_target) for n in chosen]
     if reward_model:
-        funcs.append(RewardModelScorer(reward_model, tokenizer, clip=clip))
+        funcs.append(
+            RewardModelScorer(reward_model, tokenizer, clip=clip, trust_remote_code=trust_remote_code)
+        )
     return funcs, values
 
 

@@ -33,7 +33,7 @@ def attach_adapters(engine, adapters: dict[str, str], args: ServeArgs) -> None:
         from peft import PeftModel
     except ImportError as e:
         raise LmforgeError("--adapters needs peft: pip install peft") from e
-    from lmforge.models.load import find_adapter
+    from lmforge.models.locate import find_adapter
 
     model = engine.model
     for name, path in adapters.items():

@@ -34,11 +34,6 @@ def check_vllm() -> None:
         raise LmforgeError("--backend vllm needs a CUDA GPU and this machine has none; use --backend hf")
 
 
-def _adapter_base(path: Path) -> str | None:
-    with open(path / "adapter_config.json", encoding="utf-8") as f:
-        return json.load(f).get("base_model_name_or_path")
-
-
 def _rank(path: str) -> int:
     with open(Path(path) / "adapter_config.json", encoding="utf-8") as f:
         cfg = json.load(f)
@@ -49,14 +44,22 @@ def vllm_argv(
     args: ServeArgs, gen: GenerationArgs, adapters: dict[str, str], api_key: str | None
 ) -> list[str]:
     """The `vllm.entrypoints.openai.api_server` flags for these lmforge flags."""
-    from lmforge.models.load import find_adapter, read_run_defaults, resolve_model_path
+    from lmforge.models.load import read_run_defaults
+    from lmforge.models.locate import (
+        adapter_base,
+        check_sizes,
+        find_adapter,
+        is_adapter_dir,
+        resolve_model_path,
+    )
 
     name = str(args.model or args.weight)
     kw = {"hidden_size": args.hidden_size, "use_moe": args.use_moe}
     main_adapter = args.lora_weight
-    if (Path(name) / "adapter_config.json").exists() and not (Path(name) / "config.json").exists():
-        main_adapter, name = main_adapter or name, _adapter_base(Path(name)) or ""
+    if is_adapter_dir(name):
+        main_adapter, name = main_adapter or name, adapter_base(name) or ""
     path = resolve_model_path(name, save_dir=args.save_dir, **kw)
+    check_sizes(path, {"hidden_size": args.hidden_size, "num_hidden_layers": args.num_hidden_layers})
     main_adapter = main_adapter or read_run_defaults(path).get("lora_weight")
     served = args.served_model_name or str(args.model or args.weight).rstrip("/")
     loras = {n: find_adapter(p, args.save_dir, path, **kw, flag="--adapters") for n, p in adapters.items()}

@@ -6,8 +6,9 @@ for `<think>` answers, `length`, `repetition`) and/or a reward model (`--reward_
 lmforge `rm` run or any sequence-classification folder), weighted by `--reward_weights`.
 `--reasoning 1` adds the think-format reward as MiniMind does.
 
-Batch sizes count completions, as in TRL: MiniMind's 2 prompts × 8 generations is
-`--per_device_train_batch_size 16 --num_generations 8` (the default).
+`--per_device_train_batch_size` counts completions, as in TRL; MiniMind's `--batch_size` counts
+prompts in a MiniMind-style invocation (lmforge/config/minimind.py): `--batch_size 2
+--num_generations 8` is 16 completions per step, as `--per_device_train_batch_size 16` (the default).
 """
 
 from __future__ import annotations
@@ -98,3 +99,9 @@ def build_trainer(ctx):
     from lmforge.training.rl import grpo_trainer
 
     return grpo_trainer(ctx)
+
+
+def check_data(ctx) -> None:
+    from lmforge.training.rl import check_data as check
+
+    check(ctx)

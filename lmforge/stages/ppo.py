@@ -94,3 +94,9 @@ def build_trainer(ctx):
     from lmforge.training.ppo import ppo_trainer
 
     return ppo_trainer(ctx)
+
+
+def check_data(ctx) -> None:
+    from lmforge.training.rl import check_data as check
+
+    check(ctx)

@@ -80,3 +80,9 @@ def build_trainer(ctx):
     from lmforge.training.ppo import spo_trainer
 
     return spo_trainer(ctx)
+
+
+def check_data(ctx) -> None:
+    from lmforge.training.rl import check_data as check
+
+    check(ctx)

@@ -24,6 +24,17 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 MIN_LR_SCHEDULERS = ("cosine_with_min_lr", "cosine_warmup_with_min_lr")
 
 
+def _cpu_only_ddp() -> bool:
+    """A multi-process run (torchrun's WORLD_SIZE > 1) on a machine where no GPU is visible: without
+    `use_cpu` each rank would train on its own, all writing into one run folder."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or torch.cuda.is_available():
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    return not (mps is not None and mps.is_available())
+
+
 def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = None, args_cls=None):
     """`TrainingArguments` (or a TRL config class `args_cls`, e.g. `DPOConfig`) from the resolved config;
     `overrides` are extra fields (a stage's own: beta, loss_type, ...; GaLore's optim)."""
@@ -39,8 +50,8 @@ def build_training_args(cfg, run_dir: str, overrides: dict[str, Any] | None = No
         kw.pop("resume_from_checkpoint")
     device = cfg.get("device")
     on_gpu = torch.cuda.is_available() and not (device or "").startswith("cpu")
-    if device and device.startswith("cpu"):
-        kw["use_cpu"] = True
+    if (device and device.startswith("cpu")) or (not device and _cpu_only_ddp()):
+        kw["use_cpu"] = True  # accelerate then joins the ranks with gloo
     elif device and device.startswith("cuda:"):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
     if not on_gpu and "dataloader_pin_memory" not in cfg.explicit:

@@ -126,7 +126,8 @@ def load_teacher(cfg, tokenizer, *, dtype: torch.dtype, device) -> tuple[Any, st
     """(the frozen teacher in eval mode on `device`, its folder). Checks that it shares the
     student's tokenizer; warns when MiniMind's --teacher_hidden_size / --teacher_num_layers, when
     given, do not describe it (its folder's config decides, as MiniMind's would fail to load)."""
-    from lmforge.models.load import load_model, minimind_weight_dir, resolve_model_path
+    from lmforge.models.load import load_model
+    from lmforge.models.locate import minimind_weight_dir, resolve_model_path
 
     name = cfg.get("teacher_model_name_or_path")
     if not name:

@@ -101,7 +101,8 @@ def reference_model(ctx):
     path = ctx.cfg.get("ref_model")
     if not path:
         return None
-    from lmforge.models.load import load_model, resolve_model_path
+    from lmforge.models.load import load_model
+    from lmforge.models.locate import resolve_model_path
 
     cfg = ctx.cfg
     return load_model(

@@ -19,6 +19,8 @@ class LmforgeGRPOTrainer(LmforgeMixin, GRPOTrainer):
 
 def check_reward_flags(cfg) -> None:
     """--reward_funcs / --reward_weights / --reasoning / --reward_model_path, before any loading."""
+    from pathlib import Path
+
     from lmforge.rl.rewards import plan_rewards
 
     plan_rewards(
@@ -27,6 +29,12 @@ def check_reward_flags(cfg) -> None:
         reasoning=cfg["reasoning"],
         reward_model=bool(cfg.get("reward_model_path")),
     )
+    path = cfg.get("reward_model_path")
+    if path and not Path(path, "config.json").is_file():  # before any model or data is loaded
+        raise LmforgeError(
+            f"--reward_model_path {path}: not a model folder (no config.json); train one with "
+            "`lmforge train rm` or give a sequence-classification model folder"
+        )
 
 
 def reward_functions(ctx):
@@ -43,6 +51,41 @@ def reward_functions(ctx):
         tokenizer=ctx.tokenizer,
         clip=cfg.get("reward_clip"),
         length_target=cfg.get("length_target") or 200,
+        trust_remote_code=cfg["trust_remote_code"],
+    )
+
+
+ANSWER_REWARDS = ("accuracy", "closeness")  # rewards that compare with the row's answer
+ANSWER_COLUMNS = ("answer", "solution", "gt")
+
+
+def check_data(ctx) -> None:
+    """The RL stages' data check, run before the run folder is written."""
+    check_reward_possible(ctx.cfg, ctx.train_dataset)
+
+
+def check_reward_possible(cfg, dataset) -> None:
+    """Refuse a run whose every reward is 0 by construction: only answer-comparing rewards, no
+    reward model, and no row with a ground-truth answer (`gt` / `answer`)."""
+    from lmforge.rl.rewards import plan_rewards
+
+    chosen, _ = plan_rewards(
+        cfg.get("reward_funcs"),
+        cfg.get("reward_weights"),
+        reasoning=cfg["reasoning"],
+        reward_model=bool(cfg.get("reward_model_path")),
+    )
+    if cfg.get("reward_model_path") or any(n not in ANSWER_REWARDS for n in chosen):
+        return
+    names = getattr(dataset, "column_names", None) or []
+    if not hasattr(dataset, "__len__"):  # streamed: its values are not known before training
+        return
+    if any(any(v not in (None, "", []) for v in dataset[c]) for c in ANSWER_COLUMNS if c in names):
+        return
+    raise LmforgeError(
+        f"train {cfg['stage']}: no reward can be non-zero: {', '.join(chosen)} compare answers with the "
+        f"rows' `gt`/`answer`, and {cfg['dataset']} has none; add --reward_model_path, --reasoning 1 "
+        "or --reward_funcs format,length,repetition"
     )
 
 

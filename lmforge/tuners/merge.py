@@ -48,7 +48,7 @@ def _is_full_model(folder: Path) -> bool:
 
 def find_adapter(args: MergeArgs) -> Path:
     """The adapter folder `args.adapter` names (a run folder without one: its newest checkpoint's)."""
-    from lmforge.models.load import find_adapter
+    from lmforge.models.locate import find_adapter
     from lmforge.runs import latest_checkpoint
 
     name = str(args.adapter)
@@ -69,7 +69,8 @@ def find_adapter(args: MergeArgs) -> Path:
 
 def find_base(adapter: Path, adapter_cfg: dict[str, Any], args: MergeArgs) -> str:
     """`--model`, else the adapter's `base_model_name_or_path`, else its run's `model_name_or_path`."""
-    from lmforge.models.load import read_run_defaults, resolve_model_path
+    from lmforge.models.load import read_run_defaults
+    from lmforge.models.locate import resolve_model_path
     from lmforge.models.weights import WeightsError
 
     if args.model:

@@ -155,14 +155,13 @@ def _model_locations(name: str, cfg: Any, typed: bool = True) -> list[str]:
     """Where the run would read `name` from: the folder it resolves to (a MiniMind name inside
     --save_dir, a cached hub name; an adapter folder's base model) and, when typed in the form
     or present on disk, the path as written."""
-    from lmforge.models.load import resolve_model_path
+    from lmforge.models.locate import adapter_base, is_adapter_dir, resolve_model_path
 
     found = [name] if typed or os.path.exists(name) else []
-    adapter = Path(name, "adapter_config.json")
-    if adapter.is_file() and not Path(name, "config.json").is_file():  # its base model is read too
+    if is_adapter_dir(name):  # its base model is read too
         try:
-            base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
-        except (OSError, ValueError):
+            base = adapter_base(name)
+        except LmforgeError:
             base = None
         return found + (_model_locations(str(base), cfg) if base and base != name else [])
     try:
