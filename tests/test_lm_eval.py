@@ -1,0 +1,158 @@
+"""lm-evaluation-harness on lmforge models: the `hf` model on a model folder, `local-completions`
+against `lmforge serve`, and equality with `lmforge eval --task mc` on the bundled MMLU sample.
+
+The model is the tiny preset with every matrix redrawn at unit variance (seeded): its answers
+depend on the question (not always "A") and its letter scores are far apart, so float noise cannot
+flip a prediction. The harness tasks are the YAMLs `lmforge.evaluate.harness.mc_task_yaml` writes
+for the sample's three subjects (2-shot); nothing is downloaded (HF_HUB_OFFLINE, local csv files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+import pytest
+
+torch = pytest.importorskip("torch")
+lm_eval = pytest.importorskip("lm_eval")
+yaml = pytest.importorskip("yaml")
+
+from lmforge.cli import main  # noqa: E402
+from lmforge.evaluate.bench import load_benchmark, samples_dir  # noqa: E402
+
+N_SHOT = 2
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    from lmforge.models.scratch import init_model
+
+    model = init_model(tokenizer, preset="tiny", seed=0, max_position_embeddings=1024)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 1.0, generator=gen)
+    out = tmp_path_factory.mktemp("lm_eval") / "model"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory, tokenizer):
+    """(include folder, task names) for the MMLU sample's subjects."""
+    from lmforge.evaluate.harness import bos_prefix, mc_task_yaml
+
+    root = samples_dir() / "mmlu"
+    layout, _, subjects = load_benchmark(root)
+    folder = tmp_path_factory.mktemp("lm_eval_tasks")
+    names = []
+    for s in subjects:
+        files = {"test": root / "test" / f"{s.name}_test.csv", "dev": root / "dev" / f"{s.name}_dev.csv"}
+        cfg = mc_task_yaml(s, files, layout, "en", N_SHOT, bos_prefix(tokenizer))
+        (folder / f"{cfg['task']}.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+        names.append(cfg["task"])
+    return folder, names
+
+
+@pytest.fixture(scope="module")
+def lmforge_mc(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lmforge_mc")
+    argv = ["eval", str(model_dir), "--task", "mc", "--task_dir", "mmlu", "--n_shot", str(N_SHOT)]
+    assert main([*argv, "--template", "plain", "--output_dir", str(out), "--overwrite", "true"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    scores = defaultdict(list)
+    for line in (out / "predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        scores[row["subject"]].append(row["scores"])
+    return result, scores
+
+
+def harness(model: str, model_args: str, tasks) -> dict:
+    from lm_eval.tasks import TaskManager
+
+    folder, names = tasks
+    return lm_eval.simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=names,
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
+        log_samples=True,
+        batch_size=8,
+        device="cpu",
+    )
+
+
+def assert_same_as_lmforge(out: dict, lmforge_mc, tol: float) -> None:
+    """Per subject the harness's accuracy equals lmforge's, and so does every letter's log-likelihood."""
+    result, scores = lmforge_mc
+    for name, metrics in out["results"].items():
+        subject = name.removeprefix("lmforge_mmlu_")
+        assert metrics["acc,none"] == result["subjects"][subject]["accuracy"], name
+        samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+        theirs = [[float(r[0][0]) for r in s["resps"]] for s in samples]
+        assert len(theirs) == len(scores[subject]) == 10
+        for a, b in zip(theirs, scores[subject]):
+            assert a == pytest.approx(b, abs=tol)
+
+
+def test_harness_hf_on_a_model_folder_equals_lmforge_mc(model_dir, tasks, lmforge_mc):
+    result, scores = lmforge_mc
+    predictions = {row.index(max(row)) for rows in scores.values() for row in rows}
+    assert len(predictions) > 2 and 0 < result["accuracy"] < 1  # the answers depend on the question
+    out = harness("hf", f"pretrained={model_dir},dtype=float32", tasks)
+    assert_same_as_lmforge(out, lmforge_mc, 1e-3)
+    first = out["samples"][tasks[1][0]][0]["arguments"][0]  # the exact prompt: lmforge's plain prompt
+    assert first[0].startswith("<|im_start|>The following are multiple choice questions (with answers)")
+    assert first[0].endswith("\nAnswer:") and first[1] == " A"
+
+
+def test_backend_lm_eval_pass_through(model_dir, tasks, lmforge_mc, tmp_path):
+    folder, names = tasks
+    argv = ["eval", str(model_dir), "--backend", "lm_eval", "--tasks", ",".join(names)]
+    argv += ["--include_path", str(folder), "--device", "cpu", "--output_dir", str(tmp_path / "o")]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())["results"]
+    for name in names:
+        subject = name.removeprefix("lmforge_mmlu_")
+        assert results[name]["acc,none"] == lmforge_mc[0]["subjects"][subject]["accuracy"]
+
+
+def test_harness_local_completions_against_lmforge_serve(model_dir, tasks, lmforge_mc, tmp_path):
+    from test_serve import start_server, stop_server
+
+    proc, url = start_server(
+        [str(model_dir), "--served_model_name", "m", "--temperature", "0"], tmp_path / "log"
+    )
+    try:
+        args = f"base_url={url}/v1/completions,model=m,tokenizer={model_dir},tokenizer_backend=huggingface"
+        out = harness("local-completions", args + ",max_length=1024", tasks)
+    finally:
+        stop_server(proc)
+    assert_same_as_lmforge(out, lmforge_mc, 1e-3)
+
+
+def test_backend_lm_eval_errors_are_one_line(model_dir, capsys):
+    argv = ["eval", str(model_dir), "--backend", "lm_eval"]
+    for extra, message in (
+        ([], "--backend lm_eval needs --tasks"),
+        (["--tasks", "no_such_task_xyz"], "not a task lm-evaluation-harness knows"),
+        (["--tasks", "x", "--task_dir", "mmlu"], "--task_dir is a flag of lmforge's own tasks"),
+    ):
+        capsys.readouterr()
+        assert main([*argv, *extra]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("lmforge: error:")]
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_missing_harness_is_one_line(model_dir, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
+    assert main(["eval", str(model_dir), "--backend", "lm_eval", "--tasks", "x"]) == 2
+    assert "pip install" in capsys.readouterr().err
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: nothing may download
