@@ -10,7 +10,7 @@ for the sample's three subjects (2-shot); nothing is downloaded (HF_HUB_OFFLINE,
 from __future__ import annotations
 
 import json
-import os
+import threading
 from collections import defaultdict
 
 import pytest
@@ -72,75 +72,89 @@ def lmforge_mc(model_dir, tmp_path_factory):
     return result, scores
 
 
-def harness(model: str, model_args: str, tasks) -> dict:
-    from lm_eval.tasks import TaskManager
-
-    folder, names = tasks
-    return lm_eval.simple_evaluate(
-        model=model,
-        model_args=model_args,
-        tasks=names,
-        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
-        log_samples=True,
-        batch_size=8,
-        device="cpu",
-    )
+def harness_scores(predictions: list[dict]) -> dict[str, list[list[float]]]:
+    """{task: per document (by doc_id), the log-likelihood of each letter} from harness samples."""
+    out = defaultdict(list)
+    for row in sorted(predictions, key=lambda r: (r["task"], r["doc_id"])):
+        out[row["task"]].append([float(r[0]) for r in row["resps"]])
+    return out
 
 
-def assert_same_as_lmforge(out: dict, lmforge_mc, tol: float) -> None:
+def assert_same_as_lmforge(results: dict, predictions: list[dict], lmforge_mc) -> None:
     """Per subject the harness's accuracy equals lmforge's, and so does every letter's log-likelihood."""
     result, scores = lmforge_mc
-    for name, metrics in out["results"].items():
+    theirs = harness_scores(predictions)
+    assert set(theirs) == set(results) and len(results) == 3
+    for name, metrics in results.items():
         subject = name.removeprefix("lmforge_mmlu_")
         assert metrics["acc,none"] == result["subjects"][subject]["accuracy"], name
-        samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
-        theirs = [[float(r[0][0]) for r in s["resps"]] for s in samples]
-        assert len(theirs) == len(scores[subject]) == 10
-        for a, b in zip(theirs, scores[subject]):
-            assert a == pytest.approx(b, abs=tol)
+        assert len(theirs[name]) == len(scores[subject]) == 10
+        for a, b in zip(theirs[name], scores[subject]):
+            assert a == pytest.approx(b, abs=1e-3)
 
 
-def test_harness_hf_on_a_model_folder_equals_lmforge_mc(model_dir, tasks, lmforge_mc):
+def test_backend_lm_eval_on_a_model_folder_equals_lmforge_mc(model_dir, tasks, lmforge_mc, tmp_path):
     result, scores = lmforge_mc
     predictions = {row.index(max(row)) for rows in scores.values() for row in rows}
     assert len(predictions) > 2 and 0 < result["accuracy"] < 1  # the answers depend on the question
-    out = harness("hf", f"pretrained={model_dir},dtype=float32", tasks)
-    assert_same_as_lmforge(out, lmforge_mc, 1e-3)
-    first = out["samples"][tasks[1][0]][0]["arguments"][0]  # the exact prompt: lmforge's plain prompt
-    assert first[0].startswith("<|im_start|>The following are multiple choice questions (with answers)")
-    assert first[0].endswith("\nAnswer:") and first[1] == " A"
-
-
-def test_backend_lm_eval_pass_through(model_dir, tasks, lmforge_mc, tmp_path):
     folder, names = tasks
-    argv = ["eval", str(model_dir), "--backend", "lm_eval", "--tasks", ",".join(names)]
+    argv = ["eval", str(model_dir), "--backend", "lm_eval", "--tasks", ",".join(names), "--n_shot", "2"]
     argv += ["--include_path", str(folder), "--device", "cpu", "--output_dir", str(tmp_path / "o")]
-    assert main(argv) == 0
-    results = json.loads((tmp_path / "o" / "results.json").read_text())["results"]
-    for name in names:
-        subject = name.removeprefix("lmforge_mmlu_")
-        assert results[name]["acc,none"] == lmforge_mc[0]["subjects"][subject]["accuracy"]
+    assert main(argv) == 0  # the harness's `hf` model on the folder, through simple_evaluate
+    out = json.loads((tmp_path / "o" / "results.json").read_text())
+    rows = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
+    assert out["task"] == "lm_eval" and out["n-shot"] == dict.fromkeys(names, N_SHOT)
+    assert_same_as_lmforge(out["results"], rows, lmforge_mc)
 
 
-def test_harness_local_completions_against_lmforge_serve(model_dir, tasks, lmforge_mc, tmp_path):
-    from test_serve import start_server, stop_server
+def test_harness_local_completions_against_lmforge_serve(model_dir, tasks, lmforge_mc):
+    """The harness's OpenAI-completions client (echo + logprobs) on the server, in this process."""
+    import uvicorn
+    from lm_eval.tasks import TaskManager
 
-    proc, url = start_server(
-        [str(model_dir), "--served_model_name", "m", "--temperature", "0"], tmp_path / "log"
-    )
+    from lmforge.infer.args import GenerationArgs
+    from lmforge.infer.engine import Engine
+    from lmforge.serve.app import create_app
+    from lmforge.serve.batch import Runner
+    from lmforge.serve.scheduler import Scheduler
+    from lmforge.serve.server import bind
+    from lmforge.serve.service import Service
+
+    engine = Engine.from_path(str(model_dir))
+    sched = Scheduler(Runner(engine.model, engine.pad_id), engine.decode, engine.eos_ids)
+    app = create_app(Service(engine, sched, {"m": None}, GenerationArgs(temperature=0)))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    sched.start()
+    thread.start()
     try:
-        args = f"base_url={url}/v1/completions,model=m,tokenizer={model_dir},tokenizer_backend=huggingface"
-        out = harness("local-completions", args + ",max_length=1024", tasks)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/completions"
+        folder, names = tasks
+        out = lm_eval.simple_evaluate(
+            model="local-completions",
+            model_args=f"base_url={url},model=m,tokenizer={model_dir},tokenizer_backend=huggingface,max_length=1024",
+            tasks=names,
+            task_manager=TaskManager(include_path=str(folder), include_defaults=False),
+            batch_size=8,  # 8 prompts per request: the server scores a list of token-id prompts
+        )
     finally:
-        stop_server(proc)
-    assert_same_as_lmforge(out, lmforge_mc, 1e-3)
+        server.should_exit = True
+        thread.join(30)
+        sched.stop()
+        sock.close()
+    predictions = [
+        {"task": t, "doc_id": s["doc_id"], "resps": s["filtered_resps"]}
+        for t, rows in out["samples"].items()
+        for s in rows
+    ]
+    assert_same_as_lmforge(out["results"], predictions, lmforge_mc)
 
 
 def test_backend_lm_eval_errors_are_one_line(model_dir, capsys):
     argv = ["eval", str(model_dir), "--backend", "lm_eval"]
     for extra, message in (
         ([], "--backend lm_eval needs --tasks"),
-        (["--tasks", "no_such_task_xyz"], "not a task lm-evaluation-harness knows"),
         (["--tasks", "x", "--task_dir", "mmlu"], "--task_dir is a flag of lmforge's own tasks"),
     ):
         capsys.readouterr()
@@ -155,4 +169,3 @@ def test_missing_harness_is_one_line(model_dir, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
     assert main(["eval", str(model_dir), "--backend", "lm_eval", "--tasks", "x"]) == 2
     assert "pip install" in capsys.readouterr().err
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: nothing may download

@@ -28,7 +28,7 @@ from lmforge.evaluate.bench import LETTERS, Subject
 from lmforge.evaluate.mc import ANSWER_CUE, HEADER
 
 logger = logging.getLogger("lmforge")
-MISSING = 'eval --backend lm_eval needs lm-evaluation-harness: pip install "lm-eval>=0.4.13"'
+MISSING = 'eval --backend lm_eval needs lm-evaluation-harness: pip install "lm-eval[api]>=0.4.13"'
 # column names of each layout's csv files (MMLU's have no header row)
 COLUMNS = {
     "mmlu": ("question", "A", "B", "C", "D", "answer"),
@@ -102,7 +102,7 @@ def _cuda() -> bool:
 
 
 def run_harness(args) -> dict[str, Any]:
-    """lm-evaluation-harness's `simple_evaluate` on `args.tasks`; returns its results (no samples)."""
+    """lm-evaluation-harness's `simple_evaluate` on `args.tasks`: its results and per-document predictions."""
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
@@ -138,8 +138,20 @@ def run_harness(args) -> dict[str, Any]:
         device=args.device or ("cuda" if _cuda() else "cpu"),
         limit=args.limit,
         task_manager=manager,
-        log_samples=False,
+        log_samples=True,
     )
     if out is None:  # not rank 0 of a distributed run
         return {}
-    return {k: out[k] for k in ("results", "versions", "n-shot", "configs") if k in out}
+    result = {k: out[k] for k in ("results", "versions", "n-shot", "configs") if k in out}
+    result["predictions"] = [
+        _prediction(task, s) for task, rows in out.get("samples", {}).items() for s in rows
+    ]
+    return result
+
+
+def _prediction(task: str, sample: dict[str, Any]) -> dict[str, Any]:
+    """One predictions.jsonl line: the document, target, model outputs (for multiple choice one
+    `[log-likelihood, is_greedy]` per choice) and the document's metrics."""
+    keep = {k: sample[k] for k in sample["metrics"] if k in sample}
+    resps = json.loads(json.dumps(sample["filtered_resps"], default=str))
+    return {"task": task, "doc_id": sample["doc_id"], "target": sample["target"], "resps": resps, **keep}

@@ -143,7 +143,8 @@ def _harness(args: EvalArgs) -> tuple[dict[str, Any], Path]:
         )
     out = _output_dir(args)
     result = {"task": "lm_eval", "model": args.model, "eval_url": args.eval_url, **run_harness(args)}
-    write_results(out, result, [])
+    predictions = result.pop("predictions", [])
+    write_results(out, result, predictions)
     return result, out
 
 
@@ -151,9 +152,11 @@ def write_results(out: Path, result: dict[str, Any], predictions: list[dict]) ->
     from lmforge.runs import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(
+        out / "results.json", json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n"
+    )
     if predictions:
-        text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+        text = "".join(json.dumps(p, ensure_ascii=False, default=str) + "\n" for p in predictions)
         atomic_write_text(out / "predictions.jsonl", text)
 
 

@@ -4,7 +4,9 @@ Streams are server-sent events, one `chat.completion.chunk` (or `text_completion
 text, a last chunk per choice carrying `finish_reason`, an optional usage chunk with empty
 `choices` (`stream_options.include_usage`), then `data: [DONE]`. A non-streamed answer is the
 concatenation of the same pieces. Every error, including FastAPI's own validation and routing
-errors, has OpenAI's body; a client that leaves a stream cancels its generation.
+errors, has OpenAI's body; a client that leaves a stream cancels its generation. Log-probs
+(logprobs.py) ride on the chunk of the text their tokens produced; `response_format` and a forcing
+`tool_choice` become a grammar (constrain.py) checked before the request is queued.
 """
 
 from __future__ import annotations
