@@ -769,6 +769,28 @@ def test_full_queue_is_503(engine):
         assert http.get("/health").json()["waiting"] == 1
 
 
+def test_constrained_output_without_llguidance_is_a_400_not_free_text(engine, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from lmforge.serve import constrain
+    from lmforge.serve.app import create_app
+    from lmforge.serve.service import Service
+
+    monkeypatch.setattr(constrain, "_llguidance", lambda: None)  # as if the package were absent
+    sched = _scheduler(engine)  # never started: a request that got queued would hang the test
+    app = create_app(Service(engine, sched, {"tiny": None}, GREEDY))
+    with TestClient(app) as http:
+        for body, param in (
+            ({"response_format": {"type": "json_object"}}, "response_format"),
+            ({"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+        ):
+            r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": user("hi"), **body})
+            error = r.json()["error"]
+            assert r.status_code == 400 and error["param"] == param
+            assert "pip install 'lmforge[serve]'" in error["message"] and "llguidance" in error["message"]
+        assert sched.num_waiting == 0
+
+
 def test_a_cancelled_row_leaves_the_batch(engine):
     from lmforge.serve.sampling import SamplingParams
     from lmforge.serve.scheduler import Job
