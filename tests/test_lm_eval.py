@@ -156,11 +156,18 @@ def test_backend_lm_eval_errors_are_one_line(model_dir, capsys):
     for extra, message in (
         ([], "--backend lm_eval needs --tasks"),
         (["--tasks", "x", "--task_dir", "mmlu"], "--task_dir is a flag of lmforge's own tasks"),
+        (["--tasks", "x", "--template", "plain"], "--template is a flag of lmforge's own tasks"),
     ):
         capsys.readouterr()
         assert main([*argv, *extra]) == 2
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("lmforge: error:")]
         assert len(err) == 1 and message in err[0], err
+
+
+def test_harness_flags_need_the_harness_backend(model_dir, capsys):
+    argv = ["eval", str(model_dir), "--task", "mc", "--task_dir", "mmlu", "--tokenizer", str(model_dir)]
+    assert main(argv) == 2
+    assert "--tokenizer is a flag of --backend lm_eval" in capsys.readouterr().err
 
 
 def test_missing_harness_is_one_line(model_dir, capsys, monkeypatch):

@@ -13,6 +13,9 @@ from lmforge.evaluate.args import EvalArgs
 
 
 def _check(args: EvalArgs) -> None:
+    harness = [f"--{k}" for k in ("tasks", "include_path", "model_args", "tokenizer") if getattr(args, k)]
+    if harness:
+        raise LmforgeError(f"{harness[0]} is a flag of --backend lm_eval (the default backend is lmforge)")
     if args.task == "ppl" and args.eval_url:
         raise LmforgeError(
             "--task ppl needs a local model: OpenAI-compatible servers do not return prompt log-probabilities"
@@ -134,7 +137,12 @@ def _harness(args: EvalArgs) -> tuple[dict[str, Any], Path]:
     """`--backend lm_eval`: lm-evaluation-harness's tasks; lmforge's own task flags do not apply."""
     from lmforge.evaluate.harness import run_harness
 
-    own = [f"--{k}" for k in ("dataset", "task_dir", "subjects", "split") if getattr(args, k)]
+    own = [
+        f"--{k}"
+        for k in ("dataset", "task_dir", "subjects", "split", "text_column", "max_length")
+        if getattr(args, k)
+    ]
+    own += [f"--{k}" for k in ("benchmark", "lang", "template") if getattr(args, k) != "auto"]
     if own:
         raise LmforgeError(f"{own[0]} is a flag of lmforge's own tasks; with --backend lm_eval name --tasks")
     if not args.eval_url and not (args.model or args.weight):
