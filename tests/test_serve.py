@@ -336,6 +336,153 @@ def test_text_completions(client, engine):
     assert echo.choices[0].text.startswith(prompts[0])
 
 
+# ---------------------------------------------------------------------------------------------
+# Log-probabilities, response_format, tool_choice
+
+
+def _model_logprobs(engine, ids):
+    """log_softmax of the model's logits over `ids`, computed here: (T, V)."""
+    with torch.inference_mode():
+        logits = engine.model(input_ids=torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def test_chat_logprobs_are_the_models_log_softmax(client, engine):
+    r = client.chat.completions.create(
+        model="tiny", messages=user("fox"), logprobs=True, top_logprobs=3, max_tokens=6
+    )
+    done = engine.chat(user("fox"), GenerationArgs(temperature=0, max_new_tokens=6))
+    prompt = engine.encode(user("fox"), GREEDY)
+    logp = _model_logprobs(engine, prompt + done.token_ids)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens == len(done.token_ids) == 6
+    for t, (item, tid) in enumerate(zip(content, done.token_ids)):
+        row = logp[len(prompt) + t - 1]
+        assert item.token == engine.tokenizer.decode([tid]) and item.bytes == list(item.token.encode())
+        assert item.logprob == pytest.approx(float(row[tid]), abs=1e-4)
+        values, ids = row.topk(3)
+        assert [x.token for x in item.top_logprobs] == [engine.tokenizer.decode([i]) for i in ids.tolist()]
+        assert [x.logprob for x in item.top_logprobs] == pytest.approx(values.tolist(), abs=1e-4)
+    stream = client.chat.completions.create(
+        model="tiny", messages=user("fox"), logprobs=True, top_logprobs=3, max_tokens=6, stream=True
+    )
+    streamed = [x for chunk in stream for ch in chunk.choices if ch.logprobs for x in ch.logprobs.content]
+    assert [(x.token, x.logprob) for x in streamed] == [(x.token, x.logprob) for x in content]
+    plain = client.chat.completions.create(model="tiny", messages=user("fox"), max_tokens=6)
+    assert plain.choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
+        client.chat.completions.create(model="tiny", messages=user("fox"), top_logprobs=2)
+
+
+def test_completion_echo_logprobs_are_what_lm_eval_reads(client, engine):
+    ids = engine.encode("the quick brown fox", GREEDY)  # bos first, as the server encodes text
+    logp = _model_logprobs(engine, ids)
+    for max_tokens in (0, 1):
+        for prompt in ("the quick brown fox", [ids]):  # text, or token ids as lm-eval sends them
+            r = client.completions.create(
+                model="tiny", prompt=prompt, max_tokens=max_tokens, echo=True, logprobs=2, temperature=0
+            )
+            lp = r.choices[0].logprobs
+            assert len(lp.tokens) == len(ids) + max_tokens == len(lp.token_logprobs)
+            assert lp.tokens[: len(ids)] == [engine.tokenizer.decode([i]) for i in ids]
+            assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+            expected = [float(logp[t - 1, ids[t]]) for t in range(1, len(ids))]
+            assert lp.token_logprobs[1 : len(ids)] == pytest.approx(expected, abs=1e-4)
+            for t in range(1, len(ids)):  # the 2 most likely tokens, plus the actual one
+                top = {engine.tokenizer.decode([i]): v for i, v in zip(*logp[t - 1].topk(2)[::-1])}
+                assert set(top) <= set(lp.top_logprobs[t]) and len(lp.top_logprobs[t]) <= 3
+                assert max(lp.top_logprobs[t].values()) == pytest.approx(float(logp[t - 1].max()), abs=1e-4)
+            assert r.usage.completion_tokens == max_tokens
+            if max_tokens:  # the generated token is the greedy one, with its log-prob
+                assert lp.token_logprobs[-1] == pytest.approx(float(logp[-1].max()), abs=1e-4)
+    stream = client.completions.create(
+        model="tiny", prompt="the quick brown fox", max_tokens=3, echo=True, logprobs=1, stream=True
+    )
+    streamed = [v for c in stream for ch in c.choices if ch.logprobs for v in ch.logprobs.token_logprobs]
+    assert streamed[0] is None and len(streamed) == len(ids) + 3
+    with pytest.raises(openai.BadRequestError, match="only useful with echo"):
+        client.completions.create(model="tiny", prompt="the", max_tokens=0)
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "enum": ["paris", "rome"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 9},
+        "sunny": {"type": "boolean"},
+    },
+    "required": ["city", "days", "sunny"],
+    "additionalProperties": False,
+}
+
+
+def test_response_format_gives_json_that_matches_the_schema(client, server):
+    free = client.chat.completions.create(model="tiny", messages=user("hi"))
+    assert free.choices[0].message.content == "hello world, this is lmforge."  # not JSON unconstrained
+    fmt = {"type": "json_schema", "json_schema": {"name": "trip", "schema": SCHEMA, "strict": True}}
+    for u in ("hi", "count", "paris two dog"):
+        r = client.chat.completions.create(model="tiny", messages=user(u), response_format=fmt, max_tokens=40)
+        obj = json.loads(r.choices[0].message.content)
+        assert r.choices[0].finish_reason == "stop" and set(obj) == {"city", "days", "sunny"}
+        assert obj["city"] in ("paris", "rome") and isinstance(obj["sunny"], bool)
+        assert type(obj["days"]) is int and 1 <= obj["days"] <= 9
+    r = client.chat.completions.create(  # any object; an unbounded string could run to max_tokens
+        model="tiny", messages=user("count"), response_format={"type": "json_object"}, max_tokens=60
+    )
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    r = client.completions.create(
+        model="tiny", prompt="the quick", max_tokens=40, extra_body={"response_format": fmt}
+    )
+    assert set(json.loads(r.choices[0].text)) == {"city", "days", "sunny"}
+    for bad, message in (
+        ({"type": "xml"}, "response_format.type 'xml' is not supported"),
+        ({"type": "json_schema", "json_schema": {"name": "x"}}, "expected a JSON schema object"),
+        ({"type": "json_schema", "json_schema": {"schema": {"type": "bogus"}}}, "response_format"),
+    ):
+        with pytest.raises(openai.BadRequestError, match=re.escape(message)):
+            client.chat.completions.create(model="tiny", messages=user("hi"), response_format=bad)
+
+
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"type": "string", "enum": ["utc", "cet"]}},
+            "required": ["zone"],
+        },
+    },
+}
+
+
+def test_tool_choice_required_and_named_force_a_call(client):
+    free = client.chat.completions.create(model="tiny", messages=user("hi"), tools=TOOLS)
+    assert free.choices[0].message.tool_calls is None  # the model would answer in text
+    r = client.chat.completions.create(
+        model="tiny", messages=user("hi"), tools=TOOLS, tool_choice="required", max_tokens=60
+    )
+    (call,) = r.choices[0].message.tool_calls
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments), dict)
+    named = {"type": "function", "function": {"name": "get_time"}}
+    for u in ("weather in paris?", "hi"):  # the first would call get_weather unforced
+        r = client.chat.completions.create(
+            model="tiny", messages=user(u), tools=[*TOOLS, TIME_TOOL], tool_choice=named, max_tokens=60
+        )
+        (call,) = r.choices[0].message.tool_calls
+        assert call.function.name == "get_time"
+        assert json.loads(call.function.arguments)["zone"] in ("utc", "cet")
+    for kwargs, message in (
+        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "not in tools"),
+        ({"tool_choice": "required"}, "needs at least one function"),
+        ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "combined"),
+    ):
+        with pytest.raises(openai.BadRequestError, match=message):
+            client.chat.completions.create(model="tiny", messages=user("hi"), **kwargs)
+
+
 def test_models_and_adapter_selection(client):
     listed = client.models.list()
     assert [m.id for m in listed.data] == ["tiny", "lora"]
@@ -620,6 +767,28 @@ def test_full_queue_is_503(engine):
         assert "--max_queue 2" in r.json()["error"]["message"]
         assert sched.num_waiting == 1  # the refused request left nothing behind
         assert http.get("/health").json()["waiting"] == 1
+
+
+def test_constrained_output_without_llguidance_is_a_400_not_free_text(engine, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from lmforge.serve import constrain
+    from lmforge.serve.app import create_app
+    from lmforge.serve.service import Service
+
+    monkeypatch.setattr(constrain, "_llguidance", lambda: None)  # as if the package were absent
+    sched = _scheduler(engine)  # never started: a request that got queued would hang the test
+    app = create_app(Service(engine, sched, {"tiny": None}, GREEDY))
+    with TestClient(app) as http:
+        for body, param in (
+            ({"response_format": {"type": "json_object"}}, "response_format"),
+            ({"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+        ):
+            r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": user("hi"), **body})
+            error = r.json()["error"]
+            assert r.status_code == 400 and error["param"] == param
+            assert "pip install 'lmforge[serve]'" in error["message"] and "llguidance" in error["message"]
+        assert sched.num_waiting == 0
 
 
 def test_a_cancelled_row_leaves_the_batch(engine):

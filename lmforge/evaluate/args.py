@@ -53,7 +53,9 @@ class EvalArgs(EngineArgs):
     )
     split: str | None = arg(None, "mc: split to score (default: C-Eval val, CMMLU test, MMLU test)")
     subjects: list[str] | None = arg(None, "mc: only these subjects (comma-separated file stems)")
-    n_shot: int = arg(5, "mc: solved dev questions shown before each question")
+    n_shot: int | None = arg(
+        None, "mc: solved dev questions shown before each question (default 5); lm_eval: the tasks' own"
+    )
     lang: str = arg(
         "auto",
         "mc: prompt language: auto (zh for C-Eval/CMMLU, en for MMLU), en, zh",
@@ -79,3 +81,16 @@ class EvalArgs(EngineArgs):
     api_key: str | None = arg(None, "Bearer key for --eval_url (default: $OPENAI_API_KEY)")
     concurrency: int = arg(4, "Requests in flight at once with --eval_url")
     timeout: float = arg(120.0, "Seconds per request with --eval_url")
+    backend: str = arg(
+        "lmforge",
+        "lmforge (the tasks above) or lm_eval (lm-evaluation-harness's tasks, --tasks; needs lm-eval)",
+        choices=("lmforge", "lm_eval"),
+    )
+    tasks: list[str] | None = arg(
+        None, "lm_eval: harness task names (comma-separated), e.g. hellaswag,arc_easy"
+    )
+    include_path: str | None = arg(None, "lm_eval: folder of extra task YAMLs for the harness")
+    model_args: str | None = arg(None, "lm_eval: extra harness model_args (key=value,...)")
+    tokenizer: str | None = arg(
+        None, "lm_eval with --eval_url: the served model's tokenizer folder (the harness sends token ids)"
+    )

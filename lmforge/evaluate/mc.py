@@ -42,7 +42,7 @@ class MCPrompt:
 
 def question_text(q: Question, lang: str) -> str:
     options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, q.choices))
-    return f"{q.question}{options}\n{ANSWER_CUE[lang]}"
+    return f"{q.question.strip()}{options}\n{ANSWER_CUE[lang]}"
 
 
 def build_prompt(subject: Subject, q: Question, shots: list[Question], lang: str, chat: bool) -> MCPrompt:

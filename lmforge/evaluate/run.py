@@ -27,6 +27,9 @@ def llamafactory_task(args: EvalArgs, explicit: set[str]) -> None:
 
 
 def _check(args: EvalArgs) -> None:
+    harness = [f"--{k}" for k in ("tasks", "include_path", "model_args", "tokenizer") if getattr(args, k)]
+    if harness:
+        raise LmforgeError(f"{harness[0]} is a flag of --backend lm_eval (the default backend is lmforge)")
     if args.task == "ppl" and args.eval_url:
         raise LmforgeError(
             "--task ppl needs a local model: OpenAI-compatible servers do not return prompt log-probabilities"
@@ -90,14 +93,9 @@ def _mc(args: EvalArgs, gen, engine, endpoint, inputs) -> dict[str, Any]:
         scorer = EndpointScorer(endpoint, chat, args.concurrency)
     else:
         scorer = LocalScorer(engine, chat, gen, args.batch_size)
-    result = evaluate_mc(scorer, subjects, max(0, args.n_shot), lang, chat)
-    head = {
-        "benchmark": layout,
-        "task_dir": str(task_dir),
-        "split": split,
-        "lang": lang,
-        "n_shot": args.n_shot,
-    }
+    n_shot = 5 if args.n_shot is None else max(0, args.n_shot)
+    result = evaluate_mc(scorer, subjects, n_shot, lang, chat)
+    head = {"benchmark": layout, "task_dir": str(task_dir), "split": split, "lang": lang, "n_shot": n_shot}
     head.update(template="chat" if chat else "plain", methods={k: v for k, v in scorer.methods.items() if v})
     return {**head, **result}
 
@@ -118,6 +116,8 @@ def run_eval(args: EvalArgs, gen) -> tuple[dict[str, Any], Path]:
     """Evaluate; returns (results without per-row predictions, output folder)."""
     if args.template == "fewshot":  # LLaMA-Factory's plain few-shot prompt
         args.template = "plain"
+    if args.backend == "lm_eval":
+        return _harness(args)
     _check(args)
     out = _output_dir(args)
     inputs = _load_inputs(args)
@@ -149,19 +149,51 @@ def run_eval(args: EvalArgs, gen) -> tuple[dict[str, Any], Path]:
     return result, out
 
 
+def _harness(args: EvalArgs) -> tuple[dict[str, Any], Path]:
+    """`--backend lm_eval`: lm-evaluation-harness's tasks; lmforge's own task flags do not apply."""
+    from lmforge.evaluate.harness import run_harness
+
+    own = [
+        f"--{k}"
+        for k in ("dataset", "task_dir", "subjects", "split", "text_column", "max_length")
+        if getattr(args, k)
+    ]
+    own += [f"--{k}" for k in ("benchmark", "lang", "template") if getattr(args, k) != "auto"]
+    if own:
+        raise LmforgeError(f"{own[0]} is a flag of lmforge's own tasks; with --backend lm_eval name --tasks")
+    if not args.eval_url and not (args.model or args.weight):
+        raise LmforgeError(
+            "eval: name a model (`lmforge eval MODEL_OR_RUN ...`) or an endpoint (--eval_url URL)"
+        )
+    out = _output_dir(args)
+    result = {"task": "lm_eval", "model": args.model, "eval_url": args.eval_url, **run_harness(args)}
+    predictions = result.pop("predictions", [])
+    write_results(out, result, predictions)
+    return result, out
+
+
 def write_results(out: Path, result: dict[str, Any], predictions: list[dict]) -> None:
     from lmforge.runs import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(
+        out / "results.json", json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n"
+    )
     if predictions:
-        text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+        text = "".join(json.dumps(p, ensure_ascii=False, default=str) + "\n" for p in predictions)
         atomic_write_text(out / "predictions.jsonl", text)
 
 
 def format_table(result: dict[str, Any]) -> str:
     """The printed summary of a results dict."""
     task = result["task"]
+    if task == "lm_eval":
+        lines = [f"{'task':<36}{'metric':<24}{'value':>10}"]
+        for name, metrics in result.get("results", {}).items():
+            for key, value in metrics.items():
+                if isinstance(value, float) and "stderr" not in key:
+                    lines.append(f"{name:<36}{key:<24}{value:>10.4f}")
+        return "\n".join(lines)
     if task == "ppl":
         return (
             f"documents {result['documents']}  tokens {result['tokens']}  loss {result['loss']:.4f}  "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from lmforge.serve.logprobs import Entry, top_entries
 from lmforge.serve.sampling import SamplingParams
 from lmforge.serve.text import RowText
 
@@ -29,7 +30,7 @@ from lmforge.serve.text import RowText
 class Row:
     """One generated sequence: its job (what the request asked for) and its decoding state."""
 
-    def __init__(self, job, decode):
+    def __init__(self, job, decode, grammars=None):
         self.job = job
         self.params: SamplingParams = job.params
         self.prompt: list[int] = job.prompt
@@ -39,6 +40,9 @@ class Row:
         self.next = 0  # the token to feed at the next step
         self.pos = len(self.prompt)  # its position id
         self.done = False
+        grammar = self.params.grammar
+        self.matcher = grammars.matcher(grammar) if grammar is not None and grammars is not None else None
+        self.prompt_logprobs: list[Entry | None] | None = None  # with params.prompt_logprobs
 
 
 class Runner:
@@ -94,14 +98,21 @@ class Batch:
             ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt, dtype=torch.long)
             mask[i, width - len(r.prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp_min(0)  # pads get 0, as generate gives them
+        echo = [r for r in rows if r.params.prompt_logprobs is not None]
         out = self.runner(
             self.adapter,
             input_ids=ids.to(dev),
             attention_mask=mask.to(dev),
             position_ids=positions.to(dev),
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=0 if echo else 1,  # every position when a row wants its prompt's log-probs
         )
+        for i, r in enumerate(rows):
+            if r.params.prompt_logprobs is not None:
+                seen = out.logits[i, width - len(r.prompt) : width - 1]  # position t predicts token t+1
+                r.prompt_logprobs = [None]
+                if len(r.prompt) > 1:
+                    r.prompt_logprobs += top_entries(seen, r.prompt[1:], r.params.prompt_logprobs)
         mask = mask.to(dev)
         if self.rows:
             self._merge(out.past_key_values, mask)

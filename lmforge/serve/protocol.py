@@ -1,7 +1,8 @@
 """OpenAI request schemas (pydantic) and the OpenAI error shape.
 
 Only what lmforge serves is modelled; other fields OpenAI clients send (`user`, `metadata`,
-`store`, `response_format`, ...) are accepted and ignored, as vLLM does. Values out of range are
+`store`, ...) are accepted and ignored, as vLLM does; `response_format` and a forcing `tool_choice`
+are honoured by constrained decoding (constrain.py) or refused with a 400, never ignored. Values out of range are
 400 errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`. Extensions shared
 with vLLM: `top_k`, `repetition_penalty`, `ignore_eos`, `chat_template_kwargs`.
 """
@@ -90,17 +91,19 @@ class ChatRequest(Sampling):
     tool_choice: str | dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
     return_token_ids: bool = False  # vLLM extension: the response carries `prompt_token_ids`
 
 
 class CompletionRequest(Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for /v1/completions
+    max_tokens: int | None = Field(default=16, ge=0)  # OpenAI's default; 0 only with echo (scoring)
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
 
 
 def validation_error(errors: list[dict]) -> ApiError:

@@ -30,6 +30,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     ignore_eos: bool = False
+    logprobs: int | None = None  # report each generated token's log-prob and this many top tokens
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (`echo` in /v1/completions)
+    grammar: str | None = None  # an llguidance grammar the answer must follow (constrain.py)
 
     @property
     def greedy(self) -> bool:

@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 import torch
 
 from lmforge.serve.batch import Batch, Row, Runner
+from lmforge.serve.constrain import advance, mask_rows
+from lmforge.serve.logprobs import Entry, top_entries
 from lmforge.serve.sampling import SamplingParams, next_tokens
 
 logger = logging.getLogger("lmforge")
 
-# What a sink receives: ("text", piece), ("done", finish_reason, completion_tokens), ("error", message)
+# What a sink receives: ("text", piece, [logprob entries of the tokens since the last event]),
+# ("done", finish_reason, completion_tokens), ("error", message)
 Event = tuple
 
 
@@ -44,6 +47,7 @@ class Job:
     adapter: str | None
     sink: Callable[[Event], None]
     cancelled: bool = False
+    prompt_logprobs: list | None = None  # set once the prompt is prefilled (params.prompt_logprobs)
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -59,9 +63,11 @@ class Scheduler:
         max_batch_size: int = 16,
         max_queue: int = 256,
         batch_wait_s: float = 0.005,
+        grammars=None,
     ):
         self.runner, self.decode, self.eos = runner, decode, set(eos_ids)
         self.max_batch_size, self.max_queue, self.batch_wait_s = max_batch_size, max_queue, batch_wait_s
+        self.grammars = grammars  # constrain.Grammars, for rows with a grammar
         self.waiting: deque[Job] = deque()
         self.cond = threading.Condition()
         self.batch = Batch(runner)
@@ -130,13 +136,15 @@ class Scheduler:
                     if jobs:
                         if not self.batch.rows:
                             self.batch = Batch(self.runner, jobs[0].adapter)
-                        rows = [Row(j, self.decode) for j in jobs]
+                        rows = [Row(j, self.decode, self.grammars) for j in jobs]
                         logits = self.batch.add(rows)
+                        for row in rows:
+                            row.job.prompt_logprobs = row.prompt_logprobs
                         self.peak_batch = max(self.peak_batch, len(self.batch.rows))
-                        self._accept(rows, next_tokens(logits, rows))
+                        self._accept(rows, *self._choose(logits, rows))
                     if self.batch.rows:
                         rows = list(self.batch.rows)
-                        self._accept(rows, next_tokens(self.batch.step(), rows))
+                        self._accept(rows, *self._choose(self.batch.step(), rows))
                 except Exception as e:  # a failed forward fails its batch, not the server
                     logger.exception("serve: generation failed")
                     failed = {id(j): j for j in [*(r.job for r in self.batch.rows), *(jobs or [])]}
@@ -144,19 +152,40 @@ class Scheduler:
                         job.sink(("error", f"generation failed: {type(e).__name__}: {e}"))
                     self.batch = Batch(self.runner)
 
-    def _accept(self, rows: list[Row], tokens: list[int]) -> None:
+    @staticmethod
+    def _choose(logits, rows: list[Row]) -> tuple[list[int], list[list[Entry]]]:
+        """Each row's next token (grammar masks applied) and, for rows that asked, its log-prob entry."""
+        wanted = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
+        raw = logits[wanted].clone() if wanted else None  # before penalties and masks modify logits
+        mask_rows(logits, rows)
+        tokens = next_tokens(logits, rows)
+        entries: list[list[Entry]] = [[] for _ in rows]
+        for j, i in enumerate(wanted):
+            entries[i] = top_entries(raw[j : j + 1], [tokens[i]], rows[i].params.logprobs)
+        return tokens, entries
+
+    def _accept(self, rows: list[Row], tokens: list[int], entries: list[list[Entry]]) -> None:
         """Record each row's new token, hand out its text, finish rows that are done, drop them."""
-        for row, tok in zip(rows, tokens):
+        for row, tok, entry in zip(rows, tokens, entries):
+            if row.params.max_tokens == 0:  # echo only: the prompt was scored, nothing is generated
+                self._finish(row, "length")
+                continue
             row.generated.append(tok)
             row.next = tok
+            broken = advance(row, tok)
             if row.job.cancelled:
                 row.done = True
+            elif broken:
+                row.job.sink(("error", broken))
+                row.done = True
             elif tok in self.eos and not row.params.ignore_eos:
+                if entry:
+                    row.job.sink(("text", "", entry))
                 self._finish(row, "stop")
             else:
                 piece = row.text.feed(tok)
-                if piece:
-                    row.job.sink(("text", piece))
+                if piece or entry:
+                    row.job.sink(("text", piece, entry))
                 if row.text.stopped:
                     self._finish(row, "stop")
                 elif len(row.generated) >= row.params.max_tokens:
@@ -167,6 +196,6 @@ class Scheduler:
     def _finish(row: Row, reason: str) -> None:
         piece = row.text.finish()
         if piece:
-            row.job.sink(("text", piece))
+            row.job.sink(("text", piece, []))
         row.job.sink(("done", reason, len(row.generated)))
         row.done = True

@@ -99,7 +99,7 @@ def build_service(args: ServeArgs, gen: GenerationArgs, adapters: dict[str, str]
     from lmforge.infer.chat import load_engine
     from lmforge.serve.batch import Runner
     from lmforge.serve.scheduler import Scheduler
-    from lmforge.serve.service import Service
+    from lmforge.serve.service import Service, grammars_for
 
     engine = load_engine(args)  # type: ignore[arg-type]
     if args.system is not None:
@@ -113,6 +113,7 @@ def build_service(args: ServeArgs, gen: GenerationArgs, adapters: dict[str, str]
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
         batch_wait_s=args.batch_wait_ms / 1000,
+        grammars=grammars_for(engine),
     )
     roots = {name: adapters.get(name, str(args.model or args.weight)) for name in models}
     return Service(engine, scheduler, models, gen, api_key=api_key_of(args), roots=roots)

@@ -32,7 +32,12 @@ class Service:
         roots: dict[str, str] | None = None,
     ):
         """`models` maps each served name to its PEFT adapter name (None: the base weights)."""
+        from lmforge.serve.logprobs import Formatter
+
         self.engine, self.scheduler, self.models, self.gen = engine, scheduler, models, gen
+        self.grammars = scheduler.grammars or grammars_for(engine)
+        scheduler.grammars = self.grammars
+        self.formatter = Formatter(lambda ids: engine.tokenizer.decode(ids, skip_special_tokens=False))
         self.api_key = api_key
         self.roots = roots or {}
         self.created = int(time.time())
@@ -113,10 +118,12 @@ class Service:
         max_tokens: int | None,
         where: str = "messages",
         max_field: str | None = None,
+        score_only: bool = False,
     ) -> SamplingParams:
         """The request's decoding settings; 400 when prompt + answer cannot fit the context. The
         error's `param` is the field to change: `max_field` (the client's length field) when the
-        prompt alone fits, else `where` (the prompt or messages)."""
+        prompt alone fits, else `where` (the prompt or messages). `score_only`: max_tokens 0 is allowed
+        (an echoed prompt's log-probs, nothing generated)."""
         gen, context = self.gen, self.engine.context_length
         cause = max_field if max_field and prompt_tokens < context else where
         if max_tokens is None:
@@ -127,7 +134,7 @@ class Service:
                 f"you requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {where}, "
                 f"{max_tokens} in the completion)"
             )
-        if max_tokens < 1 or prompt_tokens + max_tokens > context:
+        if max_tokens < (0 if score_only else 1) or prompt_tokens + max_tokens > context:
             raise bad_request(
                 f"This model's maximum context length is {context} tokens. However, {asked}. "
                 f"Please reduce the length of the {where} or completion.",
@@ -177,6 +184,15 @@ class Service:
                 503, f"the server is overloaded: {e}; retry later", type="server_error", code="overloaded"
             ) from None
         return jobs, queue
+
+
+def grammars_for(engine):
+    """The constrained-decoding view of the engine's tokenizer over its model's output vocabulary."""
+    from lmforge.serve.constrain import Grammars
+
+    head = engine.model.get_output_embeddings()
+    vocab = head.weight.shape[0] if head is not None else len(engine.tokenizer)
+    return Grammars(engine.tokenizer, vocab, engine.eos_ids)
 
 
 def _message(m: Message, i: int) -> dict[str, Any]:
