@@ -53,6 +53,21 @@ def _save_fp16_exact(model, tokenizer, out):
     return out
 
 
+def _qwen2_moe_with_biases(config):
+    """A Qwen1.5-MoE-style model: q/k/v biases (non-zero), top-k weights not renormalised (what
+    llama.cpp's qwen2moe computes; see gguf_file.py)."""
+    from transformers import AutoModelForCausalLM
+
+    config.qkv_bias, config.norm_topk_prob = True, False
+    torch.manual_seed(4)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.normal_(0, 0.5)
+    return model
+
+
 @pytest.fixture(scope="module")
 def sources(tokenizer, tmp_path_factory):
     """name → (source folder, tokenizer): a small model for each tokenizer (arch as the family's)."""
@@ -72,7 +87,7 @@ def sources(tokenizer, tmp_path_factory):
             tokenizer, arch="qwen2_moe", intermediate_size=64, num_experts=4, seed=4, **sizes
         ),
     }
-    models["qwen2_moe"].config.norm_topk_prob = False  # what llama.cpp's qwen2moe computes (see gguf_file.py)
+    models["qwen2_moe"] = _qwen2_moe_with_biases(models["qwen2_moe"].config)
     toks.update(qwen3_moe=tokenizer, qwen2_moe=tokenizer)
     return {k: (_save_fp16_exact(m, toks[k], root / k), toks[k]) for k, m in models.items()}
 

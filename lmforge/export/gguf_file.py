@@ -63,7 +63,7 @@ def check_exportable(model) -> str:
     if (
         getattr(cfg, "attention_bias", False)
         or getattr(cfg, "mlp_bias", False)
-        or getattr(cfg, "qkv_bias", False)
+        or (getattr(cfg, "qkv_bias", False) and arch != "qwen2moe")  # llama.cpp's qwen2moe adds q/k/v biases
     ):
         raise LmforgeError("--format gguf: attention / MLP biases are not supported by this writer")
     if arch.endswith("moe"):
