@@ -90,6 +90,11 @@ def sources(tokenizer, tmp_path_factory):
     }
     models["qwen2_moe"] = _qwen2_moe_with_biases(models["qwen2_moe"].config)
     toks.update(qwen3_moe=tokenizer, qwen2_moe=tokenizer)
+    with torch.no_grad():  # experts ×4: at init their output is too small for a mistake to show in the logits
+        for name in ("qwen3_moe", "qwen2_moe"):
+            for pname, p in models[name].named_parameters():
+                if ".experts." in pname or "shared_expert." in pname:
+                    p.mul_(4)
     return {k: (_save_fp16_exact(m, toks[k], root / k), toks[k]) for k, m in models.items()}
 
 
