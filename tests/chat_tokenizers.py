@@ -1,5 +1,6 @@
 """Tiny tokenizers built in tests: byte-level BPE and SentencePiece-style (Metaspace + Unigram),
-each with the control tokens of the chat-template families and a chosen bos / eos."""
+each with the control tokens of the chat-template families and a chosen bos / eos; and byte-level
+BPE tokenizers in the layout of Llama 3 and Qwen2 (their split regex, specials, BOS rule)."""
 
 from __future__ import annotations
 
@@ -86,4 +87,87 @@ def make_tokenizer(kind: str, family: str, template: str | None = None):
     )
     if template is not None:
         tok.chat_template = template
+    return tok
+
+
+# The split regexes of Meta Llama 3's and Qwen2's tokenizer.json files (their published pre_tokenizer).
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Text with what split regexes treat differently: digit runs, contractions, whitespace and newline
+# runs, CJK, emoji, code.
+CORPUS_EXTRA = [
+    "Numbers: 1234567 89 2024-12-04 3.14159 1,000,000 and 42nd.",
+    "Contractions: don't can't I'LL we've She'S it'd you're THEY'RE.",
+    "Spaces:   a   b\t\tc  \n\n  d\r\n\r\ne    \n\n\n",
+    "日本語のテキスト。中文测试，北京欢迎你！한국어 텍스트입니다.",
+    "Emoji 🙂👍🏽🇫🇷 and symbols ©®™ → ← ∑ ∞.",
+    "def f(x):\n    return x ** 2  # square\n\n\nclass A:\n\tpass\n",
+]
+
+
+def split_bpe(split: str, specials: list[str], ignore_merges: bool):
+    """A byte-level BPE whose pre-tokenizer is `split` (isolated) then ByteLevel without its regex."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1200,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS + CORPUS_EXTRA * 20, trainer=trainer)
+    return tok
+
+
+def llama3_tokenizer():
+    """Llama-3 layout: its split regex, ignore_merges, a BOS added by a post-processor, <|eot_id|>."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    from lmforge.data.chat_templates import TEMPLATES
+
+    specials = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ]
+    backend = split_bpe(LLAMA3_SPLIT, specials, ignore_merges=True)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|end_of_text|>",
+    )
+    tok.chat_template = TEMPLATES["llama3"]
+    return tok
+
+
+def qwen2_tokenizer():
+    """Qwen2 layout: its split regex, no BOS, ChatML markers, <|im_end|> ends a turn."""
+    from transformers import PreTrainedTokenizerFast
+
+    from lmforge.data.chat_templates import TEMPLATES
+
+    backend = split_bpe(QWEN2_SPLIT, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], ignore_merges=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.chat_template = TEMPLATES["qwen"]
     return tok

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
+from tests.go_template import render as go_render
 
 pytest.importorskip("gguf", reason="GGUF export needs the gguf package (pip install 'lmforge[export]')")
 
@@ -45,19 +46,12 @@ def models(tokenizer, tmp_path_factory):
     }
 
 
-def _load_gguf(folder):
-    """transformers' GGUF loader. It does not read `qwen3.attention.key_length` (Qwen3Config then
-    defaults head_dim to 128), so the head size is taken from the file with the gguf reader."""
-    from gguf import GGUFReader
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def _load_gguf(folder, **kwargs):
+    """transformers' own GGUF loader, as a user calls it (no config patched in)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = folder / "model.gguf"
-    config = AutoConfig.from_pretrained(folder, gguf_file="model.gguf")
-    if config.model_type == "qwen3":
-        field = GGUFReader(path).fields["qwen3.attention.key_length"]
-        config.head_dim = int(field.parts[field.data[0]][0])
     model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file="model.gguf", config=config, dtype=torch.float32
+        folder, gguf_file="model.gguf", dtype=torch.float32, **kwargs
     )
     return model.eval(), AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
 
@@ -133,71 +127,6 @@ def test_gguf_q8_0_is_smaller_and_close(models, tokenizer, tmp_path, one_thread)
     assert _greedy(got, ids, n=8) == _greedy(src, ids, n=8)
 
 
-# --- the Go-template subset the Modelfile uses: variables, range, if/else, eq/ne/and ----------------
-def _go_render(template, messages):
-    parts = re.split(r"(\{\{.*?\}\})", template)
-    pos = 0
-
-    def parse(stop):
-        nonlocal pos
-        nodes = []
-        while pos < len(parts):
-            part = parts[pos]
-            pos += 1
-            if not part.startswith("{{"):
-                nodes.append(("text", part))
-                continue
-            action = part[2:-2].strip()
-            if action in stop:
-                return nodes, action
-            if action.startswith(("range ", "if ")):
-                word, expr = action.split(" ", 1)
-                body, ended = parse(("end", "else"))
-                other = parse(("end",))[0] if ended == "else" else []
-                nodes.append((word, expr, body, other))
-            else:
-                nodes.append(("action", action))
-        return nodes, None
-
-    def value(tokens, env, dot):
-        tok = tokens.pop(0)
-        if tok == "(":
-            v = call(tokens, env, dot)
-            assert tokens.pop(0) == ")"
-            return v
-        if tok.startswith('"'):
-            return tok[1:-1]
-        if tok.startswith("$"):
-            return env[tok]
-        return dot[tok[1:].lower()] if tok != ".Messages" else messages
-
-    def call(tokens, env, dot):
-        if tokens[0] in ("eq", "ne", "and"):
-            fn = tokens.pop(0)
-            a, b = value(tokens, env, dot), value(tokens, env, dot)
-            return {"eq": a == b, "ne": a != b, "and": bool(a) and bool(b)}[fn]
-        return value(tokens, env, dot)
-
-    def run(nodes, env, dot):
-        out = ""
-        for node in nodes:
-            if node[0] == "text":
-                out += node[1]
-            elif node[0] == "range":
-                for item in call(re.findall(r'\(|\)|"[^"]*"|[^\s()]+', node[1]), env, dot):
-                    out += run(node[2], env, item)
-            elif node[0] == "if":
-                cond = call(re.findall(r'\(|\)|"[^"]*"|[^\s()]+', node[1]), env, dot)
-                out += run(node[2] if cond else node[3], env, dot)
-            elif m := re.fullmatch(r"(\$\w+) :?= (.+)", node[1]):
-                env[m.group(1)] = call(re.findall(r'\(|\)|"[^"]*"|[^\s()]+', m.group(2)), env, dot)
-            else:
-                out += str(call(re.findall(r'\(|\)|"[^"]*"|[^\s()]+', node[1]), env, dot))
-        return out
-
-    return run(parse(())[0], {}, {})
-
-
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
     [
@@ -218,6 +147,14 @@ CONVERSATIONS = [
 ]
 
 
+FOUR_TURNS = [
+    {"role": "system", "content": "You are helpful."},
+    {"role": "user", "content": "What is 2+2?"},
+    {"role": "assistant", "content": "4"},
+    {"role": "user", "content": "And 3+3?\nThink."},
+]
+
+
 def test_modelfile_template_renders_like_the_chat_template(models, tokenizer, tmp_path):
     out = tmp_path / "gguf"
     argv = [
@@ -232,12 +169,51 @@ def test_modelfile_template_renders_like_the_chat_template(models, tokenizer, tm
     ]
     assert main(argv) == 0
     text = (out / "Modelfile").read_text(encoding="utf-8")
-    assert text.splitlines()[1] == "FROM ./model.gguf"
+    assert "FROM ./model.gguf" in text.splitlines() and "# Chat template: chatml" in text
     assert 'PARAMETER stop "<|im_end|>"' in text and 'SYSTEM """Be brief."""' in text
     template = re.search(r'TEMPLATE """(.*?)"""', text, re.S).group(1)
     for messages in CONVERSATIONS:
         want = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        assert _go_render(template, messages) == want
+        assert go_render(template, messages) == want
+
+
+def _family_tokenizer(name):
+    from lmforge.data.chat_templates import TEMPLATES
+    from tests.chat_tokenizers import make_tokenizer
+
+    return make_tokenizer("bpe", name, TEMPLATES[name])
+
+
+def test_every_template_family_renders_the_same_prompt_in_go(tokenizer):
+    """For every --template name, the Modelfile's Go template renders what lmforge's renderer
+    (the model's Jinja template, the system folded in for Gemma) renders."""
+    from lmforge.data.chat import render
+    from lmforge.data.chat_templates import TEMPLATES
+    from lmforge.errors import LmforgeError
+    from lmforge.export.ollama import modelfile, stop_tokens
+
+    checked = 0
+    for name in TEMPLATES:
+        tok = _family_tokenizer(name)
+        for add_bos in (False, True):
+            text = modelfile(tok, "model.gguf", add_bos=add_bos)
+            named = re.search(r"# Chat template: (\S+)", text).group(1)
+            assert TEMPLATES[named] == TEMPLATES[name]  # qwen2_5 is another name of qwen
+            template = re.search(r'TEMPLATE """(.*?)"""', text, re.S).group(1)
+            for messages in [FOUR_TURNS, *CONVERSATIONS]:
+                try:
+                    want = render(tok, messages, add_generation_prompt=True)
+                except LmforgeError:  # the family has no tool format: nothing to carry over
+                    assert messages is not FOUR_TURNS
+                    continue
+                # a BOS the Jinja template writes is the one llama.cpp adds itself when add_bos_token is set
+                prefix = tok.bos_token if add_bos and tok.bos_token and want.startswith(tok.bos_token) else ""
+                assert prefix + go_render(template, messages) == want, (name, add_bos, messages)
+                checked += 1
+        stops = stop_tokens(name, tok)
+        assert tok.eos_token in stops and all(f'PARAMETER stop "{t}"' in text for t in stops)
+    assert checked >= 2 * len(TEMPLATES) + 12  # the four-turn prompt for every family, tool turns for some
+    assert 'PARAMETER stop "<|eot_id|>"' in modelfile(_family_tokenizer("llama3"), "m.gguf", add_bos=True)
 
 
 def test_hf_export_merges_the_adapter(models, tokenizer, tmp_path, one_thread):
@@ -298,17 +274,84 @@ def test_unavailable_formats_and_bad_outputs_are_one_line_errors(models, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
-def test_gguf_refuses_moe_models(tokenizer, tmp_path, capsys):
+def test_gguf_moe_exports_and_refuses_what_llama_cpp_cannot_run(tokenizer, tmp_path, capsys, one_thread):
+    from gguf import GGUFReader
+
     from lmforge.models.scratch import init_model
 
-    init_model(tokenizer, preset="tiny", use_moe=True, arch="qwen3_moe", num_experts=2).save_pretrained(
-        tmp_path / "moe"
+    sizes = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)
+    moe = init_model(tokenizer, arch="qwen3_moe", intermediate_size=64, num_experts=4, **sizes)
+    _save_fp16_exact(moe, tokenizer, tmp_path / "moe")
+    assert (
+        main(["export", str(tmp_path / "moe"), "--output_dir", str(tmp_path / "g"), "--format", "gguf"]) == 0
     )
-    tokenizer.save_pretrained(tmp_path / "moe")
+    reader = GGUFReader(tmp_path / "g" / "model.gguf")
+    shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
+    assert shapes["blk.0.ffn_gate_exps.weight"] == (64, 64, 4)  # GGUF order: n_embd, n_ff_exp, n_expert
+    # transformers' GGUF reader has no key for moe_intermediate_size: the run's config goes along
+    got, _ = _load_gguf(tmp_path / "g", config=moe.config)
+    ids = torch.tensor([tokenizer("The capital of France is")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(got(ids).logits, moe.eval()(ids).logits, atol=1e-4, rtol=0)
+    # a Qwen2-MoE that renormalises top-k weights (minimind2-moe) is not what llama.cpp's qwen2moe runs
+    init_model(tokenizer, preset="minimind2-moe", num_hidden_layers=1).save_pretrained(tmp_path / "q2")
+    tokenizer.save_pretrained(tmp_path / "q2")
     err = _one_line_error(
-        capsys, ["export", str(tmp_path / "moe"), "--output_dir", str(tmp_path / "o"), "--format", "gguf"]
+        capsys, ["export", str(tmp_path / "q2"), "--output_dir", str(tmp_path / "o"), "--format", "gguf"]
     )
-    assert "qwen3_moe" in err and "--format hf" in err
+    assert "norm_topk_prob" in err and "--format hf" in err and not (tmp_path / "o").exists()
+
+
+def test_every_dense_preset_gguf_loads_in_plain_transformers(tokenizer, tmp_path, one_thread):
+    """Each dense preset's shapes (hidden size, heads, head_dim) with one layer: `from_pretrained(dir,
+    gguf_file=...)` with nothing patched builds the same model (the MoE presets: see the test above)."""
+    from lmforge.export.gguf_file import write_gguf
+    from lmforge.models.scratch import init_model
+
+    ids = torch.tensor([tokenizer("Hello, how are you?")["input_ids"]])
+    for preset in ("tiny", "minimind2-small", "minimind2", "minimind3"):
+        src = init_model(tokenizer, preset=preset, num_hidden_layers=1, seed=5).eval()
+        (tmp_path / preset).mkdir()  # the GGUF alone: no config.json to fall back on
+        with torch.no_grad():
+            for p in src.parameters():
+                p.copy_(p.half().float())
+        write_gguf(src, tokenizer, tmp_path / preset / "model.gguf", "f16", preset)
+        got, _ = _load_gguf(tmp_path / preset)
+        assert got.config.head_dim == src.config.head_dim, preset
+        with torch.no_grad():
+            torch.testing.assert_close(got(ids).logits, src(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_pre_tokenizer_labels_and_refusals(tokenizer):
+    import json
+
+    from tokenizers import Regex, pre_tokenizers
+
+    from lmforge.errors import LmforgeError
+    from lmforge.export.gguf_file import pre_tokenizer_name
+    from tests.chat_tokenizers import LLAMA3_SPLIT, QWEN2_SPLIT
+
+    def name(pre, merges=()):
+        return pre_tokenizer_name(
+            json.loads(pre.__getstate__()) if not isinstance(pre, dict) else pre, list(merges)
+        )
+
+    shipped = json.loads(tokenizer.backend_tokenizer.to_str())["pre_tokenizer"]
+    assert name(shipped) == "gpt-2"  # lmforge's: "\n" isolated, then GPT-2's regex
+    with pytest.raises(LmforgeError, match="merges joining"):
+        name(shipped, ["Ċ Ċ"])  # a vocabulary that merges newlines would tokenise differently
+    assert name(pre_tokenizers.ByteLevel(add_prefix_space=False)) == "gpt-2"
+    for regex, label in ((LLAMA3_SPLIT, "llama-bpe"), (QWEN2_SPLIT, "qwen2")):
+        split = pre_tokenizers.Split(Regex(regex), behavior="isolated")
+        seq = pre_tokenizers.Sequence(
+            [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
+        assert name(seq) == label
+    digits = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel()]
+    )
+    with pytest.raises(LmforgeError, match="no pre-tokenizer"):
+        name(digits)
 
 
 def test_push_to_hub_fails_clearly_when_offline(models, tmp_path, capsys, monkeypatch):

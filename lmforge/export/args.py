@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from lmforge.config.fields import arg
 
 FORMATS = ("hf", "gguf", "gptq", "awq", "bnb")
-GGUF_TYPES = ("f16", "q8_0", "f32")
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q5_0", "q4_0", "f32")
 
 
 @dataclass
@@ -23,7 +23,9 @@ class ExportArgs:
         "hf", "hf (merged safetensors), gguf (+ Ollama Modelfile), gptq, awq, bnb", choices=FORMATS
     )
     gguf_type: str = arg(
-        "f16", "GGUF weight type: f16, q8_0 (8-bit, ~half the size), f32", choices=GGUF_TYPES
+        "f16",
+        "GGUF weight type: f16, bf16, q8_0 (8-bit, ~half of f16), q5_0, q4_0 (~0.3 of f16), f32",
+        choices=GGUF_TYPES,
     )
     quantization_bit: int = arg(4, "Bits for --format gptq / awq / bnb (4 or 8)", choices=(4, 8))
     quantization_dataset: str | None = arg(

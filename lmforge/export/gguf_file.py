@@ -1,21 +1,32 @@
 """`--format gguf`: a llama.cpp / Ollama GGUF file written with the `gguf` package's `GGUFWriter`.
 
 The writer is ours (no llama.cpp checkout needed): hyper-parameters under llama.cpp's key names,
-tensor names from `gguf.get_tensor_name_map` (the table llama.cpp's converter uses), and the
-tokenizer as a byte-level BPE (`tokenizer.ggml.model = gpt2`) with tokens, token types, merges,
-special ids and the chat template. Facts followed from llama.cpp's converter: Llama's q/k rows are
-permuted from Hugging Face's rotate-half layout to interleaved pairs (Qwen3 keeps rotate-half:
-llama.cpp runs it in NEOX mode); 1-D tensors (norms) stay f32; a tied output matrix is left out
-(llama.cpp reuses `token_embd`); vocabulary rows beyond the tokenizer get `[PADn]` tokens typed
-UNUSED; q8_0 quantises every 2-D tensor whose rows are a multiple of 32 (others f16).
+tensors from `gguf_tensors.py`, and the tokenizer as a byte-level BPE (`tokenizer.ggml.model =
+gpt2`) with tokens and token types written here, and merges, special ids, `add_bos_token` and the
+chat template written by the `gguf` package's `SpecialVocab` from the saved tokenizer files.
 
-Dense Llama and Qwen3 only: MoE models export as `--format hf` (llama.cpp's own converter reads it).
+Architectures: Llama, Qwen3, Qwen3-MoE (`qwen3moe`) and Qwen2-MoE (`qwen2moe`). llama.cpp's
+qwen2moe graph never renormalises the top-k routing weights, so a Qwen2-MoE with
+`norm_topk_prob=True` (lmforge's minimind2-moe preset) is refused rather than written as a
+different model.
+
+The pre-tokenizer label (`tokenizer.ggml.pre`) names the llama.cpp split regex that reproduces the
+tokenizer's own; unknown pre-tokenizers are refused rather than mislabelled. lmforge's shipped
+tokenizer (GPT-2's regex after isolating every "\\n") is labelled `gpt-2`: GPT-2's regex only differs
+by keeping "\\n" inside whitespace runs, and since no merge of the vocabulary touches "\\n" (checked
+here), BPE cannot join it with a neighbour, so the ids are the same (docs/export.md; tested against
+llama.cpp on adversarial strings).
+
+transformers' GGUF reader has no `qwen3.attention.key_length` entry (Qwen3Config then defaults
+head_dim to 128); the key it maps to `head_dim` is `qwen3_moe.attention.key_length`, so a dense
+Qwen3 file carries that key too and `from_pretrained(dir, gguf_file=...)` builds the right shapes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +34,16 @@ from lmforge.errors import LmforgeError
 
 log = logging.getLogger("lmforge")
 
-ARCHES = {"llama": "llama", "qwen3": "qwen3"}  # transformers model_type → GGUF architecture
+# transformers model_type → GGUF architecture
+ARCHES = {"llama": "llama", "qwen3": "qwen3", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe"}
+
+# llama.cpp's pre-tokenizer names for the split regexes of tokenizer.json files (the regex each
+# family's tokenizer.json carries; llama.cpp implements the same split under that name).
+_LLAMA3_RE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+SPLIT_REGEXES = {_LLAMA3_RE: "llama-bpe", _LLAMA3_RE.replace(r"\p{N}{1,3}", r"\p{N}"): "qwen2"}
 
 
 def _theta(cfg) -> float:
@@ -37,12 +57,35 @@ def check_exportable(model) -> str:
     arch = ARCHES.get(cfg.model_type)
     if arch is None:
         raise LmforgeError(
-            f"--format gguf writes dense Llama and Qwen3 models; this is {cfg.model_type} "
+            f"--format gguf writes Llama, Qwen3, Qwen3-MoE and Qwen2-MoE models; this is {cfg.model_type} "
             "(export it with --format hf and convert with llama.cpp's convert_hf_to_gguf.py)"
         )
-    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+    if (
+        getattr(cfg, "attention_bias", False)
+        or getattr(cfg, "mlp_bias", False)
+        or (getattr(cfg, "qkv_bias", False) and arch != "qwen2moe")  # llama.cpp's qwen2moe adds q/k/v biases
+    ):
         raise LmforgeError("--format gguf: attention / MLP biases are not supported by this writer")
+    if arch.endswith("moe"):
+        if getattr(cfg, "mlp_only_layers", None) or getattr(cfg, "decoder_sparse_step", 1) != 1:
+            raise LmforgeError(
+                "--format gguf: MoE models with dense layers (mlp_only_layers) are not supported"
+            )
+        if arch == "qwen2moe" and getattr(cfg, "norm_topk_prob", False):
+            raise LmforgeError(
+                "--format gguf: this Qwen2-MoE renormalises its top-k routing weights (norm_topk_prob), "
+                "which llama.cpp's qwen2moe never does, so the file would run a different model; "
+                "export it with --format hf"
+            )
     return arch
+
+
+def _write_moe_hparams(w, cfg, arch: str) -> None:
+    w.add_expert_count(cfg.num_experts)
+    w.add_expert_used_count(cfg.num_experts_per_tok)
+    w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+    if arch == "qwen2moe":
+        w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
 
 
 def _write_hparams(w, cfg, arch: str, name: str, file_type: int) -> None:
@@ -64,7 +107,11 @@ def _write_hparams(w, cfg, arch: str, name: str, file_type: int) -> None:
     w.add_rope_freq_base(_theta(cfg))
     w.add_vocab_size(cfg.vocab_size)
     if arch == "llama":
-        w.add_rope_dimension_count(head_dim)
+        w.add_rope_dimension_count(head_dim)  # transformers reads head_dim from this key for llama
+    if arch == "qwen3":
+        w.add_uint32("qwen3_moe.attention.key_length", head_dim)  # see the module docstring
+    if arch.endswith("moe"):
+        _write_moe_hparams(w, cfg, arch)
     rope = getattr(cfg, "rope_parameters", None) or {}
     kind = rope.get("rope_type", "default")
     if kind in ("linear", "yarn"):
@@ -80,14 +127,43 @@ def _write_hparams(w, cfg, arch: str, name: str, file_type: int) -> None:
         log.warning("GGUF has no %s RoPE scaling; the file uses plain RoPE", kind)
 
 
-def _pre_tokenizer_name(pre: Any) -> str:
-    """llama.cpp's name for the split regex the merges were learned with."""
-    text = json.dumps(pre)
-    if r"\\p{N}{1,3}" in text:
-        return "llama-bpe"
-    if r"[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|" in text:
-        return "qwen2"
-    return "gpt-2"  # GPT-2's regex (lmforge's tokenizer: GPT-2 regex with "\n" isolated, same tokens)
+def _is_byte_level(pre: Any, use_regex: bool) -> bool:
+    return (
+        isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) == use_regex
+    )
+
+
+def pre_tokenizer_name(pre: Any, merges: list[str]) -> str:
+    """llama.cpp's name for the split the tokenizer's merges were learned with, or a one-line error."""
+    if _is_byte_level(pre, True):
+        return "gpt-2"
+    steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else []
+    if len(steps) == 2 and steps[0].get("type") == "Split" and not steps[0].get("invert"):
+        split, pattern = steps[0], steps[0].get("pattern", {})
+        if (
+            split.get("behavior") == "Isolated"
+            and pattern == {"String": "\n"}
+            and _is_byte_level(steps[1], True)
+        ):
+            if any("Ċ" in m for m in merges):  # "\n" in GPT-2's byte alphabet
+                raise LmforgeError(
+                    "--format gguf: the tokenizer isolates newlines but has merges joining them, "
+                    "which no llama.cpp pre-tokenizer reproduces"
+                )
+            return "gpt-2"
+        if split.get("behavior") == "Isolated" and pattern.get("Regex") in SPLIT_REGEXES:
+            if _is_byte_level(steps[1], False):
+                return SPLIT_REGEXES[pattern["Regex"]]
+    raise LmforgeError(
+        "--format gguf: llama.cpp has no pre-tokenizer known to split text like this tokenizer "
+        f"({json.dumps(pre)[:120]}); export it with --format hf"
+    )
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether tokenizer(text) starts with BOS (a post-processor or add_bos_token), whatever a config claims."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
 def _write_tokenizer(w, tokenizer, n_vocab: int) -> None:
@@ -117,82 +193,32 @@ def _write_tokenizer(w, tokenizer, n_vocab: int) -> None:
             tokens.append(by_id[i])
             kind = gguf.TokenType.CONTROL if i in special else gguf.TokenType.USER_DEFINED
             types.append(kind if i in added or i in special else gguf.TokenType.NORMAL)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    with tempfile.TemporaryDirectory(prefix="lmforge-gguf-tok-") as folder:
+        tokenizer.save_pretrained(folder)
+        specials = gguf.SpecialVocab(folder, load_merges=True, n_vocab=n_vocab)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(_pre_tokenizer_name(backend.get("pre_tokenizer")))
+    w.add_tokenizer_pre(pre_tokenizer_name(backend.get("pre_tokenizer"), specials.merges))
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(merges)
-    for attr, add in (
-        ("bos_token_id", w.add_bos_token_id),
-        ("eos_token_id", w.add_eos_token_id),
-        ("pad_token_id", w.add_pad_token_id),
-    ):
-        if getattr(tokenizer, attr) is not None:
-            add(getattr(tokenizer, attr))
-    bos = tokenizer.bos_token_id
-    w.add_add_bos_token(bos is not None and tokenizer("a")["input_ids"][:1] == [bos])
-    if getattr(tokenizer, "chat_template", None):
-        w.add_chat_template(tokenizer.chat_template)
-
-
-def _interleave_rope_rows(weight, n_heads: int):
-    """Hugging Face rotate-half rows → llama.cpp's interleaved (x0, x_half, x1, ...) rows, per head."""
-    rows = weight.shape[0]
-    return (
-        weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weight.shape)
-    )
-
-
-def _tensors(model, arch: str):
-    """(GGUF name, float32 numpy array) for every tensor to write."""
-    import gguf
-
-    cfg = model.config
-    name_map = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), cfg.num_hidden_layers)
-    tied = bool(getattr(cfg.get_text_config(), "tie_word_embeddings", False))
-    for hf_name, tensor in model.state_dict().items():
-        if tied and hf_name == "lm_head.weight":
-            continue
-        stem, suffix = hf_name.rsplit(".", 1)
-        name = name_map.get_name(stem)
-        if name is None:
-            raise LmforgeError(f"--format gguf: no GGUF name for tensor {hf_name}")
-        data = tensor.detach().float().cpu().numpy()
-        if arch == "llama" and name.endswith(".attn_q"):
-            data = _interleave_rope_rows(data, cfg.num_attention_heads)
-        elif arch == "llama" and name.endswith(".attn_k"):
-            data = _interleave_rope_rows(data, cfg.num_key_value_heads)
-        yield f"{name}.{suffix}", data
+    specials.add_special_token = {"bos": adds_bos(tokenizer)}
+    specials.add_to_gguf(w, quiet=True)
 
 
 def write_gguf(model, tokenizer, path: Path, gguf_type: str, name: str) -> dict[str, int]:
     """Write `path`; returns how many tensors got each GGML type."""
     import gguf
-    import numpy as np
+
+    from lmforge.export.gguf_tensors import TYPES, encode, named_tensors
 
     arch = check_exportable(model)
     logging.getLogger("gguf").setLevel(logging.WARNING)  # per-file "Writing the following files" notes
-    q = gguf.GGMLQuantizationType
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}.get(
-        gguf_type, gguf.LlamaFileType.MOSTLY_Q8_0
-    )
     w = gguf.GGUFWriter(str(path), arch)
-    _write_hparams(w, model.config, arch, name, int(file_type))
+    _write_hparams(w, model.config, arch, name, int(getattr(gguf.LlamaFileType, TYPES[gguf_type][1])))
     _write_tokenizer(w, tokenizer, model.config.vocab_size)
     counts: dict[str, int] = {}
-    for tname, data in _tensors(model, arch):
-        if data.ndim == 1 or gguf_type == "f32":
-            w.add_tensor(tname, data.astype(np.float32))
-            kind = "F32"
-        elif gguf_type == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[q.Q8_0][0] == 0:
-            w.add_tensor(tname, gguf.quants.quantize(data, q.Q8_0), raw_dtype=q.Q8_0)
-            kind = "Q8_0"
-        else:
-            w.add_tensor(tname, data.astype(np.float16))
-            kind = "F16"
+    for tname, data in named_tensors(model, arch):
+        array, raw, kind = encode(tname, data, gguf_type)
+        w.add_tensor(tname, array, raw_dtype=raw)
         counts[kind] = counts.get(kind, 0) + 1
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -26,7 +26,7 @@ def _generation_params(model) -> dict[str, Any]:
 
 
 def _write_gguf(src, folder: Path, args: ExportArgs, name: str) -> str:
-    from lmforge.export.gguf_file import write_gguf
+    from lmforge.export.gguf_file import adds_bos, write_gguf
     from lmforge.export.hf import model_card
     from lmforge.export.ollama import modelfile
 
@@ -35,6 +35,7 @@ def _write_gguf(src, folder: Path, args: ExportArgs, name: str) -> str:
     text = modelfile(
         src.tokenizer,
         GGUF_NAME,
+        add_bos=adds_bos(src.tokenizer),
         system=system,
         generation=_generation_params(src.model),
         source=src.description,
