@@ -437,8 +437,8 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "ref_model_revision": (("none", ""), "pass the reference model's folder with --ref_model_id_or_path"),
     "reward_model_type": (
         ("none", "", "full"),
-        "pass a full reward-model folder with --reward_model_id_or_path / --reward_model (merge a LoRA one "
-        "with `lmforge merge`); API rewards are not offered",
+        "pass the reward model's folder with --reward_model_id_or_path / --reward_model (a full reward "
+        "model: merge a LoRA one with `lmforge merge`); API rewards are not offered",
     ),  # seed_004 ppo: hub model type; seed_003 RLHF: lora / full / api (full accepted)
     "reward_model_revision": (("none", ""), "pass the reward model's folder with --reward_model_id_or_path"),
     "local_repo_path": (

@@ -83,8 +83,9 @@ class EvalArgs(EngineArgs):
     timeout: float = arg(120.0, "Seconds per request with --eval_url")
     backend: str = arg(
         "lmforge",
-        "lmforge (the tasks above) or lm_eval (lm-evaluation-harness's tasks, --tasks; needs lm-eval)",
-        choices=("lmforge", "lm_eval"),
+        "lmforge (the tasks above) or lm_eval (lm-evaluation-harness's tasks, --tasks; needs lm-eval); "
+        "hf (ms-swift's --infer_backend pt) is lmforge's own transformers path",
+        choices=("lmforge", "lm_eval", "hf", "vllm"),
     )
     tasks: list[str] | None = arg(
         None, "lm_eval: harness task names (comma-separated), e.g. hellaswag,arc_easy"

@@ -116,8 +116,14 @@ def run_eval(args: EvalArgs, gen) -> tuple[dict[str, Any], Path]:
     """Evaluate; returns (results without per-row predictions, output folder)."""
     if args.template == "fewshot":  # LLaMA-Factory's plain few-shot prompt
         args.template = "plain"
+    if args.backend == "vllm":  # ms-swift's --infer_backend vllm
+        raise LmforgeError(
+            "--backend vllm: lmforge eval generates with transformers; start `lmforge serve MODEL "
+            "--backend vllm` (pip install vllm) and pass its URL with --eval_url"
+        )
     if args.backend == "lm_eval":
         return _harness(args)
+    args.backend = "lmforge"  # hf: ms-swift's --infer_backend pt|hf is lmforge's own path
     _check(args)
     out = _output_dir(args)
     inputs = _load_inputs(args)
