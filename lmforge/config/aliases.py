@@ -147,6 +147,11 @@ def _check_strategy(v: Any) -> Any:
     return str(v).strip().lower() == "discard"
 
 
+def _truncation(v: Any) -> Any:
+    # ms-swift's --truncation_strategy delete|truncation_left
+    return {"truncation_left": "left", "truncation_right": "right"}.get(str(v).strip().lower(), v)
+
+
 def _few_shot(v: Any) -> Any:
     return 5 if str(v).strip().lower() in ("none", "") else v
 
@@ -274,6 +279,7 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "reward_model_id_or_path": ("reward_model_path", None),  # seed_004 ppo: reward model folder
     "cliprange": (("clip_epsilon", "epsilon"), None),  # seed_004 ppo: policy clip range
     "infer_backend": ("backend", _infer_backend),  # seed_004 infer/deploy: pt → hf, vllm
+    "truncation_strategy": ("truncation", _truncation),  # seed_004 sft: delete / truncation_left long rows
     "eval_limit": ("limit", _eval_limit),  # seed_004 eval: rows per benchmark
     "eval_few_shot": ("n_shot", _few_shot),  # seed_004 eval: few-shot examples, None = 5 (C-Eval's)
     "eval_token": ("api_key", _empty_token),  # seed_004 eval: key of --eval_url, EMPTY = none
@@ -459,14 +465,13 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
         ("none", "-1"),
         "deprecated in ms-swift too: sample the validation set with --val_dataset FILE#N",
     ),
+    "truncation": (  # seed_004 infer: --truncation_strategy outside training (training has --truncation)
+        ("delete", "right"),
+        "generation never cuts a prompt: a prompt over --max_length stops with one line naming the row",
+    ),
     "tools_prompt": (
         ("none", ""),
         "tools are rendered in the chat template's own tool format (choose it with --template)",
-    ),
-    "truncation_strategy": (
-        ("none",),
-        "lmforge cuts rows longer than --max_length at the end (keeps the start); to drop or "
-        "left-cut them, filter the data first (`lmforge data check` lists token lengths)",
     ),
     "self_cognition_sample": (
         ("0",),

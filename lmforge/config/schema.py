@@ -96,6 +96,11 @@ class DataArgs:
         "deepseekr1, granite, empty); default: the tokenizer's own, else lmforge's ChatML",
     )
     mask_history: bool = arg(False, "Train only the last assistant turn of each conversation")
+    truncation: str = arg(
+        "right",
+        "Chat rows longer than --max_length: right (cut the end), left (cut the start), delete (drop the row)",
+        choices=("right", "left", "delete"),
+    )
     skip_bad_rows: bool = arg(False, "Count and skip malformed rows instead of stopping at the first one")
     preprocessing_num_workers: int | None = arg(None, "Processes for tokenisation (default: 1 on <=2 cores)")
     preprocessing_batch_size: int = arg(1000, "Rows per tokenisation batch (lower it for long rows or audio)")

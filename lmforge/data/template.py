@@ -283,14 +283,16 @@ def encode_chat_batch(
     train_on_prompt: bool = False,
     enable_thinking: bool = True,
     mask_history: bool = False,
+    truncation: str = "right",
 ) -> dict[str, list[list[int]]]:
     """Tokenise canonical chat rows (``{"messages": [...], "tools": ...}``) with SFT loss masks.
 
     One tokenizer call covers every segment of every row. Returns ``input_ids`` and ``labels``
     (-100 outside assistant turns unless ``train_on_prompt``; with ``mask_history`` only the last
     assistant turn, and with both, the text after the previous assistant turn too). Rows longer
-    than ``max_length`` are cut from the end; a row left with no trainable token has labels all
-    -100, and callers should drop it (``any(l != -100 for l in labels)``).
+    than ``max_length`` are cut from the end (``truncation="left"``: from the start; ``"delete"``:
+    their labels become all -100); a row left with no trainable token has labels all -100, and
+    callers should drop it (``any(l != -100 for l in labels)``).
 
     A tokenizer whose template is not lmforge's ChatML is handed to ``data/chat.py``, which renders
     with that template (same ids as ``apply_chat_template``).
@@ -305,9 +307,7 @@ def encode_chat_batch(
             mask_history=mask_history,
             enable_thinking=enable_thinking,
         )
-        if max_length is not None:
-            out = {k: [x[:max_length] for x in v] for k, v in out.items()}
-        return out
+        return _truncate(out, max_length, truncation)
     all_segments = []
     for row in rows:
         messages, tools = _row_messages(row)
@@ -329,11 +329,30 @@ def encode_chat_batch(
                 train_on_prompt and not trainable and k >= floor
             )
             labels.extend(ids if keep else [IGNORE_INDEX] * len(ids))
-        if max_length is not None:
-            input_ids, labels = input_ids[:max_length], labels[:max_length]
         out["input_ids"].append(input_ids)
         out["labels"].append(labels)
-    return out
+    return _truncate(out, max_length, truncation)
+
+
+def _truncate(
+    out: dict[str, list[list[int]]], max_length: int | None, how: str
+) -> dict[str, list[list[int]]]:
+    """Rows over ``max_length``: right keeps the start, left keeps the end (ms-swift's
+    truncation_left), delete keeps the start with no trainable label so the caller drops the row."""
+    if max_length is None or max_length < 0:
+        return out
+    cut = {"input_ids": [], "labels": []}
+    for ids, labels in zip(out["input_ids"], out["labels"]):
+        too_long = len(ids) > max_length
+        if how == "left":
+            ids, labels = ids[-max_length:], labels[-max_length:]
+        else:
+            ids, labels = ids[:max_length], labels[:max_length]
+        if how == "delete" and too_long:
+            labels = [IGNORE_INDEX] * len(labels)
+        cut["input_ids"].append(ids)
+        cut["labels"].append(labels)
+    return cut
 
 
 def encode_chat(

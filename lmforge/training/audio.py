@@ -78,7 +78,14 @@ def tokenize_audio_chat(ctx, rows):
                         f"{where}: row {i + 1}: the clip alone takes {n} audio tokens, its prompt "
                         f"{last_audio + 1} tokens, more than --max_length {max_len}"
                     )
+                if cfg.get("truncation") == "left":
+                    raise LmforgeError(
+                        f"{where}: row {i + 1}: {len(ids)} tokens, over --max_length {max_len}; "
+                        "--truncation left would cut the clip (use right or delete for audio rows)"
+                    )
                 ids, labels = ids[:max_len], labels[:max_len]
+                if cfg.get("truncation") == "delete":  # dropped with the rows that train nothing
+                    labels = [-100] * len(labels)
             out["input_ids"].append(ids)
             out["labels"].append(labels)
         return out

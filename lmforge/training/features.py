@@ -34,6 +34,7 @@ def cache_key(ctx, kind: str) -> str:
                 "system",
                 "enable_thinking",
                 "mask_history",
+                "truncation",
                 "dataset",
                 "max_samples",
                 "marker_weight",
@@ -126,6 +127,7 @@ def tokenize_chat(ctx, rows):
             train_on_prompt=cfg["train_on_prompt"],
             enable_thinking=cfg["enable_thinking"],
             mask_history=cfg.get("mask_history") or False,
+            truncation=cfg.get("truncation") or "right",
         )
 
     def build():
