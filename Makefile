@@ -17,6 +17,10 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?= $(shell [ "$$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1 && echo https://download.pytorch.org/whl/cpu)
 # The dependency set the suite was last run with (see docs/install.md); CONSTRAINTS= to skip it.
 CONSTRAINTS ?= constraints.txt
+# Extras installed with lmforge. `make test` adds llamacpp: llama.cpp built from its sdist (minutes of
+# C++ on a first install; pip caches the wheel) for tests/test_gguf_llamacpp.py. `make demo` skips it.
+EXTRAS ?= dev
+test: EXTRAS = dev,llamacpp
 
 .PHONY: install demo test test-fast lint format bench constraints clean
 
@@ -28,7 +32,7 @@ $(VENV)/bin/python:
 install: $(filter $(VENV)/bin/python,$(PY))
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==$(TORCH_VERSION)" \
 		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple)
-	$(PIP) install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
+	$(PIP) install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[$(EXTRAS)]"
 
 demo: install
 	$(PY) -m lmforge pipeline recipes/demo.yaml
