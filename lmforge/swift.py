@@ -142,6 +142,10 @@ def _true(words: list[str] | None) -> bool:
     return bool(words) and words[0].strip().lower() in ("1", "true", "yes", "y", "on")
 
 
+def _false(words: list[str]) -> bool:
+    return bool(words) and words[0].strip().lower() in ("0", "false", "no", "n", "off", "none", "")
+
+
 def _one(found: dict[str, list[str]], name: str) -> str | None:
     return found[name][0] if name in found else None
 
@@ -314,6 +318,8 @@ def _export_flags(argv: list[str]) -> list[str]:
         if not repo:
             raise LmforgeError("--push_to_hub true needs --hub_model_id (the repository to push to)")
         flags += ["--push_to_hub", repo]
+    elif "push_to_hub" in found and not _false(found["push_to_hub"]):  # lmforge's --push_to_hub REPO
+        flags += ["--push_to_hub", found["push_to_hub"][0]]
     elif "hub_model_id" in found and "push_to_hub" not in found:
         flags += ["--push_to_hub", found["hub_model_id"][0]]
     return [*argv, *flags]

@@ -27,6 +27,7 @@ LAYERS = {
     "serve": 5,
     "webui": 6,
     "cli": 6,
+    "swift": 6,
     "commands": 6,
     "pipeline_file": 6,
     "__main__": 6,

@@ -163,9 +163,7 @@ def generate_rate_default(command: str, cfg) -> None:
     """MiniMind's spacing of calls when `generate` talks to its default endpoint (OpenRouter, a
     rate-limited remote API) and no `--rate_limit_delay` was given; a server named with
     `--base_url` (e.g. a local one) is not slowed down."""
-    from lmforge.teacher.args import DEFAULT_BASE_URL
-
     if "rate_limit_delay" in cfg.explicit or "base_url" in cfg.explicit:
-        return
-    if cfg.get("base_url") == DEFAULT_BASE_URL and command in RATE_LIMIT_DELAY:
+        return  # an unset --base_url is the default endpoint (teacher/args.py DEFAULT_BASE_URL)
+    if command in RATE_LIMIT_DELAY:
         cfg.values["rate_limit_delay"] = RATE_LIMIT_DELAY[command]
