@@ -140,6 +140,22 @@ def cmd_init(argv: list[str]) -> int:
     cfg.values.setdefault("save_dir", "out")
     cfg.values["seed"] = cfg["seed"]
     cfg.values["model_name_or_path"] = None
+    if cfg["audio"] and cfg["vision"]:
+        from lmforge.errors import LmforgeError
+
+        raise LmforgeError("init: --audio and --vision build different models; give one of them")
+    if cfg["vision"]:
+        from lmforge.models.tokenizer import load_tokenizer
+        from lmforge.models.vision import build_tiny_vision_model, load_vision_model
+
+        sizes = {k: cfg[k] for k in ("hidden_size", "num_hidden_layers") if k in cfg.explicit}
+        build_tiny_vision_model(
+            cfg["output_dir"], load_tokenizer(cfg.get("tokenizer_path")), seed=cfg["seed"], **sizes
+        )
+        mark_finished(cfg["output_dir"], {"command": "init --vision"})
+        n = count_parameters(load_vision_model(cfg["output_dir"]))
+        print(f"Qwen2VLForConditionalGeneration with {n / 1e6:.2f}M parameters → {cfg['output_dir']}")
+        return 0
     if cfg["audio"]:
         from lmforge.models.audio import build_tiny_audio_model, load_audio_model
         from lmforge.models.tokenizer import load_tokenizer

@@ -27,6 +27,11 @@ class InitArgs:
         "Build a tiny audio LLM instead (Qwen2-Audio layout: Whisper-style encoder, projector, decoder of "
         "--hidden_size/--num_hidden_layers) with its processor, 2 s feature window",
     )
+    vision: bool = arg(
+        False,
+        "Build a tiny vision LLM instead (Qwen2-VL layout: ViT with 14-px patches and a 2x2 merger, "
+        "decoder of --hidden_size/--num_hidden_layers) with its image processor (56x56 to 112x112 pixels)",
+    )
 
 
 @dataclass

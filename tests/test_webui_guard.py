@@ -203,7 +203,7 @@ NOT_PATHS = set(
     "reward_weights rope_scaling run_name save_strategy save_weight scale_rewards stage system "
     "system_prompt teacher_model template text_column torch_compile_backend torch_compile_mode "
     "trackio_bucket_id trackio_space_id trackio_static_space_id train_sampling_strategy "
-    "train_target tuner user_prompt wandb_project".split()
+    "train_target truncation tuner user_prompt wandb_project".split()
 )
 
 
