@@ -51,3 +51,14 @@ def load_image(
     if size != image.size:
         image = image.resize(size, Image.Resampling.BICUBIC)
     return image
+
+
+def resolve_media_path(path: str, *, base_dir: str | None = None, image_dir: str | None = None) -> str:
+    """Where a row's image / video path points: an absolute path as given;
+    relative ones under `image_dir` (LLaMA-Factory's `--image_dir`) when set, else under the folder
+    of the dataset file (`base_dir`)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    root = image_dir or base_dir
+    return str(Path(root, p)) if root else str(p)
