@@ -217,7 +217,8 @@ def cmd_data_check(argv: list[str]) -> int:
     if not cfg.get("dataset"):
         raise LmforgeError("data check: --dataset is required")
     kind = get_stage(cfg["stage"]).DATA_KIND
-    opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
+    keys = ("text_column", "system", "system_prompt", "user_prompt", "base_dir", "image_dir")
+    opts = {k: cfg.get(k) for k in keys}
     from lmforge.data.chat_templates import apply_template
 
     report = check_dataset(

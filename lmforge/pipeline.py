@@ -317,7 +317,8 @@ def _from_converted(ctx: StageContext, module):
 
 
 def _load_options(cfg: Config) -> dict[str, Any]:
-    opts = {k: cfg.get(k) for k in ("text_column", "system", "system_prompt", "user_prompt", "base_dir")}
+    keys = ("text_column", "system", "system_prompt", "user_prompt", "base_dir", "image_dir")
+    opts = {k: cfg.get(k) for k in keys}
     opts.update(
         fmt=cfg.get("format"),
         skip_bad_rows=cfg["skip_bad_rows"],

@@ -88,7 +88,6 @@ REFUSED = {
     "custom_dataset_info": "give data files",
     "device_map_config": "the model goes on one device",
     "device_max_memory": "the model goes on one device",
-    "rescale_image": "no image models",
     "boft_dropout": "BOFT dropout",
     "llamapro_num_groups": "lmforge inserts each new",
     "ia3_feedforward_modules": "lmforge marks",

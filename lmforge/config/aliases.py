@@ -156,6 +156,19 @@ def _few_shot(v: Any) -> Any:
     return 5 if str(v).strip().lower() in ("none", "") else v
 
 
+def _pixels(v: Any) -> Any:
+    # LLaMA-Factory's image_resolution / video_resolution: a pixel count since 0.9.1 (512*512);
+    # 0.9.0 took a side length (512), so a value under 10,000 (an image under 100x100) is squared
+    n = int(float(v)) if str(v).strip().lstrip("-").replace(".", "", 1).isdigit() else v
+    return n * n if isinstance(n, int) and 0 < n < 10_000 else n
+
+
+def _swift_rescale(v: Any) -> Any:
+    # ms-swift's --rescale_image: a pixel count; -1 / None = images are not rescaled
+    s = str(v).strip().lower()
+    return None if s in ("-1", "none", "") else v
+
+
 def _empty_token(v: Any) -> Any:
     return None if str(v).strip() in ("EMPTY", "", "None", "none") else v
 
@@ -262,6 +275,8 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "model_max_length": ("max_length", None),  # seed_003 model: longest input (LF derives it from cutoff_len)
     "export_size": ("max_shard_size", _gigabytes),  # seed_003 export: shard size in GB
     "export_quantization_nsamples": ("quantization_nsamples", None),  # seed_003 export: calibration texts
+    "image_resolution": ("image_max_pixels", _pixels),  # seed_003 multimodal: max pixels of an image
+    "video_resolution": ("video_max_pixels", _pixels),  # seed_003 multimodal: max pixels of a frame
     # --- ms-swift (seed_004) ---
     "template_type": ("template", _auto_none),  # seed_004 sft/infer: chat template, AUTO = the model's
     "use_flash_attn": ("attn_implementation", _use_flash_attn),  # seed_004: true = flash_attention_2
@@ -278,6 +293,9 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "ref_model_id_or_path": ("ref_model", None),  # seed_004 rlhf: reference model folder
     "reward_model_id_or_path": ("reward_model_path", None),  # seed_004 ppo: reward model folder
     "cliprange": (("clip_epsilon", "epsilon"), None),  # seed_004 ppo: policy clip range
+    # seed_004 long context: images over this many pixels are scaled down (aspect kept), -1 = never;
+    # swift's MAX_PIXELS environment variable (Qwen2-VL's processor) is not read: pass this flag
+    "rescale_image": ("image_max_pixels", _swift_rescale),
     "infer_backend": ("backend", _infer_backend),  # seed_004 infer/deploy: pt → hf, vllm
     "truncation_strategy": ("truncation", _truncation),  # seed_004 sft: delete / truncation_left long rows
     "eval_limit": ("limit", _eval_limit),  # seed_004 eval: rows per benchmark
@@ -293,7 +311,6 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
 _MERGE_FIRST = (
     "merge the adapter into its base first (`lmforge merge ADAPTER --output_dir M`) and pass M as {0}"
 )
-_NO_VISION = "lmforge trains text and audio models; image / video inputs are not supported"
 _VLLM = "vLLM runs only behind `lmforge serve MODEL --backend vllm` (pip install vllm); pass its settings in --vllm_args"
 UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
     # --- mdl-toolkit (seed_002) ---
@@ -337,11 +354,6 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
         ("adjacent",),
         "ratio-mode BAdam (and its mask modes) is not offered; use --badam_mode layer",
     ),  # seed_003 BAdam: ratio mode
-    "image_dir": (("none", ""), _NO_VISION),  # seed_003 data: image / video folder
-    "image_resolution": ((), _NO_VISION),  # seed_003 multimodal
-    "video_resolution": ((), _NO_VISION),  # seed_003 multimodal
-    "video_fps": ((), _NO_VISION),  # seed_003 multimodal
-    "video_maxlen": ((), _NO_VISION),  # seed_003 multimodal
     "eval_num_beams": (
         ("none", "1"),
         "beam search is not offered; evaluation decodes greedily or samples",
@@ -539,7 +551,6 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
         ("[]", "", "none"),
         "the model goes on one device (--device); more GPUs: NPROC_PER_NODE=N, --deepspeed or --fsdp",
     ),
-    "rescale_image": (("none", "-1"), "no image models here"),
     "sequence_parallel_size": (("1",), "sequence parallelism is not offered"),
     "boft_dropout": (("0", "0.0"), "BOFT dropout is not configurable"),
     "vera_projection_prng_key": (("*",), ""),  # seed_004: storage of VeRA projections, same result

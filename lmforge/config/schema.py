@@ -121,6 +121,22 @@ class DataArgs:
     base_dir: str | None = arg(
         None, "Folder that relative paths inside CSV rows (audio) are resolved against"
     )
+    # vision-language data (LLaMA-Factory's names and defaults; docs/vision.md)
+    image_dir: str | None = arg(
+        None,
+        "Folder that relative image / video paths of rows are resolved against "
+        "(default: the dataset_info registry's folder, else the data file's folder)",
+    )
+    image_max_pixels: int | None = arg(
+        768 * 768, "Shrink larger images (aspect kept) to at most this many pixels (width x height)"
+    )
+    image_min_pixels: int | None = arg(
+        32 * 32, "Enlarge smaller images (aspect kept) to at least this many pixels"
+    )
+    video_fps: float = arg(2.0, "Video frames sampled per second of the video")
+    video_maxlen: int = arg(128, "At most this many frames per video (sampled evenly)")
+    video_max_pixels: int | None = arg(256 * 256, "Shrink larger video frames to at most this many pixels")
+    video_min_pixels: int | None = arg(16 * 16, "Enlarge smaller video frames to at least this many pixels")
 
 
 @dataclass

@@ -12,6 +12,9 @@ expected. Formats by kind (names are what `--format` accepts and what `data chec
 - kto:        ``trl`` (``prompt, completion, label``), ``sharegpt`` (``messages`` + ``kto_tag``)
 - prompt:     ``minimind`` (RLAIF: last assistant turn is a placeholder), ``openai``, ``trl``
 
+Vision rows are any of these (not pretrain) with ``images`` / ``videos`` lists (LLaMA-Factory's
+multimodal sharegpt / alpaca rows, ms-swift's ``messages`` + ``images``); see `vision.attach_media`.
+
 ShareGPT role names follow LLaMA-Factory's ``tags`` (role_tag, content_tag, user_tag,
 assistant_tag, system_tag, observation_tag, function_tag); a registry entry may override them.
 """
@@ -545,6 +548,9 @@ def to_canonical(
     user_prompt: str | None = None,
     base_dir: str | None = None,
     tags: dict | None = None,
+    media: bool = False,
+    media_dir: str | None = None,
+    image_dir: str | None = None,
 ) -> dict:
     """Convert one input row to the canonical row of `kind`, or raise `DataError` (file:line, field).
 
@@ -552,6 +558,10 @@ def to_canonical(
     (LLaMA-Factory's `default_system`). `system_prompt`/`user_prompt` are the CSV defaults used
     when those columns are missing or empty; `base_dir` resolves relative CSV `audio` paths.
     `tags` overrides the ShareGPT role/content key names (LLaMA-Factory registry `tags`).
+
+    `media` (a vision dataset: some row has `images` / `videos`): the row's media lists are added
+    as absolute paths (relative ones under `image_dir`, else `media_dir`, the dataset's folder) and
+    checked against the `<image>` / `<video>` placeholders and the files (`vision.attach_media`).
     """
     if kind not in _CONVERTERS:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(FORMATS)}")
@@ -572,4 +582,9 @@ def to_canonical(
         "user_prompt": user_prompt,
         "base_dir": base_dir,
     }
-    return _CONVERTERS[kind](row, fmt, ctx, opts)
+    out = _CONVERTERS[kind](row, fmt, ctx, opts)
+    if media and kind != "pretrain":
+        from lmforge.data.vision import attach_media
+
+        attach_media(out, row, kind, where=(path, line), base_dir=media_dir, image_dir=image_dir)
+    return out

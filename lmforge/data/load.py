@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -63,17 +64,26 @@ class LoadStats:
     num_bad: int = 0
     bad_examples: list[str] = field(default_factory=list)
     formats: dict[str, int] = field(default_factory=dict)
+    image_rows: int = 0  # vision datasets: rows with images, and the images they list
+    images: int = 0
+    video_rows: int = 0
+    videos: int = 0
 
     def add(self, other: LoadStats) -> None:
         self.num_rows += other.num_rows
         self.num_bad += other.num_bad
+        self.image_rows += other.image_rows
+        self.images += other.images
+        self.video_rows += other.video_rows
+        self.videos += other.videos
         self.bad_examples = (self.bad_examples + other.bad_examples)[:_MAX_BAD_EXAMPLES]
         for name, count in other.formats.items():
             self.formats[name] = self.formats.get(name, 0) + count
 
 
-def features_for(kind: str, *, audio: bool = False) -> datasets.Features:
-    """The fixed Arrow schema of canonical rows of `kind` (every string nullable)."""
+def features_for(kind: str, *, audio: bool = False, vision: bool = False) -> datasets.Features:
+    """The fixed Arrow schema of canonical rows of `kind` (every string nullable); `vision` adds
+    the `images` / `videos` lists of absolute paths."""
     from datasets import Features, List, Value
 
     msg = {k: Value("string") for k in ("role", "content", "reasoning_content", "tool_calls")}
@@ -89,6 +99,9 @@ def features_for(kind: str, *, audio: bool = False) -> datasets.Features:
     schema = dict(schemas[kind])
     if audio:
         schema["audio"] = Value("string")
+    if vision:
+        schema["images"] = List(Value("string"))
+        schema["videos"] = List(Value("string"))
     return Features(schema)
 
 
@@ -268,15 +281,19 @@ def _generate_rows(files: tuple, kind: str, options: str, stats_path: str) -> It
     opts = json.loads(options)
     skip, columns, fmt = opts.pop("skip_bad_rows"), opts.pop("columns"), opts.pop("fmt")
     formatting, audio = opts.pop("formatting"), opts.pop("audio")
+    media_dir = opts.pop("media_dir")
     stats, formats = LoadStats(), Counter()
     for path, _size, _mtime in files:
+        folder = media_dir or os.path.dirname(os.path.abspath(path))
         for lineno, raw in iter_raw(path, kind):
             try:
                 if isinstance(raw, DataError):
                     raise raw
                 row = _rename(raw, columns, formatting, kind) if columns else raw
                 row_fmt = fmt or detect_format(row, kind, text_column=opts.get("text_column"))
-                out = to_canonical(row, kind, row_fmt or None, path=path, line=lineno, **opts)
+                out = to_canonical(
+                    row, kind, row_fmt or None, path=path, line=lineno, media_dir=folder, **opts
+                )
             except DataError as e:
                 if not skip:
                     raise
@@ -286,6 +303,8 @@ def _generate_rows(files: tuple, kind: str, options: str, stats_path: str) -> It
                 continue
             if audio:
                 out.setdefault("audio", None)
+            if opts["media"]:
+                _count_media(stats, out)
             formats[row_fmt] += 1
             stats.num_rows += 1
             yield out
@@ -296,6 +315,14 @@ def _generate_rows(files: tuple, kind: str, options: str, stats_path: str) -> It
         with open(tmp, "w") as f:
             json.dump(stats.__dict__, f)
         os.replace(tmp, stats_path)
+
+
+def _count_media(stats: LoadStats, row: dict) -> None:
+    images, videos = row.setdefault("images", []), row.setdefault("videos", [])
+    stats.image_rows += bool(images)
+    stats.images += len(images)
+    stats.video_rows += bool(videos)
+    stats.videos += len(videos)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +338,7 @@ class _Part:
     columns: dict | None = None
     formatting: str | None = None
     tags: dict | None = None
+    media_dir: str | None = None  # registry parts: the registry's folder (LLaMA-Factory's dataset_dir)
 
 
 def _find_registry(dataset_dir: str | None) -> str | None:
@@ -397,6 +425,7 @@ def resolve_spec(spec: str, dataset_dir: str | None = None) -> list[_Part]:
                 entry.get("columns") or None,
                 entry.get("formatting"),
                 entry.get("tags") or None,
+                os.path.dirname(os.path.abspath(registry)),
             )
         )
     if not parts:
@@ -425,10 +454,56 @@ def _has_audio(files: tuple) -> bool:
     return False
 
 
+_MEDIA_KEY = re.compile(rb'"(?:images|videos)"\s*:')
+_MEDIA_COLUMNS = ("images", "videos")
+
+
+def _has_media(files: tuple, columns: dict | None) -> bool:
+    """Whether a part is a vision dataset: its registry maps an `images` / `videos` column, or a
+    file holds such a key (JSON text scanned for `"images":`, Parquet / Arrow / CSV column names)."""
+    if columns and any(k in columns for k in _MEDIA_COLUMNS):
+        return True
+    return any(_file_has_media(*f) for f in files)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_has_media(path: str, size: int, mtime: int) -> bool:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".csv", ".tsv"):
+        with textio.open_text(path, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f, delimiter="\t" if ext == ".tsv" else ","), [])
+        return any(c in header for c in _MEDIA_COLUMNS)
+    if ext in (".parquet", ".arrow"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            if ext == ".parquet":
+                names = pq.read_schema(path).names
+            else:
+                with pa.memory_map(path) as source:
+                    try:
+                        names = pa.ipc.open_stream(source).schema.names
+                    except pa.ArrowInvalid:
+                        names = pa.ipc.open_file(source).schema.names
+        except (pa.ArrowInvalid, OSError):
+            return False  # the reader names the problem when it reads the file
+        return any(c in names for c in _MEDIA_COLUMNS)
+    if ext not in (".json", ".jsonl"):
+        return False
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            if _MEDIA_KEY.search(tail + chunk):
+                return True
+            tail = chunk[-64:]
+    return False
+
+
 @functools.lru_cache(maxsize=1)
 def _code_hash() -> str:
     h = hashlib.sha256()
-    for mod in ("formats.py", "load.py"):
+    for mod in ("formats.py", "load.py", "vision.py"):
         with open(os.path.join(os.path.dirname(__file__), mod), "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
@@ -442,8 +517,12 @@ def _gen_kwargs(part: _Part, kind: str, fmt: str | None, opts: dict, skip: bool,
             f"--format {fmt!r} is not a {kind} format; expected one of {', '.join(FORMATS[kind])}"
         )
     audio = kind == "chat" and _has_audio(part.files)
+    media = kind != "pretrain" and _has_media(part.files, part.columns)
     options = dict(opts, skip_bad_rows=skip, columns=part.columns, fmt=_part_fmt(part, kind, fmt))
     options.update(formatting=part.formatting, audio=audio, tags=part.tags)
+    options.update(media=media, media_dir=part.media_dir if media else None)
+    if not media:  # a text dataset's options (and so its cache) stay as they were
+        options.pop("image_dir", None)
     options_json = json.dumps(options, sort_keys=True, ensure_ascii=False)
     key = json.dumps([part.files, kind, options_json, _code_hash()])
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -484,7 +563,7 @@ def _mix(parts: list, mix_strategy: str, interleave_probs, seed: int):
         raise LmforgeError(f"--mix_strategy {mix_strategy!r} is not one of {', '.join(MIX_STRATEGIES)}")
     columns = {c for p in parts for c in p.column_names}
     if any(set(p.column_names) != columns for p in parts):  # e.g. only a CSV part has `audio`
-        parts = [p if "audio" in p.column_names else _add_none_column(p, "audio") for p in parts]
+        parts = [_add_missing_columns(p, columns) for p in parts]
     if mix_strategy == "concat":
         return datasets.concatenate_datasets(parts)
     probs = interleave_probs
@@ -496,12 +575,25 @@ def _mix(parts: list, mix_strategy: str, interleave_probs, seed: int):
     return datasets.interleave_datasets(parts, probabilities=probs, seed=seed, stopping_strategy=strategy)
 
 
-def _add_none_column(ds, name: str):
-    from datasets import Value
+def _add_missing_columns(ds, columns: set):
+    """`ds` with the `audio` (None) and `images` / `videos` ([]) columns other parts have."""
+    from datasets import List, Value
 
+    missing = {
+        name: (Value("string"), None) if name == "audio" else (List(Value("string")), [])
+        for name in ("audio", *_MEDIA_COLUMNS)
+        if name in columns and name not in ds.column_names
+    }
+    if not missing:
+        return ds
     features = ds.features.copy()
-    features[name] = Value("string")
-    return ds.map(lambda b: {name: [None] * len(next(iter(b.values())))}, batched=True, features=features)
+    features.update({name: feature for name, (feature, _) in missing.items()})
+
+    def add(batch):
+        n = len(next(iter(batch.values())))
+        return {name: [[] if empty == [] else None for _ in range(n)] for name, (_, empty) in missing.items()}
+
+    return ds.map(add, batched=True, features=features)
 
 
 def load_rows(
@@ -514,6 +606,7 @@ def load_rows(
     system_prompt: str | None = None,
     user_prompt: str | None = None,
     base_dir: str | None = None,
+    image_dir: str | None = None,
     skip_bad_rows: bool = False,
     cache_dir: str | None = None,
     seed: int = 0,
@@ -534,6 +627,10 @@ def load_rows(
 
     A file with no rows at all is an error; so is a dataset whose every row was skipped as bad,
     unless `allow_empty` (`data check` reports first, then refuses: see `no_usable_rows`).
+
+    A part whose rows carry `images` / `videos` (a vision dataset) keeps them as lists of absolute
+    paths (relative ones under `image_dir`, else the registry's or the file's folder); every row of
+    it has both columns, and a bad placeholder count or unreadable file is a bad row.
     """
     import datasets
 
@@ -545,6 +642,7 @@ def load_rows(
         system_prompt=system_prompt,
         user_prompt=user_prompt,
         base_dir=base_dir,
+        image_dir=image_dir,
     )
     if streaming:
         return _stream_parts(
@@ -554,12 +652,13 @@ def load_rows(
     total, loaded = LoadStats(), []
     for part in resolve_spec(spec, dataset_dir):
         gen_kwargs = _gen_kwargs(part, kind, fmt, opts, skip_bad_rows, str(stats_dir))
-        audio = json.loads(gen_kwargs["options"])["audio"]
+        options = json.loads(gen_kwargs["options"])
+        audio, vision = options["audio"], options["media"]
         fingerprint = os.path.basename(gen_kwargs["stats_path"])[: -len(".json")]
         try:
             ds = datasets.Dataset.from_generator(
                 _generate_rows,
-                features=features_for(kind, audio=audio),
+                features=features_for(kind, audio=audio, vision=vision),
                 cache_dir=cache_dir,
                 gen_kwargs=gen_kwargs,
                 fingerprint=fingerprint,
@@ -567,7 +666,7 @@ def load_rows(
         except Exception as e:  # noqa: BLE001 - datasets wraps the generator's error; surface ours
             ours = _unwrap(e)
             if ours is None and "corresponds to no data" in str(e):  # every row skipped or empty files
-                empty = features_for(kind, audio=audio)
+                empty = features_for(kind, audio=audio, vision=vision)
                 ds = datasets.Dataset.from_dict({k: [] for k in empty}, features=empty)
             elif ours is None:
                 raise
@@ -596,10 +695,9 @@ def _stream_parts(spec, kind, fmt, opts, skip_bad_rows, dataset_dir, mix_strateg
     parts = []
     for part in resolve_spec(spec, dataset_dir):
         gen_kwargs = _gen_kwargs(part, kind, fmt, opts, skip_bad_rows, "")
-        audio = json.loads(gen_kwargs["options"])["audio"]
-        ds = datasets.IterableDataset.from_generator(
-            _generate_rows, features=features_for(kind, audio=audio), gen_kwargs=gen_kwargs
-        )
+        options = json.loads(gen_kwargs["options"])
+        features = features_for(kind, audio=options["audio"], vision=options["media"])
+        ds = datasets.IterableDataset.from_generator(_generate_rows, features=features, gen_kwargs=gen_kwargs)
         parts.append(ds.take(part.sample) if part.sample else ds)
     return _mix(parts, mix_strategy, interleave_probs, seed)
 

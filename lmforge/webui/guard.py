@@ -35,6 +35,7 @@ PATH_FIELDS = (
     "dataset_dir",
     "tokenized_path",
     "base_dir",
+    "image_dir",
     "teacher_cache_dir",
     "resume_from_checkpoint",
 )
