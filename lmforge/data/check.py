@@ -1,7 +1,8 @@
 """`lmforge data check`: validate a dataset against a stage's format and summarise it.
 
-The report counts rows, rows per detected format and bad rows (with their one-line messages,
-file:line), and, given a tokenizer, a token-length histogram (printed, and as a PNG with
+The report counts rows, rows per detected format, rows with images / videos (vision datasets) and
+bad rows (with their one-line messages, file:line: a placeholder count that does not match the
+`images` list, an unreadable image), and, given a tokenizer, a token-length histogram (printed, and as a PNG with
 `plot_histogram`) and which rows exceed `max_length` (1-based positions in the loaded data).
 Rows are rendered by lmforge's chat renderer (data/chat.py) in the tokenizer's template (`--template`
 to choose one), so the lengths are the ones training will see; the first row is shown as the model
@@ -94,6 +95,8 @@ def check_dataset(
         "bad_rows": list(stats.bad_examples),
         "formats": dict(stats.formats),
     }
+    if "images" in ds.column_names:  # a vision dataset: how many rows show images / videos
+        report["media"] = {k: getattr(stats, k) for k in ("image_rows", "images", "video_rows", "videos")}
     if tokenizer is None or len(ds) == 0:
         return report
     if hasattr(tokenizer, "decode"):
@@ -152,6 +155,12 @@ def format_report(report: dict) -> str:
     lines = [f"{report['spec']}  ({report['kind']})"]
     formats = ", ".join(f"{name} {count}" for name, count in sorted(report["formats"].items())) or "-"
     lines.append(f"  rows: {report['num_rows']}   bad: {report['num_bad']}   formats: {formats}")
+    media = report.get("media")
+    if media:
+        lines.append(
+            f"  rows with images: {media['image_rows']} ({media['images']} images)   "
+            f"rows with videos: {media['video_rows']} ({media['videos']} videos)"
+        )
     for msg in report["bad_rows"]:
         lines.append(f"  bad: {msg}")
     if report["num_bad"] > len(report["bad_rows"]):

@@ -16,8 +16,8 @@ from pathlib import Path
 from lmforge.errors import LmforgeError
 
 
-def _where(path: str, row: str | None) -> str:
-    return f"{row}: image {path}" if row else f"image {path}"
+def _where(path: str, row: str | None, what: str = "image") -> str:
+    return f"{row}: {what} {path}" if row else f"{what} {path}"
 
 
 def fit_pixels(width: int, height: int, *, max_pixels: int | None = None, min_pixels: int | None = None):
@@ -30,6 +30,8 @@ def fit_pixels(width: int, height: int, *, max_pixels: int | None = None, min_pi
         scale = math.sqrt(min_pixels / area)
     if scale == 1.0:
         return width, height
+    if scale > 1:  # round up so that the product reaches min_pixels
+        return math.ceil(width * scale), math.ceil(height * scale)
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
@@ -278,7 +280,7 @@ def _gif_frames(path: str, row: str | None, fps: float, maxlen: int) -> list:
                 frames.append(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, EOFError) as e:
         raise LmforgeError(
-            f"{_where(path, row)}: not a readable video ({' '.join(str(e).split())[:120]})"
+            f"{_where(path, row, 'video')}: not a readable video ({' '.join(str(e).split())[:120]})"
         ) from None
     return frames
 
@@ -286,7 +288,9 @@ def _gif_frames(path: str, row: str | None, fps: float, maxlen: int) -> list:
 def _folder_frames(path: str, row: str | None, fps: float, maxlen: int) -> list:
     files = _frame_files(path)
     if not files:
-        raise LmforgeError(f"{_where(path, row)}: the folder holds no frame images ({', '.join(IMAGE_EXTS)})")
+        raise LmforgeError(
+            f"{_where(path, row, 'video')}: the folder holds no frame images ({', '.join(IMAGE_EXTS)})"
+        )
     return [load_image(files[i], row=row) for i in sample_indices(len(files), None, fps, maxlen)]
 
 
@@ -295,7 +299,7 @@ def _av_frames(path: str, row: str | None, fps: float, maxlen: int) -> list:
         import av
     except ImportError:
         raise LmforgeError(
-            f"{_where(path, row)}: reading {Path(path).suffix or 'this'} video needs PyAV: pip install av "
+            f"{_where(path, row, 'video')}: reading {Path(path).suffix or 'this'} video needs PyAV: pip install av "
             "(animated GIFs and folders of frame images work without it)"
         ) from None
     try:
@@ -310,7 +314,7 @@ def _av_frames(path: str, row: str | None, fps: float, maxlen: int) -> list:
             return [f.to_image() for i, f in enumerate(container.decode(stream)) if i in keep]
     except Exception as e:  # noqa: BLE001 - PyAV raises its own error classes
         raise LmforgeError(
-            f"{_where(path, row)}: not a readable video ({' '.join(str(e).split())[:120]})"
+            f"{_where(path, row, 'video')}: not a readable video ({' '.join(str(e).split())[:120]})"
         ) from None
 
 
@@ -335,7 +339,7 @@ def load_video(
     if os.path.isdir(path):
         frames = _folder_frames(path, row, fps, maxlen)
     elif not os.path.isfile(path):
-        raise LmforgeError(f"{row + ': ' if row else ''}video {path}: file not found")
+        raise LmforgeError(f"{_where(path, row, 'video')}: file not found")
     elif path.lower().endswith(".gif"):
         frames = _gif_frames(path, row, fps, maxlen)
     else:
