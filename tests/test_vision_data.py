@@ -200,6 +200,19 @@ def test_swift_image_forms_that_are_refused(site, tmp_path):
         assert msg.startswith(f'{path}:1: "images[0]"') and words in msg
 
 
+def test_image_content_parts_are_refused_not_dropped(site, tmp_path):
+    parts = [{"type": "image_url", "image_url": {"url": "img/red.png"}}, {"type": "text", "text": Q}]
+    path = _jsonl(
+        site / "parts.jsonl",
+        [{"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": A}]}],
+    )
+    msg = _error(lambda: _load(path, tmp_path))
+    assert (
+        msg.startswith(f'{path}:1: "messages[0].content" must be text')
+        and "a content part of type image_url" in msg
+    )
+
+
 def test_image_dir_resolution(site, tmp_path):
     elsewhere = tmp_path / "pictures"
     _png(elsewhere / "red.png")

@@ -179,6 +179,9 @@ def _no_format_error(row: dict, kind: str, ctx: _Ctx) -> DataError:
 # messages
 
 
+_MEDIA_PARTS = ("image", "image_url", "input_image", "video", "video_url", "audio", "input_audio")
+
+
 def _text(value: Any, field: str, ctx: _Ctx, *, allow_none: bool = False) -> str:
     """A string field; OpenAI content-part lists are joined."""
     if isinstance(value, str):
@@ -188,6 +191,15 @@ def _text(value: Any, field: str, ctx: _Ctx, *, allow_none: bool = False) -> str
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):
         parts = []
         for p in value:
+            if p.get("type") in _MEDIA_PARTS:  # never drop an image silently
+                raise DataError(
+                    ctx.path,
+                    ctx.line,
+                    field,
+                    'must be text: give images as "<image>" in the text plus an "images" list of '
+                    "paths (videos: <video> and videos)",
+                    f"a content part of type {p['type']}",
+                )
             if p.get("type", "text") == "text" and isinstance(p.get("text"), str):
                 parts.append(p["text"])
         return "".join(parts)
