@@ -12,12 +12,17 @@ Canonical rows (what `formats.to_canonical` yields, what templates and stages co
 - ``kto``:        ``{"prompt": [Message], "completion": [Message], "label": bool}``
 - ``prompt``:     ``{"prompt": [Message], "answer": str | None}`` (RL prompts, optional ground truth).
 
+Vision datasets (rows with ``images`` / ``videos``): chat, preference, KTO and prompt rows also carry
+``"images": [absolute path, ...]`` and ``"videos": [absolute path, ...]``, one per ``<image>`` /
+``<video>`` placeholder in the messages (vision.py; docs/vision.md).
+
 Modules: formats.py (detect + validate + convert), load.py (files, registry, sampling, mixing,
 val split, streaming), chat.py (the one chat renderer: any template → ids + loss masks, inference
 prompts, the template guard), chat_templates.py (`--template` names), template.py (lmforge's ChatML
 and its exact segment-wise masks), packing.py, convert.py (the
 tokenised folder of `data convert` / `--tokenized_path` and its fingerprint), check.py (`data
-check`), audio.py (read + resample clips of the CSV `audio` column, synthetic tones), synth.py.
+check`), audio.py (read + resample clips of the CSV `audio` column, synthetic tones), vision.py (image
+and video rows: paths, placeholders, pixel bounds, frame sampling), synth.py.
 """
 
 KINDS = ("pretrain", "chat", "preference", "kto", "prompt")

@@ -1,9 +1,13 @@
-"""Images for vision-LLM data: open, convert to RGB and bound the pixel count, with one-line errors
-naming the file (and the row when the caller passes it).
+"""Images and videos for vision-LLM data, with one-line errors naming the file (and the row).
 
-Resizing keeps the aspect ratio so that width × height lies within `min_pixels`..`max_pixels`
-(LLaMA-Factory's `image_min_pixels` / `image_max_pixels`); the model's own image processor then
-snaps the size to its patch grid.
+- `load_image`: open, convert to RGB and bound the pixel count. Resizing keeps the aspect ratio so
+  that width × height lies within `min_pixels`..`max_pixels` (LLaMA-Factory's `image_min_pixels` /
+  `image_max_pixels`); the model's own image processor then snaps the size to its patch grid.
+- `load_video`: frames sampled at `--video_fps`, at most `--video_maxlen`, from an animated GIF, a
+  folder of frame images, or (with PyAV) any video container.
+- `attach_media` / `validate_row`: the `images` / `videos` lists of a row made canonical (absolute
+  paths, `resolve_media_path`) and checked against the `<image>` / `<video>` placeholders and the
+  files (docs/vision.md).
 """
 
 from __future__ import annotations
