@@ -314,11 +314,37 @@ def test_validate_row_checks_a_canonical_row(site):
         vision.validate_row(row, where=("x.jsonl", 4))
 
 
-def test_flags_and_reference_aliases():
-    from lmforge.pipeline import _load_options, resolve_train_config
+def test_rows_reach_the_stage_as_canonical_rows(site, tmp_path, monkeypatch):
+    """`train sft`'s data loading (pipeline.load_data, --image_dir, --val_size, --max_samples)
+    hands the stage's tokeniser the canonical rows, images column included."""
+    from types import SimpleNamespace
 
-    cfg = resolve_train_config("sft", ["--dataset", "d.jsonl", "--image_dir", "pics"])[1]
-    assert _load_options(cfg)["image_dir"] == "pics"
+    import datasets
+
+    from lmforge.pipeline import load_data, resolve_train_config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"{Q} {i}"}, {"role": "assistant", "content": A}],
+            "images": ["red.png"],
+        }
+        for i in range(6)
+    ]
+    path = _jsonl(site / "train.jsonl", rows)
+    argv = ["--dataset", path, "--image_dir", str(site / "img"), "--val_size", "2", "--max_samples", "5"]
+    cfg = resolve_train_config("sft", argv)[1]
+    train, val = load_data(SimpleNamespace(cfg=cfg, stage="sft", stats={}), "chat")
+    assert (len(train), len(val)) == (3, 2)
+    for row in [*train, *val]:
+        assert row["images"] == [str(site / "img" / "red.png")] and row["videos"] == []
+        assert row["messages"][0]["content"].startswith(f"<image>{Q}")
+
+
+def test_flags_and_reference_aliases():
+    from lmforge.pipeline import resolve_train_config
+
+    cfg = resolve_train_config("sft", ["--dataset", "d.jsonl"])[1]
     assert (cfg["image_max_pixels"], cfg["image_min_pixels"]) == (768 * 768, 32 * 32)
     assert (cfg["video_fps"], cfg["video_maxlen"]) == (2.0, 128)
     for flags, key, value in [
