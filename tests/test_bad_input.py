@@ -179,6 +179,16 @@ INPUTS: dict[str, tuple[Callable, str, tuple[str, ...]]] = {
         "at most 1000 characters",
         DATA,
     ),
+    "missing_image": (  # a vision row (docs/vision.md): the image file must exist
+        _file("d.jsonl", json.dumps({**CHAT, "images": ["gone.png"]}) + "\n", "{path}:1"),
+        r'"images\[0\]" file \S*gone\.png not found',
+        ("train", "check"),
+    ),
+    "image_placeholder_mismatch": (
+        _file("d.jsonl", json.dumps({**CHAT, "images": []}).replace("hi", "<image>hi") + "\n", "{path}:1"),
+        r'"images" lists 0 file\(s\) but the messages hold 1 <image>',
+        ("train", "check"),
+    ),
     "corrupt_safetensors": (_broken_model("corrupt"), BROKEN, MODEL),
     "truncated_safetensors": (_broken_model("truncated"), BROKEN, MODEL),
     "zero_byte_safetensors": (_broken_model("zero"), BROKEN, ("infer_model", "merge_base")),
