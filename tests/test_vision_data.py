@@ -178,26 +178,18 @@ def test_missing_and_corrupt_images_name_file_and_row(site, tmp_path):
     assert "rows with images: 1 (1 images)" in text and "bad: " in text and f"{path}:3" in text
 
 
-def test_swift_image_forms_that_are_refused(site, tmp_path):
-    for value, words in [
-        ([{"bytes": "iVBOR"}], "embedded image bytes"),
-        (["https://x.org/a.png"], "URLs are not downloaded"),
-        ([3], 'must be a file path or {"path": PATH}'),
+def test_media_forms_that_are_refused(site, tmp_path):
+    for field, value, words in [
+        ("images", [{"bytes": "iVBOR"}], "embedded image bytes"),  # ms-swift's bytes form
+        ("images", ["https://x.org/a.png"], "URLs are not downloaded"),
+        ("images", [3], 'must be a file path or {"path": PATH}'),
+        ("videos", [["f1.png", "f2.png"]], "put the frames of a video in a folder"),  # LF's frame lists
     ]:
-        path = _jsonl(
-            site / "s.jsonl",
-            [
-                {
-                    "messages": [
-                        {"role": "user", "content": f"<image>{Q}"},
-                        {"role": "assistant", "content": A},
-                    ],
-                    "images": value,
-                }
-            ],
-        )
+        tag = "<image>" if field == "images" else "<video>"
+        turns = [{"role": "user", "content": f"{tag}{Q}"}, {"role": "assistant", "content": A}]
+        path = _jsonl(site / "s.jsonl", [{"messages": turns, field: value}])
         msg = _error(lambda p=path: _load(p, tmp_path))
-        assert msg.startswith(f'{path}:1: "images[0]"') and words in msg
+        assert msg.startswith(f'{path}:1: "{field}[0]"') and words in msg
 
 
 def test_image_content_parts_are_refused_not_dropped(site, tmp_path):
@@ -213,7 +205,7 @@ def test_image_content_parts_are_refused_not_dropped(site, tmp_path):
     )
 
 
-def test_image_dir_resolution(site, tmp_path):
+def test_image_dir_resolution(site, tmp_path, monkeypatch):
     elsewhere = tmp_path / "pictures"
     _png(elsewhere / "red.png")
     row = {
@@ -227,6 +219,10 @@ def test_image_dir_resolution(site, tmp_path):
     row["images"] = ["img/red.png"]  # without --image_dir: the data file's folder
     ds, _ = _load(_jsonl(site / "rel2.jsonl", [row]), tmp_path)
     assert ds[0]["images"] == [str(site / "img/red.png")]
+    monkeypatch.chdir(tmp_path)  # found only from the working directory: taken from there (LF)
+    row["images"] = ["pictures/red.png"]
+    ds, _ = _load(_jsonl(site / "cwd.jsonl", [row]), tmp_path)
+    assert ds[0]["images"] == [str(elsewhere / "red.png")]
     row["images"] = [str(site / "img/blue.png")]  # absolute paths stay as they are
     ds, _ = _load(_jsonl(site / "abs.jsonl", [row]), tmp_path, image_dir=str(elsewhere))
     assert ds[0]["images"] == [str(site / "img/blue.png")]

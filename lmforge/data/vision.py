@@ -114,6 +114,10 @@ def media_paths(value, field: str, where: tuple[str, int | None]) -> list[str]:
                 "must be a file path (embedded image bytes are not supported; save "
                 "the images as files and list their paths)",
             )
+        if isinstance(item, list) and field == "videos":  # LLaMA-Factory: a video as its frame paths
+            raise _err(
+                where, name, "must be one path: put the frames of a video in a folder and give the folder"
+            )
         if not isinstance(item, str) or not item.strip():
             got = type(item).__name__ if not isinstance(item, str) else "an empty string"
             raise _err(where, name, 'must be a file path or {"path": PATH}', got)
