@@ -17,7 +17,7 @@ import math
 import os
 from pathlib import Path
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import DataError, LmforgeError
 
 
 def _where(path: str, row: str | None, what: str = "image") -> str:
@@ -88,9 +88,7 @@ _CONVERSATIONS = {
 }
 
 
-def _err(where: tuple[str, int | None], field: str, expected: str, got: str = ""):
-    from lmforge.errors import DataError
-
+def _err(where: tuple[str, int | None], field: str, expected: str, got: str = "") -> DataError:
     return DataError(where[0], where[1], field, expected, got)
 
 
@@ -185,8 +183,9 @@ def attach_media(
 
 def validate_row(row: dict, kind: str = "chat", *, where: tuple[str, int | None] = ("row", None)) -> None:
     """Check a canonical vision row: as many `<image>` / `<video>` placeholders in each conversation
-    as `images` / `videos` list files, and every file readable (an image PIL can open; a video a GIF,
-    a folder of frame images, or a container PyAV can open). One-line `DataError` otherwise."""
+    as `images` / `videos` list files, and every file readable (an image PIL opens and verifies; a
+    video: a GIF, a folder of frame images, or another file when PyAV is installed). One-line
+    `DataError` naming file:line (`where`) and the field otherwise."""
     for field, tag in MEDIA:
         paths = row.get(field) or []
         for msgs in _conversations(row, kind):
