@@ -166,8 +166,9 @@ def attach_media(
     file:line and the field.
 
     A row whose messages hold no placeholder at all for a medium gets one per file prepended to its
-    first user turn: ms-swift's rule (its template adds the missing tags to the first message;
-    LLaMA-Factory refuses such rows). Any other mismatch between placeholders and files is an error.
+    first user turn, as ms-swift's `Template._add_default_tags` does (LLaMA-Factory's mm_plugin
+    refuses such rows). Swift also tops up a row with some tags but fewer than its files; here that
+    is an error, as is any other mismatch (a partial count is more likely a mistake in the data).
     """
     for field, tag in MEDIA:
         paths = [_locate(p, base_dir, image_dir) for p in media_paths(raw.get(field), field, where)]
