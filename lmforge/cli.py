@@ -698,6 +698,19 @@ def dispatch(argv: list[str]) -> int:
     return handler(rest)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of the record (not the one at set-up), so a
+    replaced stderr (a test's capture, a closed pipe's replacement) never gets a stale stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
     level = os.environ.get("LMFORGE_LOG_LEVEL", "INFO").upper()
     # Only lmforge's own logger prints "[lmforge] ...": the root logger is left alone, so other
@@ -705,7 +718,7 @@ def _setup_logging() -> None:
     logger = logging.getLogger("lmforge")
     logger.setLevel(level)
     if not any(getattr(h, "_lmforge", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[lmforge] %(message)s"))
         handler._lmforge = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

@@ -207,8 +207,10 @@ def test_fp16_checkpoint_keeps_fp16_and_generates_with_engine(tmp_path, tokenize
 def _one_line_error(capsys, argv):
     capsys.readouterr()
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lmforge: error:"), err
+    lines = capsys.readouterr().err.strip().splitlines()
+    # info lines ("[lmforge] assuming ...") may precede it; the error itself is one line, no traceback
+    err = [line for line in lines if line.startswith("lmforge: error:")]
+    assert len(err) == 1 and not any("Traceback" in line for line in lines), lines
     return err[0]
 
 
