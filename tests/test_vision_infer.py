@@ -352,3 +352,42 @@ def test_openai_parts_to_canonical():
     assert place_images(user("q"), 2)[0]["content"] == "<image><image>q"
     with pytest.raises(LmforgeError, match="no user turn"):
         place_images([{"role": "system", "content": "s"}], 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# web UI chat (the tab's logic; the browser test in test_webui.py covers the Gradio wiring)
+
+
+def test_webui_image_upload_is_read_only_from_gradios_upload_folder(vl, engine, tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    from lmforge.webui.chat import build_messages, image_message, stream_reply
+
+    uploads = tmp_path / "gradio"
+    (uploads / "abc").mkdir(parents=True)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    upload = uploads / "abc" / "red.png"
+    upload.write_bytes((vl[1] / "red.png").read_bytes())
+    user_msg = image_message(engine, QUESTION, str(upload))
+    *_, (_, answer) = stream_reply(engine, build_messages([], user_msg, None, 0), GREEDY)
+    assert answer == engine.chat(user(f"<image>{QUESTION}"), GREEDY, images=[str(upload)]).text
+    # a follow-up turn keeps the earlier image in the prompt (history turns 1)
+    hist = [user_msg, {"role": "assistant", "content": answer}]
+    *_, (_, again) = stream_reply(engine, build_messages(hist, "and now?", None, 1), GREEDY)
+    want = engine.chat(
+        [*user(f"<image>{QUESTION}"), hist[1], *user("and now?")], GREEDY, images=[str(upload)]
+    )
+    assert again == want.text
+    (uploads / "link.png").symlink_to(vl[1] / "red.png")
+    for outside in (
+        str(vl[1] / "red.png"),
+        f"{uploads}/abc/../../{tmp_path.name}/../x.png",
+        str(uploads / "link.png"),
+    ):
+        with pytest.raises(LmforgeError, match="not an upload"):
+            image_message(engine, QUESTION, outside)
+
+    class TextEngine:
+        pass
+
+    with pytest.raises(LmforgeError, match="this model takes no images"):
+        image_message(TextEngine(), QUESTION, str(upload))
