@@ -11,6 +11,7 @@ outside `--allowed_local_media_path`, `--limit_mm_per_prompt`.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -163,6 +164,20 @@ def test_chat_image_command_through_the_cli(vl, engine):
     assert lines[4] == engine.chat(user("hello"), GREEDY).text.strip()  # the chat went on, without images
 
 
+def test_chat_prompt_with_image_flag(vl, engine):
+    from lmforge.infer.chat import ChatArgs, run_chat
+
+    out = io.StringIO()
+    args = ChatArgs(prompt=QUESTION, image=str(vl[1] / "red.png"), stream=False)
+    run_chat(args, GREEDY, engine=engine, stdout=out)
+    assert (
+        out.getvalue().strip()
+        == engine.chat(user(f"<image>{QUESTION}"), GREEDY, images=[str(vl[1] / "red.png")]).text.strip()
+    )
+    with pytest.raises(LmforgeError, match="bad.png: not a readable image"):
+        run_chat(ChatArgs(prompt="hi", image=str(vl[1] / "bad.png")), GREEDY, engine=engine, stdout=out)
+
+
 def test_infer_image_column(vl, engine, tmp_path):
     from lmforge.infer.batch import InferArgs, run_infer
 
@@ -196,6 +211,12 @@ def test_infer_image_column(vl, engine, tmp_path):
     msg = str(err.value)
     assert msg.startswith(f"{csv}:3: image {vl[1] / 'bad.png'}: not a readable image") and "\n" not in msg
     assert not (tmp_path / "p.csv").exists()
+    # a text-only engine never drops a row's images silently
+    from lmforge.infer.engine import Engine
+
+    text_only = Engine(engine.model, engine.tokenizer)
+    with pytest.raises(LmforgeError, match=r"rows.jsonl:1.*not a vision-language model"):
+        run_infer(InferArgs(input=str(src), output=str(tmp_path / "t.jsonl")), GREEDY, engine=text_only)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,12 @@ class ChatArgs(EngineArgs):
     )
     system: str | None = field(default=None, metadata={"help": "System prompt (default: the run's, if any)."})
     prompt: str | None = field(default=None, metadata={"help": "Answer this one prompt and exit (no REPL)."})
+    image: str | None = field(
+        default=None,
+        metadata={
+            "help": "Image file(s) for --prompt, comma separated (vision models; in the REPL: /image)."
+        },
+    )
     stream: bool = field(default=True, metadata={"help": "Print tokens as they are generated."})
     show_speed: bool = field(
         default=False, metadata={"help": "After each answer print tokens and tokens/s (stderr)."}
@@ -150,17 +156,22 @@ def answer(
     return done.text if done is not None else ""
 
 
+def load_attachment(engine: Engine, path: str):
+    """The image at `path` for a vision engine (one-line `LmforgeError` otherwise)."""
+    if not hasattr(engine, "encode_vision"):
+        raise LmforgeError("this model takes no images (not a vision-language model)")
+    from pathlib import Path
+
+    return engine.load_images([str(Path(path).expanduser())])[0]
+
+
 def _attach(engine: Engine, path: str, pending: list) -> str:
     """`/image PATH`: read the image now (so a bad file is reported at once) and keep it for the
     next user turn; returns the line to show."""
-    if not hasattr(engine, "encode_vision"):
-        return "error: /image: this model takes no images (not a vision-language model)"
     if not path:
         return "error: /image needs a path: /image PATH"
-    from pathlib import Path
-
     try:
-        pending.append(engine.load_images([str(Path(path).expanduser())])[0])
+        pending.append(load_attachment(engine, path))
     except LmforgeError as e:
         return f"error: /image: {e}"
     return f"[image {len(pending)} attached to the next message: {path}]"
@@ -189,8 +200,18 @@ def run_chat(
         images = [im for m in turns for im in m.get("images", ())]
         return head + [{k: v for k, v in m.items() if k != "images"} for m in turns], images
 
+    if chat_args.image and chat_args.prompt is None:
+        raise LmforgeError("--image goes with --prompt; in the chat itself attach images with /image PATH")
     if chat_args.prompt is not None:
-        answer(engine, build([], {"role": "user", "content": chat_args.prompt})[0], gen_args, chat_args, out)
+        paths = [p.strip() for p in (chat_args.image or "").split(",") if p.strip()]
+        images = [load_attachment(engine, p) for p in paths]
+        user = {"role": "user", "content": chat_args.prompt}
+        if images:
+            from lmforge.models.vision import IMAGE_PLACEHOLDER
+
+            if IMAGE_PLACEHOLDER not in chat_args.prompt:
+                user["content"] = IMAGE_PLACEHOLDER * len(images) + chat_args.prompt
+        answer(engine, build([], user)[0], gen_args, chat_args, out, images)
         return 0
     interactive = bool(getattr(stdin, "isatty", lambda: False)())
     if interactive:

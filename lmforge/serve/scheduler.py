@@ -6,8 +6,9 @@ requests of the same adapter, prefills them together and decodes one token per r
 a batch runs, requests of its adapter join it (after their own short wait, or at once when they fill
 the free slots); a request for another adapter waits until the batch drains, and requests behind it
 wait too, so no adapter starves. A job with image inputs (`extra`, serve/vision.py) runs alone once
-the batch has drained, through the `solo` function, and the queue behind it waits for it. Every token is handed to its request's `sink` as text as soon as it
-is final; rows leave the batch the moment they finish.
+the batch has drained, through the `solo` function, and the queue behind it waits for it. Every
+token is handed to its request's `sink` as text as soon as it is final; rows leave the batch the
+moment they finish.
 
 Hand-written: see `batch.py` for why transformers' continuous batching does not fit.
 """
