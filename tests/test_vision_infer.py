@@ -297,8 +297,11 @@ def test_serve_local_paths_only_inside_the_allowed_folder(vl, engine, client, tm
         assert code == 400 and "outside --allowed_local_media_path" in msg, ref
 
 
-def test_serve_bad_images_and_urls_are_400(vl, client):
+def test_serve_bad_images_and_urls_are_400(vl, client, tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (10_000, 5_000)).save(huge)  # 50M pixels, a few kB of PNG
     cases = {
+        data_url(huge): "10000x5000 pixels, more than 40000000 allowed",
         "data:image/png;base64,@@not base64@@": "does not decode",
         "data:image/png;base64," + base64.b64encode(b"plain text").decode(): "not a readable image",
         "https://example.com/cat.png": "http(s) URLs are not fetched",

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlparse
 from lmforge.errors import LmforgeError
 from lmforge.serve.protocol import bad_request
 
+MAX_PIXELS = 40_000_000  # a request image larger than this is refused before it is decoded
 LOCAL_OFF = "local image paths are off; start the server with --allowed_local_media_path DIR"
 
 
@@ -104,6 +105,11 @@ def _decode_data_url(url: str, param: str):
         raise bad_request("image data URL: the base64 data does not decode", param=param) from None
     try:
         with Image.open(io.BytesIO(raw)) as im:
+            if im.width * im.height > MAX_PIXELS:  # checked from the header, before decoding
+                raise bad_request(
+                    f"image data URL: {im.width}x{im.height} pixels, more than {MAX_PIXELS} allowed",
+                    param=param,
+                )
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
