@@ -116,6 +116,14 @@ def test_batched_equals_one_by_one(vl, engine):
     alone = [engine.generate_vision([p], GREEDY, batch_size=1)[0] for p in prompts]
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
     assert len({tuple(c.token_ids) for c in alone}) == 4
+    # lazy prompts (infer): image inputs computed per batch from the paths, same answers
+    lazy = [engine.encode_vision(m, im, GREEDY, lazy=True) for m, im in rows]
+    assert [p.pixels for p in lazy] == [None, None, {}, None] and [p.ids for p in lazy] == [
+        p.ids for p in prompts
+    ]
+    assert [c.token_ids for c in engine.generate_vision(lazy, GREEDY, batch_size=4)] == [
+        c.token_ids for c in alone
+    ]
 
 
 def test_placeholders_and_images_must_agree(vl, engine):

@@ -409,7 +409,7 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
                 if paths:
                     raise DataError(args.input, line, "row", "rows with images need a prompt, not raw text")
             prompt = (
-                engine.encode_vision(item, paths, gen_args, where=f"{args.input}:{line}")
+                engine.encode_vision(item, paths, gen_args, where=f"{args.input}:{line}", lazy=True)
                 if not isinstance(item, str)
                 else _text_prompt(engine, item, gen_args)
             )

@@ -26,10 +26,12 @@ from lmforge.models.vision import IMAGE_PLACEHOLDER
 
 @dataclass
 class VisionPrompt:
-    """One encoded prompt: token ids (image tokens expanded) and its images' model inputs."""
+    """One encoded prompt: token ids (image tokens expanded) and its images' model inputs, or (a
+    `lazy` encoding) the image paths they are computed from when the prompt's batch runs."""
 
     ids: list[int]
-    pixels: dict = field(default_factory=dict, repr=False)  # {} for a text-only prompt
+    pixels: dict | None = field(default_factory=dict, repr=False)  # {}: no image; None: from `paths`
+    paths: list[str] = field(default_factory=list)
 
 
 def count_placeholders(messages: list[dict]) -> int:
@@ -125,8 +127,11 @@ class VisionEngine(Engine):
         gen: GenerationArgs,
         tools: list | None = None,
         where: str | None = None,
+        lazy: bool = False,
     ) -> VisionPrompt:
-        """Prompt ids of `messages` with `images` (paths or PIL) in place of their placeholders."""
+        """Prompt ids of `messages` with `images` (paths or PIL) in place of their placeholders.
+        `lazy` (all images given as paths): the images are read and checked now, but their model
+        inputs are computed only when the prompt's batch runs (infer keeps many prompts at once)."""
         from lmforge.models.vision import expand_image_tokens, image_inputs, image_token_counts
 
         messages, refs = canonical_messages(messages)
@@ -142,12 +147,21 @@ class VisionEngine(Engine):
             for m in messages
         ]
         ids = self.tokenizer(self.render(marked, gen, tools), add_special_tokens=False)["input_ids"]
-        pixels = image_inputs(self.processor, pil)
-        try:
-            ids, _ = expand_image_tokens(self.processor, ids, image_token_counts(self.processor, pil, pixels))
+        lazy = lazy and bool(images) and all(isinstance(im, str) for im in images)
+        pixels = None if lazy else image_inputs(self.processor, pil)
+        try:  # token counts from the image sizes alone when lazy
+            counts = image_token_counts(self.processor, pil, pixels or {})
+            ids, _ = expand_image_tokens(self.processor, ids, counts)
         except LmforgeError as e:  # e.g. the user typed the image token itself
             raise LmforgeError(f"{where}: {e}" if where else str(e)) from None
-        return VisionPrompt(ids, pixels)
+        return VisionPrompt(ids, pixels, list(images) if lazy else [])
+
+    def _pixels(self, prompt: VisionPrompt) -> dict:
+        from lmforge.models.vision import image_inputs
+
+        if prompt.pixels is not None:
+            return prompt.pixels
+        return image_inputs(self.processor, self.load_images(prompt.paths))
 
     def extra_inputs(self, prompts: list[VisionPrompt]) -> Callable[[list[int]], dict]:
         """`generate_ids`'s per-batch inputs: the rows' image inputs in row order, and
@@ -155,7 +169,7 @@ class VisionEngine(Engine):
         import torch
 
         def extra(rows: list[int]) -> dict:
-            feats = [prompts[i].pixels for i in rows if prompts[i].pixels]
+            feats = [f for f in (self._pixels(prompts[i]) for i in rows) if f]
             if not feats:
                 return {}
             out = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
