@@ -126,6 +126,23 @@ def test_batched_equals_one_by_one(vl, engine):
     ]
 
 
+def test_a_runs_image_max_pixels_applies_at_inference(vl, tmp_path):
+    """A run folder trained with --image_max_pixels resizes inference images the same way."""
+    import shutil
+
+    from lmforge.infer.engine import Engine
+
+    run = tmp_path / "run"
+    shutil.copytree(vl[0], run)
+    (run / "lmforge_args.yaml").write_text("image_max_pixels: 3136\n")  # 56*56
+    small = Engine.from_path(str(run), device="cpu")
+    blue = str(vl[1] / "blue.png")  # 112x84: 12 image tokens as it is, 4 once within 56*56 pixels
+    assert small.encode_vision(user("<image>"), [blue], GREEDY).ids.count(small.image_token_id) == 4
+    assert (
+        small.encode_vision(user("<image>"), [blue], GREEDY, lazy=True).ids.count(small.image_token_id) == 4
+    )
+
+
 def test_placeholders_and_images_must_agree(vl, engine):
     red = str(vl[1] / "red.png")
     with pytest.raises(LmforgeError, match=r"2 <image> placeholder\(s\) but 1 image"):

@@ -333,6 +333,9 @@ class Engine:
                 name=str(model),
             )
             engine.run_args = run
+            # images resized as the run's training rows were (LLaMA-Factory's image_max/min_pixels)
+            engine.max_pixels = run.get("image_max_pixels") or None
+            engine.min_pixels = run.get("image_min_pixels") or None
             return engine
         try:
             from lmforge.models.load import load_tokenizer_for
