@@ -440,3 +440,64 @@ def test_webui_image_upload_is_read_only_from_gradios_upload_folder(vl, engine, 
 
     with pytest.raises(LmforgeError, match="this model takes no images"):
         image_message(TextEngine(), QUESTION, str(upload))
+
+
+# ---------------------------------------------------------------------------------------------
+# a second family: LLaVA (image token repeated, no vision_start/end markup, no M-RoPE)
+
+
+def _tiny_llava(out: str) -> str:
+    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    from lmforge.models.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(None)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
+    vision = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 28, "patch_size": 14, "projection_dim": 32}  # fmt: skip
+    text = {"model_type": "qwen2", "vocab_size": (len(tok) + 63) // 64 * 64, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>")
+    )
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    LlavaProcessor(
+        image_processor=images, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=tok.chat_template,
+    ).save_pretrained(out)  # fmt: skip
+    return out
+
+
+def test_llava_family_greedy_equals_plain_transformers(vl, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from lmforge.infer.engine import Engine
+    from lmforge.models.vision import load_processor
+
+    path = _tiny_llava(str(tmp_path / "llava"))
+    engine = Engine.from_path(path, device="cpu")
+    assert engine.markup == "<image>" and not engine.token_types
+    red, blue = str(vl[1] / "red.png"), str(vl[1] / "blue.png")
+    proc = load_processor(path)
+    text = proc.tokenizer.apply_chat_template(
+        user(f"<image>{QUESTION}"), tokenize=False, add_generation_prompt=True
+    )
+    inputs = proc(text=[text], images=[Image.open(red).convert("RGB")], return_tensors="pt")
+    model = LlavaForConditionalGeneration.from_pretrained(path).eval()
+    with torch.inference_mode():
+        ref = model.generate(**inputs, do_sample=False, max_new_tokens=GREEDY.max_new_tokens)
+    prompt = engine.encode_vision(user(f"<image>{QUESTION}"), [red], GREEDY)
+    assert prompt.ids == inputs["input_ids"][0].tolist()
+    done = engine.generate_vision([prompt], GREEDY)[0]
+    assert done.token_ids == ref[0, inputs["input_ids"].shape[1] :].tolist()[: len(done.token_ids)]
+    rows = [(user("<image>a"), [red]), (user("<image>b"), [blue]), (user("two <image><image>"), [red, blue])]
+    prompts = [engine.encode_vision(m, im, GREEDY) for m, im in rows]
+    together = engine.generate_vision(prompts, GREEDY, batch_size=3)
+    assert [c.token_ids for c in together] == [
+        engine.generate_vision([p], GREEDY)[0].token_ids for p in prompts
+    ]

@@ -1,4 +1,4 @@
-"""Generation for vision LLMs (Qwen2-VL first): prompts carry images.
+"""Generation for vision LLMs (Qwen2-VL and LLaVA-style models, both tested): prompts carry images.
 
 Messages use the canonical form: text with `<image>` placeholders plus a list of images (paths or
 PIL images) in placeholder order; OpenAI-style content parts (`image_url` / `image` and `text`) are
