@@ -351,8 +351,9 @@ def _serve_flags(argv: list[str]) -> list[str]:
     """swift's vLLM engine flags go on to `vllm serve` (with --infer_backend vllm)."""
     argv, found = take(argv, set(VLLM_FLAGS))
     backend = (_flag_value(argv, ("infer_backend", "backend")) or "").lower()
-    if backend != "vllm":
-        return argv  # swift ignores them without vLLM too
+    if backend != "vllm":  # swift ignores them without vLLM too, but lmforge's own server caps images
+        kept = found.get("limit_mm_per_prompt")
+        return [*argv, f"--limit_mm_per_prompt={' '.join(kept)}"] if kept else argv
     extra: list[str] = []
     for key, words in found.items():
         if key in VLLM_SWITCHES:

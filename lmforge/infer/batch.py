@@ -3,7 +3,10 @@
 Rows may be chats (`conversations` / `messages`, role/content or ShareGPT from/value; a final
 assistant turn is dropped and kept as `reference`), `{prompt}` (string or messages),
 `{instruction, input}` (Alpaca), CSV `user_prompt` / `system_prompt` (mdl-toolkit), or `{text}`
-(raw continuation for pretrained base models). The output is JSONL in input order:
+(raw continuation for pretrained base models). Vision models read each row's images from
+`--image_column` (default `images`, else `image`): a path, a list of paths, or (CSV) a JSON list;
+relative paths are under the input file's folder (or `--base_dir`); the text's `<image>`
+placeholders mark where they go (none: before the first user turn's text). The output is JSONL in input order:
 `{"id", "prompt", "prediction", "reasoning_content"?, "reference"?, "finish_reason", "usage"}`.
 It is written to a temporary file and renamed at the end, so a killed run never leaves a partial
 file under the final name.
@@ -87,7 +90,17 @@ class InferArgs(EngineArgs):
     )
     base_dir: str | None = field(
         default=None,
-        metadata={"help": "Folder that relative CSV `audio` paths are resolved against (audio models)."},
+        metadata={
+            "help": "Folder that relative CSV `audio` paths (audio models) and image paths (vision models; "
+            "default: the input file's folder) are resolved against."
+        },
+    )
+    image_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column of image paths (vision models): a path, a list of paths or a JSON list "
+            "(default: `images`, else `image`)."
+        },
     )
     system: str | None = field(
         default=None, metadata={"help": "System prompt for rows without one (default: the run's, if any)."}
@@ -288,6 +301,43 @@ def _read_clips(args: InferArgs, raw: list[tuple[int, dict]], engine) -> list | 
         return [wave for waves in pool.map(read, chunks) for wave in waves]
 
 
+def _image_paths(args: InferArgs, line: int, row: Any) -> list[str]:
+    """The row's image paths from `--image_column` (default images / image), resolved against
+    --base_dir or the input file's folder."""
+    from lmforge.data.vision import resolve_media_path
+
+    if not isinstance(row, dict):
+        return []
+    key = args.image_column or next((k for k in ("images", "image") if k in row), None)
+    value = row.get(key) if key else None
+    if isinstance(value, str) and value.strip().startswith("["):  # a CSV cell holding a JSON list
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise DataError(args.input, line, key, "a path or a JSON list of paths", e.msg) from None
+    if value in (None, ""):
+        return []
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise DataError(args.input, line, key, "a path or a list of paths", repr(value)[:60])
+    base = args.base_dir or os.path.dirname(os.path.abspath(args.input))
+    return [resolve_media_path(p, base_dir=base) for p in paths]
+
+
+def _check_image_column(args: InferArgs, raw: list[tuple[int, Any]], vision: bool) -> None:
+    """A text-only model given rows with images fails at the first such row (images are never
+    silently dropped); an --image_column no row has is an error too."""
+    if args.image_column and not any(isinstance(r, dict) and args.image_column in r for _, r in raw):
+        raise LmforgeError(f"--image_column {args.image_column}: no row of {args.input} has this column")
+    if vision:
+        return
+    for line, row in raw:
+        if _image_paths(args, line, row):
+            raise DataError(
+                args.input, line, "images", "no images: this model is not a vision-language model"
+            )
+
+
 def _length_limit(args: InferArgs, engine, audio: bool) -> tuple[int | None, bool, str]:
     """(token limit, whether it counts the answer too, where it comes from). An explicit
     --max_length caps prompt + answer (mdl-toolkit); audio models default to the run's max_length
@@ -299,6 +349,13 @@ def _length_limit(args: InferArgs, engine, audio: bool) -> tuple[int | None, boo
         source = "max_length of the run" if run_limit else "mdl-toolkit's default max_length"
         return int(run_limit or 128), True, f"{source} (set --max_length to change)"
     return run_limit, False, "max_length of the run (set --max_length to change)"
+
+
+def _text_prompt(engine, text: str, gen_args: GenerationArgs):
+    """A raw-text row (no images) for a vision engine's batches."""
+    from lmforge.infer.vision import VisionPrompt
+
+    return VisionPrompt(engine.encode(text, gen_args))
 
 
 def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -> str:
@@ -328,6 +385,10 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
     if args.system is not None:
         engine.system = args.system
     waves = _read_clips(args, raw, engine)
+    vision = hasattr(engine, "encode_vision") and not converted
+    if not converted:
+        _check_image_column(args, raw, vision)
+    prompts = [] if vision else None
     if args.batch_size is None:
         args.batch_size = 8 if waves is None else 32  # mdl-toolkit's inference batch for audio models
     limit, total, source = _length_limit(args, engine, waves is not None)
@@ -342,6 +403,18 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
                     args.input, line, "row", "an audio model needs a prompt (user_prompt), not raw text"
                 )
             ids = engine.encode_audio(item, waves[idx], gen_args)
+        elif prompts is not None:
+            paths = _image_paths(args, line, raw[idx][1])
+            if isinstance(item, str):
+                if paths:
+                    raise DataError(args.input, line, "row", "rows with images need a prompt, not raw text")
+            prompt = (
+                engine.encode_vision(item, paths, gen_args, where=f"{args.input}:{line}", lazy=True)
+                if not isinstance(item, str)
+                else _text_prompt(engine, item, gen_args)
+            )
+            prompts.append(prompt)
+            ids = prompt.ids
         else:
             ids = engine.encode(item, gen_args)
         where = f"{args.input}:{line}: row {idx}"
@@ -376,6 +449,10 @@ def run_infer(infer_args: InferArgs, gen_args: GenerationArgs, *, engine=None) -
                         waves[start : start + wave],
                         gen_args,
                         batch_size=args.batch_size,
+                    )
+                elif prompts is not None:
+                    done = engine.generate_vision(
+                        prompts[start : start + wave], gen_args, batch_size=args.batch_size
                     )
                 else:
                     done = engine.generate_ids(

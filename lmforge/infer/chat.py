@@ -1,7 +1,8 @@
 """`lmforge chat`: a streaming terminal chat, or one answer with `--prompt` (MiniMind's eval_llm.py).
 
 REPL commands: `/reset` clears the history, `/system TEXT` sets the system prompt (`/system` alone
-clears it), `/exit` (or `/quit`, or end of input) quits. `--historys N` keeps the last N
+clears it), `/image PATH` attaches an image to the next user turn (vision models; a bad file is a
+one-line error and the chat goes on), `/exit` (or `/quit`, or end of input) quits. `--historys N` keeps the last N
 user/assistant turns in the prompt; 0 (MiniMind's default) answers every question on its own.
 Thinking (`<think>...</think>`) is shown dimmed on a terminal, or hidden with `--show_thinking false`;
 it is never fed back into the history (Qwen3 convention).
@@ -21,7 +22,10 @@ if TYPE_CHECKING:
     from lmforge.infer.engine import Engine
 
 DIM, RESET = "\033[2m", "\033[0m"
-HELP = "commands: /reset (clear history), /system TEXT (set system prompt), /exit (quit)"
+HELP = (
+    "commands: /reset (clear history), /system TEXT (set system prompt), "
+    "/image PATH (attach an image to the next message), /exit (quit)"
+)
 
 
 @dataclass
@@ -36,6 +40,12 @@ class ChatArgs(EngineArgs):
     )
     system: str | None = field(default=None, metadata={"help": "System prompt (default: the run's, if any)."})
     prompt: str | None = field(default=None, metadata={"help": "Answer this one prompt and exit (no REPL)."})
+    image: str | None = field(
+        default=None,
+        metadata={
+            "help": "Image file(s) for --prompt, comma separated (vision models; in the REPL: /image)."
+        },
+    )
     stream: bool = field(default=True, metadata={"help": "Print tokens as they are generated."})
     show_speed: bool = field(
         default=False, metadata={"help": "After each answer print tokens and tokens/s (stderr)."}
@@ -107,12 +117,21 @@ class _Printer:
             self.out.flush()
 
 
-def answer(engine: Engine, messages: list[dict], gen: GenerationArgs, args: ChatArgs, out: TextIO) -> str:
-    """Print one answer to `out` (streamed or whole); returns its content for the history."""
+def answer(
+    engine: Engine,
+    messages: list[dict],
+    gen: GenerationArgs,
+    args: ChatArgs,
+    out: TextIO,
+    images: list | None = None,
+) -> str:
+    """Print one answer to `out` (streamed or whole); returns its content for the history.
+    `images`: the conversation's images, in `<image>` placeholder order (vision models)."""
     started = time.perf_counter()
     printer = _Printer(out, gen.show_thinking)
+    media = {"images": images} if images else {}
     if args.stream:
-        stream = engine.stream(messages, gen)
+        stream = engine.stream(messages, gen, **media)
         try:
             for piece in stream:
                 printer.write(piece)
@@ -123,7 +142,7 @@ def answer(engine: Engine, messages: list[dict], gen: GenerationArgs, args: Chat
         printer.write("", final=True)
         done = stream.completion
     else:
-        done = engine.chat(messages, gen)
+        done = engine.chat(messages, gen, **media)
         printer.write(done.raw_text, final=True)
     out.write("\n")
     out.flush()
@@ -135,6 +154,27 @@ def answer(engine: Engine, messages: list[dict], gen: GenerationArgs, args: Chat
             file=sys.stderr,
         )
     return done.text if done is not None else ""
+
+
+def load_attachment(engine: Engine, path: str):
+    """The image at `path` for a vision engine (one-line `LmforgeError` otherwise)."""
+    if not hasattr(engine, "encode_vision"):
+        raise LmforgeError("this model takes no images (not a vision-language model)")
+    from pathlib import Path
+
+    return engine.load_images([str(Path(path).expanduser())])[0]
+
+
+def _attach(engine: Engine, path: str, pending: list) -> str:
+    """`/image PATH`: read the image now (so a bad file is reported at once) and keep it for the
+    next user turn; returns the line to show."""
+    if not path:
+        return "error: /image needs a path: /image PATH"
+    try:
+        pending.append(load_attachment(engine, path))
+    except LmforgeError as e:
+        return f"error: /image: {e}"
+    return f"[image {len(pending)} attached to the next message: {path}]"
 
 
 def run_chat(
@@ -152,18 +192,32 @@ def run_chat(
     engine = engine or load_engine(chat_args)
     system = chat_args.system if chat_args.system is not None else engine.system
 
-    def build(history: list[dict], user: str) -> list[dict]:
+    def build(history: list[dict], user: dict) -> tuple[list[dict], list]:
+        """The prompt's messages and their images (user turns keep theirs under "images")."""
         kept = history[-2 * chat_args.historys :] if chat_args.historys else []
         head = [{"role": "system", "content": system}] if system else []
-        return head + kept + [{"role": "user", "content": user}]
+        turns = [*kept, user]
+        images = [im for m in turns for im in m.get("images", ())]
+        return head + [{k: v for k, v in m.items() if k != "images"} for m in turns], images
 
+    if chat_args.image and chat_args.prompt is None:
+        raise LmforgeError("--image goes with --prompt; in the chat itself attach images with /image PATH")
     if chat_args.prompt is not None:
-        answer(engine, build([], chat_args.prompt), gen_args, chat_args, out)
+        paths = [p.strip() for p in (chat_args.image or "").split(",") if p.strip()]
+        images = [load_attachment(engine, p) for p in paths]
+        user = {"role": "user", "content": chat_args.prompt}
+        if images:
+            from lmforge.models.vision import IMAGE_PLACEHOLDER
+
+            if IMAGE_PLACEHOLDER not in chat_args.prompt:
+                user["content"] = IMAGE_PLACEHOLDER * len(images) + chat_args.prompt
+        answer(engine, build([], user)[0], gen_args, chat_args, out, images)
         return 0
     interactive = bool(getattr(stdin, "isatty", lambda: False)())
     if interactive:
         out.write(f"lmforge chat with {engine.name}. {HELP}\n")
     history: list[dict] = []
+    pending: list = []  # images attached with /image, for the next user turn
     while True:
         if interactive:
             out.write("> ")
@@ -184,6 +238,8 @@ def run_chat(
             if cmd == "/reset":
                 history.clear()
                 out.write("[history cleared]\n")
+            elif cmd == "/image":
+                out.write(_attach(engine, rest.strip(), pending) + "\n")
             elif cmd == "/system":
                 system = rest.strip() or None
                 history.clear()
@@ -192,12 +248,20 @@ def run_chat(
                 out.write(f"[unknown command {cmd}] {HELP}\n")
             out.flush()
             continue
+        user: dict = {"role": "user", "content": line}
+        if pending:
+            from lmforge.models.vision import IMAGE_PLACEHOLDER
+
+            user = {"role": "user", "content": IMAGE_PLACEHOLDER * len(pending) + line, "images": pending}
         try:
-            reply = answer(engine, build(history, line), gen_args, chat_args, out)
+            messages, images = build(history, user)
+            reply = answer(engine, messages, gen_args, chat_args, out, images)
         except LmforgeError as e:  # e.g. the conversation outgrew the context: say so, keep going
             out.write(f"error: {e}\n")
             continue
-        history += [{"role": "user", "content": line}, {"role": "assistant", "content": reply}]
+        finally:
+            pending = []
+        history += [user, {"role": "assistant", "content": reply}]
     if interactive:
         out.write("\n")
     return 0

@@ -279,10 +279,14 @@ class Engine:
                 int(text_cfg.max_position_embeddings or 0), int(YARN_FACTOR * YARN_ORIGINAL_MAX)
             )
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        from lmforge.models.audio import is_audio_config, model_class
+        from lmforge.models import audio as audio_models
+        from lmforge.models import vision as vision_models
 
-        audio = is_audio_config(config)
-        net_cls = model_class(config) if audio else AutoModelForCausalLM
+        audio = audio_models.is_audio_config(config)
+        vision = not audio and vision_models.is_vision_config(config)
+        net_cls = AutoModelForCausalLM
+        if audio or vision:
+            net_cls = (audio_models if audio else vision_models).model_class(config)
         net = net_cls.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
         if lora_weight:
             try:
@@ -314,6 +318,24 @@ class Engine:
                 name=str(model),
             )
             engine.run_args = run
+            return engine
+        if vision:
+            from lmforge.infer.vision import VisionEngine
+
+            proc_dir = tok_dir if (Path(tok_dir) / "preprocessor_config.json").exists() else path
+            proc = vision_models.load_processor(proc_dir)
+            _use_template(proc.tokenizer, template or run.get("template"))
+            engine = VisionEngine(
+                net,
+                proc,
+                system=run.get("system") or None,
+                enable_thinking=run.get("enable_thinking"),
+                name=str(model),
+            )
+            engine.run_args = run
+            # images resized as the run's training rows were (LLaMA-Factory's image_max/min_pixels)
+            engine.max_pixels = run.get("image_max_pixels") or None
+            engine.min_pixels = run.get("image_min_pixels") or None
             return engine
         try:
             from lmforge.models.load import load_tokenizer_for
@@ -520,8 +542,9 @@ class TextStream:
     (`break`, `close()`) stops the generation.
     """
 
-    def __init__(self, engine: Engine, ids: list[int], gen: GenerationArgs):
-        self.engine, self.ids, self.gen = engine, ids, gen
+    def __init__(self, engine: Engine, ids: list[int], gen: GenerationArgs, extra: dict | None = None):
+        """`extra`: more model inputs (a vision prompt's image inputs)."""
+        self.engine, self.ids, self.gen, self.extra = engine, ids, gen, extra
         self.completion: Completion | None = None
         self._cancel = threading.Event()
         self._streamer = _QueueStreamer()
@@ -535,7 +558,9 @@ class TextStream:
 
     def _work(self) -> None:
         try:
-            self.engine._generate([self.ids], self.gen, streamer=self._streamer, cancel=self._cancel)
+            self.engine._generate(
+                [self.ids], self.gen, streamer=self._streamer, cancel=self._cancel, extra=self.extra
+            )
         except BaseException as e:  # surfaced in the consuming thread
             self._error = e
             self._streamer.end()

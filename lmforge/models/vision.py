@@ -219,3 +219,70 @@ def build_tiny_vision_model(
         json.dumps({"processor_class": "Qwen2VLProcessor"}, indent=2) + "\n", encoding="utf-8"
     )
     return out_dir
+
+
+# --- images → model inputs (shared by inference and training) -----------------------------------
+IMAGE_PLACEHOLDER = "<image>"  # the canonical rows' marker (LLaMA-Factory / ms-swift)
+
+
+def image_markup(processor) -> str:
+    """Text standing for one image in a rendered prompt: Qwen2-VL's
+    `<|vision_start|><|image_pad|><|vision_end|>` when the tokenizer has those tokens, else the
+    processor's image token (LLaVA's `<image>`); `expand_image_tokens` then repeats the image token."""
+    vocab = processor.tokenizer.get_vocab()
+    start, end = "<|vision_start|>", "<|vision_end|>"
+    if start in vocab and end in vocab:
+        return f"{start}{processor.image_token}{end}"
+    return processor.image_token
+
+
+def image_token_id(processor) -> int:
+    tid = getattr(processor, "image_token_id", None)
+    return int(tid if tid is not None else processor.tokenizer.convert_tokens_to_ids(processor.image_token))
+
+
+def image_inputs(processor, images: list) -> dict:
+    """The model's image inputs for PIL `images` (Qwen2-VL: `pixel_values` (patches, C·T·P·P) and
+    `image_grid_thw` (N, 3)) from the processor's image processor; {} for no image."""
+    if not images:
+        return {}
+    return dict(processor.image_processor(images=list(images), return_tensors="pt"))
+
+
+def image_token_counts(processor, images: list, inputs: dict) -> list[int]:
+    """Image tokens each image becomes: grid cells / merge² (Qwen2-VL), else what the processor says."""
+    grid = inputs.get("image_grid_thw")
+    if grid is not None:
+        merge = int(getattr(processor.image_processor, "merge_size", 1) or 1)
+        return [int(g.prod()) // merge**2 for g in grid]
+    sizes = [(im.height, im.width) for im in images]
+    return [int(n) for n in processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]]
+
+
+def expand_image_tokens(
+    processor, ids: list[int], counts: list[int], labels: list[int] | None = None
+) -> tuple[list[int], list[int] | None]:
+    """Repeat the k-th image token of `ids` `counts[k]` times (as the processor does to text);
+    `labels` (if given) get -100 there. The number of image tokens must equal len(counts)."""
+    tid = image_token_id(processor)
+    found = sum(1 for t in ids if t == tid)
+    if found != len(counts):
+        raise LmforgeError(
+            f"the prompt has {found} image token(s) ({processor.image_token}) but {len(counts)} image(s)"
+        )
+    out_ids: list[int] = []
+    out_labels: list[int] | None = [] if labels is not None else None
+    k = 0
+    for j, t in enumerate(ids):
+        n = 1
+        if t == tid:
+            n, k = counts[k], k + 1
+        out_ids += [t] * n
+        if out_labels is not None:
+            out_labels += [-100] * n if t == tid else [labels[j]]
+    return out_ids, out_labels
+
+
+def uses_token_types(processor) -> bool:
+    """Whether the model wants `mm_token_type_ids` (Qwen2-VL's M-RoPE: 1 marks image tokens)."""
+    return "mm_token_type_ids" in (getattr(processor, "model_input_names", None) or [])

@@ -130,7 +130,7 @@ async def chat_completion(service: Service, req: ChatRequest):
     functions = forced_tools(req.tools, req.tool_choice)
     if schema is not None and functions is not None:
         raise bad_request("response_format cannot be combined with a forced tool_choice", param="tool_choice")
-    text, ids, tools = service.chat_prompt(req)
+    text, ids, tools, extra = service.chat_prompt(req)
     grammar = service.grammars.build(schema, functions, "tool_choice" if functions else "response_format")
     if grammar is not None and opens_think(text):
         raise bad_request(
@@ -143,7 +143,11 @@ async def chat_completion(service: Service, req: ChatRequest):
     )
     top = (req.top_logprobs or 0) if req.logprobs else None
     params = dataclasses.replace(params, logprobs=top, grammar=grammar)
-    jobs, queue = service.submit([ids], [params], req.n, adapter)
+    if extra is not None:
+        from lmforge.serve.vision import check_supported
+
+        check_supported(params)
+    jobs, queue = service.submit([ids], [params], req.n, adapter, extra)
     deltas = [ChatDeltas(think_open=opens_think(text), tools=tools) for _ in jobs]
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
     events = _events(jobs, queue)

@@ -61,6 +61,20 @@ class ServeArgs(EngineArgs):
             "choices": ("hf", "vllm"),
         },
     )
+    allowed_local_media_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder(s), comma separated, that image_url file:// URLs and local paths may read "
+            "from (vLLM's flag; default none: local image paths are refused)."
+        },
+    )
+    limit_mm_per_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "Most images per request, as vLLM / ms-swift write it: '{\"image\": 2}' or image=2 "
+            "(default: no limit but the context length)."
+        },
+    )
     vllm_args: str | None = field(
         default=None,
         metadata={"help": "With --backend vllm: extra `vllm serve` flags, passed on as written."},

@@ -20,6 +20,9 @@ or linear-attention layers still batch, but only rows that start together.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from lmforge.serve.logprobs import Entry, top_entries
@@ -59,14 +62,21 @@ class Runner:
             self.peft = False
 
     def __call__(self, adapter: str | None, **inputs):
-        if not self.peft:
+        with self.using(adapter):
             return self.model(**inputs)
-        if adapter is None:
+
+    @contextmanager
+    def using(self, adapter: str | None) -> Iterator[None]:
+        """The model with `adapter` active (None: adapters disabled) for the calls inside."""
+        if not self.peft:
+            yield
+        elif adapter is None:
             with self.model.disable_adapter():
-                return self.model(**inputs)
-        if self.model.active_adapter != adapter:
-            self.model.set_adapter(adapter)
-        return self.model(**inputs)
+                yield
+        else:
+            if self.model.active_adapter != adapter:
+                self.model.set_adapter(adapter)
+            yield
 
 
 def _plain(cache) -> bool:

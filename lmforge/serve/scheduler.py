@@ -5,8 +5,10 @@ idle the scheduler waits up to `batch_wait` after the oldest request for up to `
 requests of the same adapter, prefills them together and decodes one token per row per step. While
 a batch runs, requests of its adapter join it (after their own short wait, or at once when they fill
 the free slots); a request for another adapter waits until the batch drains, and requests behind it
-wait too, so no adapter starves. Every token is handed to its request's `sink` as text as soon as it
-is final; rows leave the batch the moment they finish.
+wait too, so no adapter starves. A job with image inputs (`extra`, serve/vision.py) runs alone once
+the batch has drained, through the `solo` function, and the queue behind it waits for it. Every
+token is handed to its request's `sink` as text as soon as it is final; rows leave the batch the
+moment they finish.
 
 Hand-written: see `batch.py` for why transformers' continuous batching does not fit.
 """
@@ -48,6 +50,7 @@ class Job:
     sink: Callable[[Event], None]
     cancelled: bool = False
     prompt_logprobs: list | None = None  # set once the prompt is prefilled (params.prompt_logprobs)
+    extra: dict | None = None  # image inputs: the job runs alone through Scheduler.solo
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -64,8 +67,11 @@ class Scheduler:
         max_queue: int = 256,
         batch_wait_s: float = 0.005,
         grammars=None,
+        solo: Callable[[Job], None] | None = None,
     ):
+        """`solo(job)`: generates a job with image inputs by itself (serve/vision.py)."""
         self.runner, self.decode, self.eos = runner, decode, set(eos_ids)
+        self.solo = solo
         self.max_batch_size, self.max_queue, self.batch_wait_s = max_batch_size, max_queue, batch_wait_s
         self.grammars = grammars  # constrain.Grammars, for rows with a grammar
         self.waiting: deque[Job] = deque()
@@ -114,10 +120,18 @@ class Scheduler:
                     self.cond.wait()
                     continue
                 head = self.waiting[0]
+                if head.extra is not None:  # an image job: alone, once the batch has drained
+                    if running:
+                        return []
+                    return [self.waiting.popleft()]
                 room = self.max_batch_size - len(self.batch.rows)
                 if running and (head.adapter != self.batch.adapter or not self.batch.can_join or room <= 0):
                     return []
-                same = [j for j in self.waiting if j.adapter == head.adapter and not j.cancelled][:room]
+                same = [
+                    j
+                    for j in self.waiting
+                    if j.adapter == head.adapter and not j.cancelled and j.extra is None
+                ][:room]
                 left = head.arrived + self.batch_wait_s - time.monotonic()
                 if len(same) < room and left > 0:
                     if running:
@@ -133,6 +147,11 @@ class Scheduler:
         with torch.inference_mode():
             while (jobs := self._admit()) is not None:
                 try:
+                    if jobs and jobs[0].extra is not None:
+                        if self.solo is None:
+                            raise RuntimeError("this server has no image generation path")
+                        self.solo(jobs[0])
+                        continue
                     if jobs:
                         if not self.batch.rows:
                             self.batch = Batch(self.runner, jobs[0].adapter)

@@ -106,17 +106,22 @@ def build_service(args: ServeArgs, gen: GenerationArgs, adapters: dict[str, str]
         engine.system = args.system
     attach_adapters(engine, adapters, args)
     models = served_names(engine, args, adapters)
+    from lmforge.serve.vision import MediaPolicy, solo_runner
+
+    media = MediaPolicy.from_args(args.allowed_local_media_path, args.limit_mm_per_prompt)
+    runner = Runner(engine.model, engine.pad_id)
     scheduler = Scheduler(
-        Runner(engine.model, engine.pad_id),
+        runner,
         engine.decode,
         engine.eos_ids,
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
         batch_wait_s=args.batch_wait_ms / 1000,
         grammars=grammars_for(engine),
+        solo=solo_runner(engine, runner) if hasattr(engine, "encode_vision") else None,
     )
     roots = {name: adapters.get(name, str(args.model or args.weight)) for name in models}
-    return Service(engine, scheduler, models, gen, api_key=api_key_of(args), roots=roots)
+    return Service(engine, scheduler, models, gen, api_key=api_key_of(args), roots=roots, media=media)
 
 
 def run_serve(args: ServeArgs, gen: GenerationArgs) -> int:

@@ -30,9 +30,12 @@ class Service:
         *,
         api_key: str | None = None,
         roots: dict[str, str] | None = None,
+        media=None,
     ):
-        """`models` maps each served name to its PEFT adapter name (None: the base weights)."""
+        """`models` maps each served name to its PEFT adapter name (None: the base weights);
+        `media`: the `serve.vision.MediaPolicy` for image parts (default: no local paths, no limit)."""
         from lmforge.serve.logprobs import Formatter
+        from lmforge.serve.vision import MediaPolicy
 
         self.engine, self.scheduler, self.models, self.gen = engine, scheduler, models, gen
         self.grammars = scheduler.grammars or grammars_for(engine)
@@ -40,6 +43,7 @@ class Service:
         self.formatter = Formatter(lambda ids: engine.tokenizer.decode(ids, skip_special_tokens=False))
         self.api_key = api_key
         self.roots = roots or {}
+        self.media = media or MediaPolicy()
         self.created = int(time.time())
 
     # ------------------------------------------------------------------ names
@@ -68,18 +72,29 @@ class Service:
         ]
 
     # ------------------------------------------------------------------ prompts
-    def chat_prompt(self, req: ChatRequest) -> tuple[str, list[int], bool]:
-        """(prompt text, its token ids, whether tool calls are parsed) of a chat request."""
-        messages = [_message(m, i) for i, m in enumerate(req.messages)]
+    def chat_prompt(self, req: ChatRequest) -> tuple[str, list[int], bool, dict | None]:
+        """(prompt text, its token ids, whether tool calls are parsed, image inputs or None) of a
+        chat request; image parts are read under the media policy (serve/vision.py)."""
+        from lmforge.errors import LmforgeError
+        from lmforge.serve.vision import request_images
+
+        raw = [_message(m, i, keep_parts=True) for i, m in enumerate(req.messages)]
+        media = request_images(raw, self.media, self.engine)
+        messages = media[0] if media else [_message(m, i) for i, m in enumerate(req.messages)]
         thinking = (req.chat_template_kwargs or {}).get("enable_thinking", self.gen.enable_thinking)
         gen = dataclasses.replace(self.gen, enable_thinking=bool(thinking))
         tools = req.tools if req.tools and req.tool_choice != "none" else None
         try:
             text = self.engine.render(messages, gen, tools)
+            if media:
+                prompt = self.engine.encode_vision(messages, media[1], gen, tools)
+                return text, prompt.ids, tools is not None, self.engine.extra_inputs([prompt])([0])
+        except LmforgeError as e:  # placeholders and images disagree, ...
+            raise bad_request(f"messages: {e}", param="messages") from None
         except Exception as e:  # the chat template rejected the conversation
             raise bad_request(f"messages: the chat template failed: {e}", param="messages") from None
         ids = self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text, ids, tools is not None
+        return text, ids, tools is not None, None
 
     def text_prompts(self, prompt: Any) -> list[list[int]]:
         """Token ids of a /v1/completions `prompt` (str, list of str, token ids or lists of them)."""
@@ -160,10 +175,15 @@ class Service:
 
     # ------------------------------------------------------------------ jobs
     def submit(
-        self, prompts: list[list[int]], params: list[SamplingParams], n: int, adapter: str | None
+        self,
+        prompts: list[list[int]],
+        params: list[SamplingParams],
+        n: int,
+        adapter: str | None,
+        extra: dict | None = None,
     ) -> tuple[list[Job], asyncio.Queue]:
         """n jobs per prompt (choice index = prompt × n + j, seed + j); their events arrive on the
-        returned queue as (choice index, event)."""
+        returned queue as (choice index, event). `extra`: image inputs of a single prompt."""
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for p, (ids, base) in enumerate(zip(prompts, params)):
@@ -175,6 +195,7 @@ class Service:
                         dataclasses.replace(base, seed=seed),
                         adapter,
                         lambda ev, i=p * n + j: loop.call_soon_threadsafe(queue.put_nowait, (i, ev)),
+                        extra=extra,
                     )
                 )
         try:
@@ -195,10 +216,13 @@ def grammars_for(engine):
     return Grammars(engine.tokenizer, vocab, engine.eos_ids)
 
 
-def _message(m: Message, i: int) -> dict[str, Any]:
-    """A request message → the dict the chat template expects (text parts joined)."""
+def _message(m: Message, i: int, keep_parts: bool = False) -> dict[str, Any]:
+    """A request message → the dict the chat template expects (text parts joined; `keep_parts`:
+    content parts kept as dicts, for serve/vision.py to find images in)."""
     content = m.content
-    if isinstance(content, list):
+    if isinstance(content, list) and keep_parts:
+        content = [part.model_dump(exclude_none=True) for part in content]
+    elif isinstance(content, list):
         if any(part.type != "text" for part in content):
             raise bad_request(
                 f"messages[{i}].content: only text parts are supported", param=f"messages.{i}.content"

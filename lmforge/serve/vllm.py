@@ -83,6 +83,12 @@ def vllm_argv(
         if args.template.lower() not in TEMPLATES:
             raise LmforgeError(f"--template {args.template}: unknown; choose one of {', '.join(TEMPLATES)}")
         argv += ["--chat-template", TEMPLATES[args.template.lower()]]
+    if getattr(args, "allowed_local_media_path", None):  # vLLM's own flags of the same meaning
+        argv += ["--allowed-local-media-path", args.allowed_local_media_path]
+    if getattr(args, "limit_mm_per_prompt", None):
+        from lmforge.serve.vision import parse_limit_mm
+
+        argv += ["--limit-mm-per-prompt", json.dumps(parse_limit_mm(args.limit_mm_per_prompt))]
     if loras:
         rank = max(_rank(p) for p in loras.values())
         argv += ["--enable-lora", "--max-lora-rank", str(next((r for r in _LORA_RANKS if r >= rank), rank))]

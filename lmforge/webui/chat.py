@@ -1,5 +1,8 @@
 """The Chat tab's logic, without Gradio: which folders hold a model, the loaded model, and one
 streamed reply split into its `<think>` reasoning and its answer (the same split as `lmforge chat`).
+
+Vision models take an uploaded image with a message; the image is read only from Gradio's upload
+folder (`upload_path`), never from a path the browser names elsewhere.
 """
 
 from __future__ import annotations
@@ -81,19 +84,54 @@ class ModelSlot:
         return f"loaded {path} ({count_parameters(engine.model) / 1e6:.2f}M parameters, {engine.device})"
 
 
-def build_messages(history: list[dict], user: str, system: str | None, history_turns: int) -> list[dict]:
-    """The conversation sent to the model: system prompt, the last `history_turns` turns, `user`."""
+def build_messages(
+    history: list[dict], user: str | dict, system: str | None, history_turns: int
+) -> list[dict]:
+    """The conversation sent to the model: system prompt, the last `history_turns` turns, `user`
+    (a text, or a user message that may carry "images")."""
     kept = history[-2 * history_turns :] if history_turns > 0 else []
     head = [{"role": "system", "content": system}] if system else []
-    return head + kept + [{"role": "user", "content": user}]
+    return head + kept + [user if isinstance(user, dict) else {"role": "user", "content": user}]
+
+
+def split_images(messages: list[dict]) -> tuple[list[dict], list[str]]:
+    """(messages without their "images" keys, the images in order) for `VisionEngine.stream`."""
+    images = [im for m in messages for im in m.get("images", ())]
+    return [{k: v for k, v in m.items() if k != "images"} for m in messages], images
+
+
+def upload_path(path: str) -> str:
+    """`path` when it lies in Gradio's upload folder (symlinks and `..` resolved), else an error."""
+    from gradio.utils import get_upload_folder
+
+    root = Path(get_upload_folder()).resolve()
+    real = Path(path).resolve()
+    if not real.is_relative_to(root):
+        raise LmforgeError(f"image {path}: not an upload (images are read only from {root})")
+    return str(real)
+
+
+def image_message(engine: Engine, text: str, image: str | None) -> dict:
+    """The user message for `text` with an uploaded `image` (placeholder first), checked."""
+    if not image:
+        return {"role": "user", "content": text}
+    if not hasattr(engine, "encode_vision"):
+        raise LmforgeError("this model takes no images (not a vision-language model)")
+    from lmforge.models.vision import IMAGE_PLACEHOLDER
+
+    path = upload_path(image)
+    engine.load_images([path])  # a bad file: one line now, not mid-stream
+    return {"role": "user", "content": IMAGE_PLACEHOLDER + text, "images": [path]}
 
 
 def stream_reply(engine: Engine, messages: list[dict], gen: GenerationArgs) -> Iterator[tuple[str, str]]:
     """Yield (reasoning so far, answer so far) while the model streams; the last pair is the
-    Engine's own final split (`Completion.reasoning_content`, `Completion.text`)."""
+    Engine's own final split (`Completion.reasoning_content`, `Completion.text`). User messages
+    may carry "images" (vision models)."""
     splitter = ThinkSplitter()
     parts = {"reasoning": "", "content": ""}
-    stream = engine.stream(messages, gen)
+    messages, images = split_images(messages)
+    stream = engine.stream(messages, gen, images=images) if images else engine.stream(messages, gen)
     try:
         for piece in stream:
             for kind, text in splitter.feed(piece):

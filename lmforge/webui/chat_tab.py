@@ -2,7 +2,8 @@
 
 The displayed conversation (with "Thinking" bubbles when shown) and the conversation sent to the
 model (answers only: reasoning is never fed back, the Qwen3 convention `lmforge chat` follows) are
-kept apart: the Chatbot holds the first, a `gr.State` the second.
+kept apart: the Chatbot holds the first, a `gr.State` the second. Vision models take an image
+uploaded beside the message (read from Gradio's upload folder only, see chat.upload_path).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import gradio as gr
 
 from lmforge.errors import LmforgeError
 from lmforge.infer.args import GenerationArgs
-from lmforge.webui.chat import ModelSlot, build_messages, find_model_dirs, stream_reply
+from lmforge.webui.chat import ModelSlot, build_messages, find_model_dirs, image_message, stream_reply
 
 GEN = GenerationArgs()
 
@@ -53,6 +54,14 @@ def build_chat_tab(slot: ModelSlot, runs_dir: str):
     history = gr.State([])
     with gr.Row():
         message = gr.Textbox(placeholder="Message", show_label=False, scale=6, elem_id="chat-input")
+        image = gr.Image(
+            type="filepath",
+            sources=["upload"],
+            label="image (vision models)",
+            height=96,
+            scale=1,
+            elem_id="chat-image",
+        )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
@@ -82,14 +91,20 @@ def build_chat_tab(slot: ModelSlot, runs_dir: str):
             return f"error: {e}", gr.Dropdown()
         return text, gr.Dropdown(choices=_model_choices(runs_dir, slot), value=slot.path)
 
-    def respond(text, shown, hist, temp, tp, tk, new, rp, n_turns, sys_prompt, thinking, show_thinking):
+    def respond(text, img, shown, hist, temp, tp, tk, new, rp, n_turns, sys_prompt, thinking, show_thinking):
         text = (text or "").strip()
         if not text:
-            yield gr.Textbox(), shown, hist, gr.Markdown()
+            yield gr.Textbox(), img, shown, hist, gr.Markdown()
             return
         if slot.engine is None:
-            yield gr.Textbox(), shown, hist, "error: load a model first"
+            yield gr.Textbox(), img, shown, hist, "error: load a model first"
             return
+        try:
+            user = image_message(slot.engine, text, img)
+        except LmforgeError as e:
+            yield gr.Textbox(), img, shown, hist, f"error: {e}"
+            return
+        label = f"[image] {text}" if img else text
         gen = GenerationArgs(
             max_new_tokens=int(new),
             temperature=float(temp),
@@ -99,19 +114,20 @@ def build_chat_tab(slot: ModelSlot, runs_dir: str):
             enable_thinking=bool(thinking),
             show_thinking=bool(show_thinking),
         )
-        messages = build_messages(hist, text, (sys_prompt or "").strip() or None, int(n_turns))
+        messages = build_messages(hist, user, (sys_prompt or "").strip() or None, int(n_turns))
         answer = ""
         try:
             for reasoning, answer in stream_reply(slot.engine, messages, gen):
-                yield "", shown + _display(text, reasoning, answer, gen.show_thinking), hist, gr.Markdown()
+                shown_now = shown + _display(label, reasoning, answer, gen.show_thinking)
+                yield "", None, shown_now, hist, gr.Markdown()
         except LmforgeError as e:  # e.g. the conversation outgrew the context
-            yield text, shown, hist, f"error: {e}"
+            yield text, img, shown, hist, f"error: {e}"
             return
-        turn = [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
-        yield "", gr.Chatbot(), hist + turn, f"loaded {slot.path}"
+        turn = [user, {"role": "assistant", "content": answer}]
+        yield "", None, gr.Chatbot(), hist + turn, f"loaded {slot.path}"
 
     gen_inputs = [temperature, top_p, top_k, max_new, rep, turns, system, think, show]
-    outputs = [message, chatbot, history, status]
+    outputs = [message, image, chatbot, history, status]
     load.click(do_load, [choice, path], [status, choice])
 
     def rescan():
@@ -120,8 +136,11 @@ def build_chat_tab(slot: ModelSlot, runs_dir: str):
     refresh.click(rescan, None, choice)
     # One generation at a time across both triggers and all tabs: CPUs gain nothing from overlap.
     queue = {"concurrency_limit": 1, "concurrency_id": "chat"}
-    sent = send.click(respond, [message, chatbot, history, *gen_inputs], outputs, **queue)
-    submitted = message.submit(respond, [message, chatbot, history, *gen_inputs], outputs, **queue)
+    inputs = [message, image, chatbot, history, *gen_inputs]
+    sent = send.click(respond, inputs, outputs, **queue)
+    submitted = message.submit(respond, inputs, outputs, **queue)
     stop.click(None, None, None, cancels=[sent, submitted])
-    clear.click(lambda: ([], [], ""), None, [chatbot, history, message], cancels=[sent, submitted])
+    clear.click(
+        lambda: ([], [], "", None), None, [chatbot, history, message, image], cancels=[sent, submitted]
+    )
     return rescan, choice
