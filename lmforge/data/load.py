@@ -72,7 +72,7 @@ class LoadStats:
             self.formats[name] = self.formats.get(name, 0) + count
 
 
-def features_for(kind: str, *, audio: bool = False) -> datasets.Features:
+def features_for(kind: str, *, audio: bool = False, images: bool = False) -> datasets.Features:
     """The fixed Arrow schema of canonical rows of `kind` (every string nullable)."""
     from datasets import Features, List, Value
 
@@ -89,6 +89,8 @@ def features_for(kind: str, *, audio: bool = False) -> datasets.Features:
     schema = dict(schemas[kind])
     if audio:
         schema["audio"] = Value("string")
+    if images:  # vision rows: absolute image paths, in placeholder order
+        schema["images"] = List(Value("string"))
     return Features(schema)
 
 
@@ -268,6 +270,7 @@ def _generate_rows(files: tuple, kind: str, options: str, stats_path: str) -> It
     opts = json.loads(options)
     skip, columns, fmt = opts.pop("skip_bad_rows"), opts.pop("columns"), opts.pop("fmt")
     formatting, audio = opts.pop("formatting"), opts.pop("audio")
+    images = opts.pop("images", False)
     stats, formats = LoadStats(), Counter()
     for path, _size, _mtime in files:
         for lineno, raw in iter_raw(path, kind):
@@ -286,6 +289,8 @@ def _generate_rows(files: tuple, kind: str, options: str, stats_path: str) -> It
                 continue
             if audio:
                 out.setdefault("audio", None)
+            if images:
+                out["images"] = _image_paths(raw, path)
             formats[row_fmt] += 1
             stats.num_rows += 1
             yield out
@@ -415,6 +420,27 @@ def _part_fmt(part: _Part, kind: str, fmt: str | None) -> str | None:
     return None
 
 
+def _image_paths(raw: dict, path: str) -> list[str]:
+    """A JSON row's `images` list as absolute paths (relative ones under the file's folder)."""
+    from lmforge.data.vision import resolve_media_path
+
+    value = raw.get("images") or []
+    value = [value] if isinstance(value, str) else value
+    base = os.path.dirname(os.path.abspath(path))
+    return [os.path.abspath(resolve_media_path(str(p), base_dir=base)) for p in value]
+
+
+def _has_images(files: tuple) -> bool:
+    """Whether the first row of a JSON / JSONL file carries an `images` list (vision rows)."""
+    for path, _, _ in files:
+        if path.lower().endswith((".json", ".jsonl")):
+            for _, raw in iter_raw(path, "chat"):
+                if isinstance(raw, dict) and "images" in raw:
+                    return True
+                break
+    return False
+
+
 def _has_audio(files: tuple) -> bool:
     for path, _, _ in files:
         if path.lower().endswith((".csv", ".tsv")):
@@ -442,8 +468,9 @@ def _gen_kwargs(part: _Part, kind: str, fmt: str | None, opts: dict, skip: bool,
             f"--format {fmt!r} is not a {kind} format; expected one of {', '.join(FORMATS[kind])}"
         )
     audio = kind == "chat" and _has_audio(part.files)
+    images = kind == "chat" and _has_images(part.files)
     options = dict(opts, skip_bad_rows=skip, columns=part.columns, fmt=_part_fmt(part, kind, fmt))
-    options.update(formatting=part.formatting, audio=audio, tags=part.tags)
+    options.update(formatting=part.formatting, audio=audio, images=images, tags=part.tags)
     options_json = json.dumps(options, sort_keys=True, ensure_ascii=False)
     key = json.dumps([part.files, kind, options_json, _code_hash()])
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -554,12 +581,13 @@ def load_rows(
     total, loaded = LoadStats(), []
     for part in resolve_spec(spec, dataset_dir):
         gen_kwargs = _gen_kwargs(part, kind, fmt, opts, skip_bad_rows, str(stats_dir))
-        audio = json.loads(gen_kwargs["options"])["audio"]
+        options = json.loads(gen_kwargs["options"])
+        audio, images = options["audio"], options.get("images", False)
         fingerprint = os.path.basename(gen_kwargs["stats_path"])[: -len(".json")]
         try:
             ds = datasets.Dataset.from_generator(
                 _generate_rows,
-                features=features_for(kind, audio=audio),
+                features=features_for(kind, audio=audio, images=images),
                 cache_dir=cache_dir,
                 gen_kwargs=gen_kwargs,
                 fingerprint=fingerprint,
@@ -567,7 +595,7 @@ def load_rows(
         except Exception as e:  # noqa: BLE001 - datasets wraps the generator's error; surface ours
             ours = _unwrap(e)
             if ours is None and "corresponds to no data" in str(e):  # every row skipped or empty files
-                empty = features_for(kind, audio=audio)
+                empty = features_for(kind, audio=audio, images=images)
                 ds = datasets.Dataset.from_dict({k: [] for k in empty}, features=empty)
             elif ours is None:
                 raise
@@ -596,9 +624,10 @@ def _stream_parts(spec, kind, fmt, opts, skip_bad_rows, dataset_dir, mix_strateg
     parts = []
     for part in resolve_spec(spec, dataset_dir):
         gen_kwargs = _gen_kwargs(part, kind, fmt, opts, skip_bad_rows, "")
-        audio = json.loads(gen_kwargs["options"])["audio"]
+        options = json.loads(gen_kwargs["options"])
+        audio, images = options["audio"], options.get("images", False)
         ds = datasets.IterableDataset.from_generator(
-            _generate_rows, features=features_for(kind, audio=audio), gen_kwargs=gen_kwargs
+            _generate_rows, features=features_for(kind, audio=audio, images=images), gen_kwargs=gen_kwargs
         )
         parts.append(ds.take(part.sample) if part.sample else ds)
     return _mix(parts, mix_strategy, interleave_probs, seed)
