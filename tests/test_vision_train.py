@@ -325,3 +325,20 @@ def test_lora_defaults_to_the_language_model_and_merges(setup):
     for i, (_, new) in enumerate(merged_answers):
         pos = (torch.tensor(ds[i]["labels"]) != -100).nonzero().flatten()[0]
         assert new[0] == int(a[i, pos - 1].argmax())
+
+
+def test_text_rows_mix_with_image_rows(setup):
+    """A vision model trains on text-only chat rows too: mixed in, they get no image tokens."""
+    from lmforge.data.load import load_rows
+    from lmforge.models.vision import load_processor
+    from lmforge.training.vision import tokenize_vision_chat
+
+    proc = load_processor(setup.model)
+    rows, _ = load_rows(f"{setup.data / 'vision_test.jsonl'},{setup.data / 'lora_identity.jsonl'}", "chat")
+    cfg = {"max_length": 96, "dataset": "mix", "train_on_prompt": False, "enable_thinking": True}
+    ds = tokenize_vision_chat(SimpleNamespace(processor=proc, cfg=cfg, stats={}), rows)
+    with_images = [r for r in ds if r["images"]]
+    assert len(with_images) == 60 and len(ds) > 60
+    assert all(proc.image_token_id not in r["input_ids"] for r in ds if not r["images"])
+    batch = collate(proc, [with_images[0], next(r for r in ds if not r["images"])])
+    assert batch["image_grid_thw"].tolist() == [[1, 4, 4]]

@@ -434,10 +434,13 @@ def _has_images(files: tuple) -> bool:
     """Whether the first row of a JSON / JSONL file carries an `images` list (vision rows)."""
     for path, _, _ in files:
         if path.lower().endswith((".json", ".jsonl")):
-            for _, raw in iter_raw(path, "chat"):
-                if isinstance(raw, dict) and "images" in raw:
-                    return True
-                break
+            try:
+                for _, raw in iter_raw(path, "chat"):
+                    if isinstance(raw, dict) and "images" in raw:
+                        return True
+                    break
+            except LmforgeError:  # an empty or unreadable file: reported where its rows are read
+                continue
     return False
 
 
@@ -510,8 +513,9 @@ def _mix(parts: list, mix_strategy: str, interleave_probs, seed: int):
     if mix_strategy not in MIX_STRATEGIES:
         raise LmforgeError(f"--mix_strategy {mix_strategy!r} is not one of {', '.join(MIX_STRATEGIES)}")
     columns = {c for p in parts for c in p.column_names}
-    if any(set(p.column_names) != columns for p in parts):  # e.g. only a CSV part has `audio`
-        parts = [p if "audio" in p.column_names else _add_none_column(p, "audio") for p in parts]
+    for name in ("audio", "images"):  # e.g. only a CSV part has `audio`, only a vision part `images`
+        if name in columns:
+            parts = [p if name in p.column_names else _add_none_column(p, name) for p in parts]
     if mix_strategy == "concat":
         return datasets.concatenate_datasets(parts)
     probs = interleave_probs
@@ -524,10 +528,10 @@ def _mix(parts: list, mix_strategy: str, interleave_probs, seed: int):
 
 
 def _add_none_column(ds, name: str):
-    from datasets import Value
+    from datasets import List, Value
 
     features = ds.features.copy()
-    features[name] = Value("string")
+    features[name] = List(Value("string")) if name == "images" else Value("string")
     return ds.map(lambda b: {name: [None] * len(next(iter(b.values())))}, batched=True, features=features)
 
 
