@@ -342,3 +342,52 @@ def test_text_rows_mix_with_image_rows(setup):
     assert all(proc.image_token_id not in r["input_ids"] for r in ds if not r["images"])
     batch = collate(proc, [with_images[0], next(r for r in ds if not r["images"])])
     assert batch["image_grid_thw"].tolist() == [[1, 4, 4]]
+
+
+def build_tiny_llava(out_dir):
+    """A LLaVA-layout model (CLIP vision tower, projector, Qwen2 decoder) with a LlavaProcessor whose
+    call expands `<image>` to 4 tokens for a 28-pixel crop: the second family, built in the test."""
+    import transformers as T
+
+    from lmforge.models.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(None)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
+    ip = getattr(T, "CLIPImageProcessorPil", T.CLIPImageProcessor)(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}
+    )
+    config = T.LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+        text_config={"model_type": "qwen2", "vocab_size": (len(tok) + 63) // 64 * 64, "hidden_size": 64,
+                     "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "pad_token_id": tok.pad_token_id},
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    T.LlavaForConditionalGeneration(config).save_pretrained(out_dir)
+    T.LlavaProcessor(
+        image_processor=ip, tokenizer=tok, patch_size=14, num_additional_image_tokens=1,
+        vision_feature_select_strategy="default", chat_template=tok.chat_template,
+    ).save_pretrained(out_dir)  # fmt: skip
+    return str(out_dir)
+
+
+def test_a_llava_style_model_trains_through_the_same_path(setup):
+    """Processor-generic: `<image>` stays LLaVA's own token, its count comes from LlavaProcessor, the
+    parts are vision_tower / multi_modal_projector / language_model; defaults train the decoder."""
+    from lmforge.models.vision import load_processor
+
+    model = build_tiny_llava(setup.root / "tiny-llava")
+    ds, proc = encode(model, setup.data / "vision_test.jsonl")
+    assert ds[0]["input_ids"].count(proc.image_token_id) == 4
+    assert "<|vision_start|>" not in proc.tokenizer.decode(ds[0]["input_ids"])
+    run = setup.root / "run-llava"
+    assert run_cli(
+        "train", "sft", "--model_name_or_path", model, "--dataset", setup.data / "vision_train.jsonl",
+        *SHORT, *COMMON, "--output_dir", run,
+    ) == 0  # fmt: skip
+    assert type(load_processor(str(run))).__name__ == "LlavaProcessor"
+    changes = part_changes(model, run)
+    assert {p for p, (changed, _) in changes.items() if changed} == {"decoder", "lm_head"}
+    assert all(changed == total for p, (changed, total) in changes.items() if p in ("decoder", "lm_head"))
