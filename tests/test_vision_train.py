@@ -393,3 +393,19 @@ def test_a_llava_style_model_trains_through_the_same_path(setup):
     changes = part_changes(model, run)
     assert {p for p, (changed, _) in changes.items() if changed} == {"decoder", "lm_head"}
     assert all(changed == total for p, (changed, total) in changes.items() if p in ("decoder", "lm_head"))
+
+
+def test_video_rows_are_refused_in_one_line(setup):
+    from datasets import Dataset
+
+    from lmforge.models.vision import load_processor
+    from lmforge.training.vision import tokenize_vision_chat
+
+    rows = Dataset.from_list(
+        [{"messages": [{"role": "user", "content": "<video>What happens?"}, {"role": "assistant", "content": "x"}],
+          "tools": None, "images": [], "videos": ["/data/clip.mp4"]}]
+    )  # fmt: skip
+    cfg = {"max_length": 96, "dataset": "v.jsonl", "train_on_prompt": False, "enable_thinking": True}
+    ctx = SimpleNamespace(processor=load_processor(setup.model), cfg=cfg, stats={})
+    with pytest.raises(LmforgeError, match=r"^v.jsonl: row 1: video rows are not trained yet"):
+        tokenize_vision_chat(ctx, rows)

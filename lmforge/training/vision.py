@@ -113,13 +113,18 @@ def tokenize_vision_chat(ctx, rows):
     tok, max_len, where = proc.tokenizer, cfg["max_length"], cfg.get("dataset")
     markup, image_id, bounds = image_markup(proc), proc.image_token_id, pixel_bounds(cfg)
     count_tokens = ImageTokenCounter(proc)
-    has_images = "images" in rows.column_names
+    has_images, has_videos = "images" in rows.column_names, "videos" in rows.column_names
 
     def encode(batch, idx):
         items, counts, paths_col = [], [], []
         images_col = batch["images"] if has_images else [None] * len(idx)
-        for messages, tools, paths, i in zip(batch["messages"], batch["tools"], images_col, idx):
+        videos_col = batch["videos"] if has_videos else [None] * len(idx)
+        for messages, tools, paths, videos, i in zip(
+            batch["messages"], batch["tools"], images_col, videos_col, idx
+        ):
             row, paths = f"{where}: row {i + 1}", list(paths or [])
+            if videos:
+                raise LmforgeError(f"{row}: video rows are not trained yet (images only); drop its videos")
             messages, n = with_markup(messages, markup)
             if n != len(paths):
                 raise LmforgeError(f"{row}: {n} {PLACEHOLDER} placeholders but {len(paths)} images")
