@@ -193,6 +193,10 @@ def cmd_data_synth(argv: list[str]) -> int:
         from lmforge.data.audio import synth_clips
 
         files.update(synth_clips(cfg["output_dir"], cfg["audio_clips"], seed=cfg["seed"]))
+    if cfg["images"] > 0:
+        from lmforge.data.synth_vision import synth_images
+
+        files.update(synth_images(cfg["output_dir"], cfg["images"], seed=cfg["seed"]))
     mark_finished(cfg["output_dir"], {"command": "data synth", "files": files})
     for name, path in files.items():
         print(f"{name:<12} {path}")

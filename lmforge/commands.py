@@ -43,6 +43,11 @@ class SynthArgs:
     audio_clips: int = arg(
         0, "Also write N labelled tone clips (clips/*.wav) and audio_train.csv / audio_test.csv"
     )
+    images: int = arg(
+        0,
+        "Also write N small pictures (images/*.png) with colour / shape / count questions answerable only "
+        "from the picture: vision_train.jsonl and a held-out vision_test.jsonl (a fifth, unseen images)",
+    )
 
 
 @dataclass

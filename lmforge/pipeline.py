@@ -43,7 +43,8 @@ class StageContext:
     cfg: Config
     run_dir: str
     tokenizer: Any = None
-    processor: Any = None  # audio LLMs: the folder's processor (feature extractor + tokenizer)
+    processor: Any = None  # audio / vision LLMs: the folder's processor (feature extractor or image
+    # processor + tokenizer)
     model: Any = None
     tuned: Any = None  # lmforge.tuners.apply.Tuned
     train_dataset: Any = None
@@ -153,6 +154,13 @@ def load_tokenizer_and_model(cfg: Config, loader=None):
             if cfg.get("quantization_bit"):
                 raise LmforgeError("--quantization_bit is not supported for audio models; use --tuner lora")
             model = load_audio_model(path, attn_implementation=cfg.get("attn_implementation"))
+            return tokenizer, model, path
+        from lmforge.models.vision import is_vision_model_dir, load_vision_model
+
+        if is_vision_model_dir(path):
+            if cfg.get("quantization_bit"):
+                raise LmforgeError("--quantization_bit is not supported for vision models; use --tuner lora")
+            model = load_vision_model(path, attn_implementation=cfg.get("attn_implementation"))
             return tokenizer, model, path
         model = load_model(
             path,
@@ -362,7 +370,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, getattr(module, "load_model", None))
     if base_path:
         cfg.values["model_name_or_path"] = base_path
-        ctx.processor = _audio_processor(base_path, ctx)
+        ctx.processor = _model_processor(base_path, ctx)
     apply_model_options(ctx, from_folder=bool(base_path))
     from lmforge.data.chat_templates import apply_template
 
@@ -403,22 +411,29 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     return run_dir
 
 
-def _audio_processor(path: str, ctx: StageContext):
-    """An audio LLM's processor (its tokenizer then replaces ctx.tokenizer), else None."""
-    from lmforge.models.audio import is_audio_model_dir, load_processor
+def _model_processor(path: str, ctx: StageContext):
+    """An audio or vision LLM's processor (its tokenizer then replaces ctx.tokenizer), else None."""
+    from lmforge.models import audio, vision
 
-    if not is_audio_model_dir(path):
+    if audio.is_audio_model_dir(path):
+        if ctx.stage != "sft":
+            raise LmforgeError(
+                f"train {ctx.stage}: audio models are trained with `train sft` (CSV with an audio column)"
+            )
+        proc = audio.load_processor(path)
+    elif vision.is_vision_model_dir(path):
+        if ctx.stage != "sft":
+            raise LmforgeError(
+                f"train {ctx.stage}: vision models are trained with `train sft` here (rows with `images`)"
+            )
+        proc = vision.load_processor(path)
+    else:
         if ctx.cfg.get("train_target"):
             raise LmforgeError(
-                f"--train_target applies to audio models; {path} is a text model (use --lora_target "
-                "and --modules_to_save to choose what trains)"
+                f"--train_target applies to audio and vision models; {path} is a text model (use "
+                "--lora_target and --modules_to_save to choose what trains)"
             )
         return None
-    if ctx.stage != "sft":
-        raise LmforgeError(
-            f"train {ctx.stage}: audio models are trained with `train sft` (CSV with an audio column)"
-        )
-    proc = load_processor(path)
     if not ctx.cfg.get("tokenizer_path"):
         ctx.tokenizer = proc.tokenizer
     return proc
@@ -496,7 +511,7 @@ def _finish(ctx: StageContext, trainer, metrics: dict[str, Any]) -> None:
         ctx.tuned.save(run_dir)
     else:
         trainer.save_model(run_dir)
-    (ctx.processor or ctx.tokenizer).save_pretrained(run_dir)
+    _save_processor(ctx, run_dir)
     state = trainer.state
     losses = [r["loss"] for r in _read_metrics(run_dir) if "loss" in r]
     summary = {
@@ -514,6 +529,17 @@ def _finish(ctx: StageContext, trainer, metrics: dict[str, Any]) -> None:
     write_model_card(run_dir, ctx.stage, ctx.cfg.values, summary)
     mark_finished(run_dir, {"stage": ctx.stage, "global_step": state.global_step})
     log.info("finished %s: %s", ctx.stage, run_dir)
+
+
+def _save_processor(ctx: StageContext, run_dir: str) -> None:
+    """The tokenizer, or an audio / vision LLM's whole processor, beside the saved model."""
+    proc = ctx.processor
+    if proc is not None and getattr(proc, "image_processor", None) is not None:
+        from lmforge.training.vision import save_processor
+
+        save_processor(proc, run_dir)
+    else:
+        (proc or ctx.tokenizer).save_pretrained(run_dir)
 
 
 def _save_merged(ctx: StageContext, trainer) -> None:

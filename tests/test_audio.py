@@ -181,7 +181,7 @@ def test_bad_audio_rows_are_one_line_errors(audio_setup, tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("train", "sft", "--model_name_or_path", text_model, "--dataset", s["audio_train"],
                    "--train_target", "decoder", *COMMON, "--max_steps", "1", "--output_dir", tmp_path / "t") != 0  # fmt: skip
-    assert "--train_target applies to audio models" in capsys.readouterr().err
+    assert "--train_target applies to audio and vision models" in capsys.readouterr().err
 
 
 def test_full_tuning_of_one_part(audio_setup, tmp_path):

@@ -72,7 +72,6 @@ REFUSED = {
     "model_type": "",  # accepted with a model folder, refused alone (below)
     "model_revision": "lmforge loads local folders",
     "local_repo_path": "models that need a GitHub repo",
-    "freeze_vit": "no vision models",
     "model_kwargs": "extra multimodal",
     "dataset_seed": "lmforge samples and splits",
     "val_dataset_sample": "deprecated in ms-swift too",

@@ -302,6 +302,7 @@ ALIASES: dict[str, tuple[str | tuple[str, ...], Callable[[Any], Any] | None]] = 
     "eval_few_shot": ("n_shot", _few_shot),  # seed_004 eval: few-shot examples, None = 5 (C-Eval's)
     "eval_token": ("api_key", _empty_token),  # seed_004 eval: key of --eval_url, EMPTY = none
     "hub_private_repo": ("hub_private", None),  # seed_004 export (train keeps transformers' own)
+    "freeze_vit": ("freeze_vision_tower", None),  # seed_004 sft: keep a multimodal model's ViT frozen
 }
 
 # Reference flags whose effect cannot exist here (a hub download, a vendor backend not installed):
@@ -465,7 +466,6 @@ UNAVAILABLE: dict[str, tuple[tuple[str, ...], str]] = {
         "architectures (a folder's own code with --trust_remote_code)",
     ),  # seed_004: repo of mPLUG-Owl / DeepSeek-VL / Yi-VL / LLaVA
     "model_kwargs": (("none", "{}", ""), "extra multimodal model kwargs: no multimodal models here"),
-    "freeze_vit": (("false",), "no vision models here (audio LLMs: choose parts with --train_target)"),
     "tuner_backend": (("peft",), "lmforge's adapters are peft's; drop the flag (unsloth: not offered)"),
     "add_output_dir_suffix": (("true", "false"), "expects true or false"),  # seed_004: lmforge/swift.py
     "resume_only_model": (

@@ -9,21 +9,20 @@ attribute name, so other encoder + projector + decoder models with the usual nam
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.models.parts import (  # noqa: F401  (re-exported for audio callers)
+    DEFAULT_TRAIN_TARGET,
+    TRAIN_TARGETS,
+    parse_train_target,
+    part_prefixes,
+    set_trainable_parts,
+    train_target_modules,
+)
 
 AUDIO_SPECIAL_TOKENS = ("<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>")
-TRAIN_TARGETS = ("encoder", "projector", "decoder", "embed_tokens", "lm_head")
-DEFAULT_TRAIN_TARGET = "encoder,projector,decoder"  # mdl-toolkit's default
-# Attribute names of each part, searched on the model and its `.model`
-_PART_NAMES = {
-    "encoder": ("audio_tower", "audio_encoder", "audio_model", "encoder"),
-    "projector": ("multi_modal_projector", "audio_projector", "mm_projector", "projector"),
-    "decoder": ("language_model", "text_model", "decoder"),
-}
 
 
 def is_audio_config(config: Any) -> bool:
@@ -118,86 +117,6 @@ def extract_features(processor, waves: list) -> dict[str, Any]:
         return_tensors="pt",
     )
     return {"input_features": out["input_features"], "feature_attention_mask": out["attention_mask"]}
-
-
-# --- parts ------------------------------------------------------------------------------------
-def _find_part(model, names: tuple[str, ...]) -> tuple[str, Any] | None:
-    for prefix, owner in (("", model), ("model.", getattr(model, "model", None))):
-        if owner is None:
-            continue
-        for name in names:
-            mod = getattr(owner, name, None)
-            if mod is not None and hasattr(mod, "named_modules"):
-                return prefix + name, mod
-    return None
-
-
-def part_prefixes(model) -> dict[str, str]:
-    """Full module-name prefixes of encoder / projector / decoder / embed_tokens / lm_head."""
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = {id(m): n for n, m in base.named_modules()}
-    out = {}
-    for part, candidates in _PART_NAMES.items():
-        found = _find_part(base, candidates)
-        if found:
-            out[part] = found[0]
-    emb, head = base.get_input_embeddings(), base.get_output_embeddings()
-    if isinstance(emb, torch.nn.Module) and id(emb) in names:
-        out["embed_tokens"] = names[id(emb)]
-    if isinstance(head, torch.nn.Module) and id(head) in names:
-        out["lm_head"] = names[id(head)]
-    return out
-
-
-def parse_train_target(spec: str | None) -> list[str]:
-    targets = [t.strip() for t in (spec or DEFAULT_TRAIN_TARGET).split(",") if t.strip()]
-    bad = [t for t in targets if t not in TRAIN_TARGETS]
-    if bad or not targets:
-        raise LmforgeError(
-            f"--train_target {spec}: unknown part {', '.join(bad) or '(none)'}; "
-            f"expected a comma list of {', '.join(TRAIN_TARGETS)}"
-        )
-    return targets
-
-
-def train_target_modules(model, spec: str | None) -> tuple[str | None, list[str]]:
-    """(regex of the linear layers that get adapters, modules trained in full) for `--train_target`.
-
-    encoder / projector / decoder: every linear layer inside them (attention and MLP projections
-    both); embed_tokens / lm_head: trained in full and saved with the adapter (as mdl-toolkit)."""
-    import torch
-
-    targets = parse_train_target(spec)
-    prefixes = part_prefixes(model)
-    missing = [t for t in targets if t not in prefixes]
-    if missing:
-        raise LmforgeError(
-            f"--train_target {','.join(targets)}: this model ({type(model).__name__}) has no "
-            f"{', '.join(missing)} part (found: {', '.join(prefixes) or 'none'})"
-        )
-    skip = {prefixes[k] for k in ("embed_tokens", "lm_head") if k in prefixes}
-    linear_parts = [prefixes[t] for t in targets if t in ("encoder", "projector", "decoder")]
-    names = [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear)
-        and n not in skip
-        and any(n == p or n.startswith(p + ".") for p in linear_parts)
-    ]
-    regex = "^(" + "|".join(re.escape(n) for n in names) + ")$" if names else None
-    full = [prefixes[t].split(".")[-1] for t in targets if t in ("embed_tokens", "lm_head")]
-    return regex, full
-
-
-def set_trainable_parts(model, spec: str | None) -> None:
-    """Full/freeze tuning of an audio LLM: only the `--train_target` parts keep requires_grad."""
-    targets = parse_train_target(spec)
-    prefixes = part_prefixes(model)
-    keep = [prefixes[t] for t in targets if t in prefixes]
-    for n, p in model.named_parameters():
-        p.requires_grad_(any(n == k or n.startswith(k + ".") for k in keep))
 
 
 # --- a tiny model, built offline -------------------------------------------------------------

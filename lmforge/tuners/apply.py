@@ -128,10 +128,15 @@ def quantization_config(cfg):
 
 def apply_tuner(model, cfg, *, run_dir: str, num_training_steps: int) -> Tuned:
     """Make only what `--tuner` names trainable (wrapping in a PeftModel for adapters)."""
+    from lmforge.tuners import vision
+
     name = tuner_name(cfg)
     tuned = Tuned(model, {})
-    if name == "full" and cfg.get("train_target"):
-        from lmforge.models.audio import set_trainable_parts
+    vision_model = vision.is_vision(model)
+    if name == "full" and vision_model:
+        vision.apply_vision_full(model, cfg)
+    elif name == "full" and cfg.get("train_target"):
+        from lmforge.models.parts import set_trainable_parts
 
         set_trainable_parts(model, cfg["train_target"])
     if name == "full" and cfg.get("freeze_parameters_ratio") is not None:
@@ -141,6 +146,8 @@ def apply_tuner(model, cfg, *, run_dir: str, num_training_steps: int) -> Tuned:
             apply_partial(model, cfg)
     if name == "freeze":
         _freeze(model, cfg, _trainable_layer_ids(model, cfg["freeze_trainable_layers"]))
+        if vision_model:
+            vision.apply_vision_freeze(model, cfg)
     elif name == "llama_pro":
         from lmforge.tuners.llama_pro import expand_layers
 
@@ -289,10 +296,14 @@ def peft_config(model, cfg, name: str, num_training_steps: int):
 
     targets = parse_targets(cfg["lora_target"])
     to_save = _modules_to_save(model, cfg.get("modules_to_save"))
-    from lmforge.models.audio import is_audio_config, train_target_modules
+    from lmforge.models.audio import is_audio_config
+    from lmforge.models.parts import train_target_modules
+    from lmforge.tuners.vision import is_vision, vision_train_parts
 
-    if is_audio_config(model.config) and ("lora_target" not in cfg.explicit or cfg.get("train_target")):
-        targets, full = train_target_modules(model, cfg.get("train_target"))
+    multimodal = is_audio_config(model.config) or is_vision(model)
+    if multimodal and ("lora_target" not in cfg.explicit or cfg.get("train_target")):
+        spec = vision_train_parts(cfg, adapters=True) if is_vision(model) else cfg.get("train_target")
+        targets, full = train_target_modules(model, spec)
         to_save = sorted({*(to_save or []), *full}) or None
         if targets is None:  # only embed_tokens / lm_head: nothing gets an adapter
             raise LmforgeError(

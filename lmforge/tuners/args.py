@@ -52,10 +52,21 @@ class TunerArgs:
     )
     train_target: str | None = arg(
         None,
-        "Audio LLMs: parts that train, comma list of encoder, projector, decoder, embed_tokens, lm_head "
-        "(default encoder,projector,decoder). Adapters go on every linear layer of encoder/projector/"
-        "decoder (attention and MLP); embed_tokens/lm_head train in full",
+        "Audio and vision LLMs: parts that train, comma list of encoder, projector, decoder, embed_tokens, "
+        "lm_head (audio default encoder,projector,decoder; vision default: what the --freeze_* flags "
+        "leave). Adapters go on every linear layer of encoder/projector/decoder (attention and MLP); "
+        "embed_tokens/lm_head train in full",
         multi=True,
+    )
+    # --- vision LLMs (LLaMA-Factory's names; ms-swift's --freeze_vit is an alias) --------------
+    freeze_vision_tower: bool = arg(
+        True, "Vision LLMs: keep the vision encoder frozen (no adapters on it); false trains it too"
+    )
+    freeze_multi_modal_projector: bool = arg(
+        True, "Vision LLMs: keep the projector between vision encoder and language model frozen"
+    )
+    freeze_language_model: bool = arg(
+        False, "Vision LLMs: keep the language model frozen (train only what the two flags above free)"
     )
     merge_lora: bool = arg(
         False,

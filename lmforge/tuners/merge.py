@@ -159,9 +159,13 @@ def load_merged(args: MergeArgs) -> tuple[Any, Any, dict[str, Any]]:
     from transformers import AutoModelForCausalLM
 
     from lmforge.models.load import load_tokenizer_for
+    from lmforge.models.vision import is_vision_model_dir, load_vision_model
 
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    if is_vision_model_dir(base):  # its own class (AutoModelForCausalLM does not load vision LLMs)
+        model = load_vision_model(base, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     try:
         with warnings.catch_warnings():  # peft's own use of deprecated transformers names
             warnings.simplefilter("ignore", FutureWarning)
@@ -172,7 +176,12 @@ def load_merged(args: MergeArgs) -> tuple[Any, Any, dict[str, Any]]:
     tokenizer = load_tokenizer_for(str(adapter) if has_tokenizer else base)
     _fill_generation_config(model, adapter, tokenizer)
     peft_type = "DoRA" if adapter_cfg.get("use_dora") else str(adapter_cfg.get("peft_type", "PEFT"))
-    return model, tokenizer, {"base": base, "adapter": adapter, "peft_type": peft_type}
+    info = {"base": base, "adapter": adapter, "peft_type": peft_type}
+    if is_vision_model_dir(base):  # the merged folder gets the processor (image processor) too
+        from lmforge.models.vision import load_processor
+
+        info["processor"] = load_processor(str(adapter) if has_tokenizer else base)
+    return model, tokenizer, info
 
 
 def merge(args: MergeArgs) -> tuple[Path, int]:
@@ -197,5 +206,9 @@ def merge(args: MergeArgs) -> tuple[Path, int]:
     ) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        if info.get("processor") is not None:
+            from lmforge.training.vision import save_processor
+
+            save_processor(info["processor"], str(tmp))
         (tmp / "README.md").write_text(card, encoding="utf-8")
     return out, n_params
