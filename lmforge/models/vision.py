@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.vision import IMAGE_PLACEHOLDER  # noqa: F401 - the canonical rows' marker, used by infer
 from lmforge.errors import LmforgeError
 
 # Qwen2-VL's special tokens, added to lmforge's tokenizer by the tiny builder
@@ -222,7 +223,6 @@ def build_tiny_vision_model(
 
 
 # --- images → model inputs (shared by inference and training) -----------------------------------
-IMAGE_PLACEHOLDER = "<image>"  # the canonical rows' marker (LLaMA-Factory / ms-swift)
 
 
 def image_markup(processor) -> str:

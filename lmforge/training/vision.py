@@ -14,25 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.data.vision import IMAGE_PLACEHOLDER as PLACEHOLDER
 from lmforge.errors import LmforgeError
+from lmforge.models.vision import expand_image_tokens, image_inputs, image_markup
 
 IGNORE_INDEX = -100
-PLACEHOLDER = "<image>"  # LLaMA-Factory's / ms-swift's image tag in canonical rows
-_QWEN_VL_MARKS = ("<|vision_start|>", "<|vision_end|>")
 
 
 def pixel_bounds(cfg) -> dict[str, int | None]:
     """`--image_max_pixels` / `--image_min_pixels` when the config has them (None: no bound)."""
     return {"max_pixels": cfg.get("image_max_pixels"), "min_pixels": cfg.get("image_min_pixels")}
-
-
-def image_markup(processor) -> str:
-    """What one image is in the text before expansion (one image token inside the model's marks)."""
-    token = processor.image_token
-    vocab = processor.tokenizer.get_vocab()
-    if all(m in vocab for m in _QWEN_VL_MARKS) and token != PLACEHOLDER:
-        return f"{_QWEN_VL_MARKS[0]}{token}{_QWEN_VL_MARKS[1]}"
-    return token
 
 
 class ImageTokenCounter:
@@ -62,24 +53,14 @@ def with_markup(messages: list[dict], markup: str) -> tuple[list[dict], int]:
     return out, count
 
 
-def expand_images(ids: list[int], labels: list[int], image_id: int, counts: list[int], row: str):
+def expand_images(processor, ids: list[int], labels: list[int], counts: list[int], row: str):
     """Each image token k of `ids` repeated counts[k] times (labels -100 there)."""
-    found = ids.count(image_id)
-    if found != len(counts):
+    try:
+        return expand_image_tokens(processor, ids, counts, labels)
+    except LmforgeError as e:
         raise LmforgeError(
-            f"{row}: the chat template rendered {found} image tokens for {len(counts)} images "
-            "(is an <image> placeholder inside a turn the template drops?)"
-        )
-    new_ids, new_labels, k = [], [], 0
-    for t, lab in zip(ids, labels):
-        if t == image_id:
-            new_ids += [image_id] * counts[k]
-            new_labels += [IGNORE_INDEX] * counts[k]
-            k += 1
-        else:
-            new_ids.append(t)
-            new_labels.append(lab)
-    return new_ids, new_labels
+            f"{row}: {e} after the chat template (is an <image> placeholder inside a turn the template drops?)"
+        ) from None
 
 
 def _truncate(ids, labels, image_id: int, max_len: int | None, cfg, row: str):
@@ -142,7 +123,7 @@ def tokenize_vision_chat(ctx, rows):
         out = {"input_ids": [], "labels": [], "images": paths_col}
         for ids, labels, ns, i in zip(enc["input_ids"], enc["labels"], counts, idx):
             row = f"{where}: row {i + 1}"
-            ids, labels = expand_images(ids, labels, image_id, ns, row)
+            ids, labels = expand_images(proc, ids, labels, ns, row)
             ids, labels = _truncate(ids, labels, image_id, max_len, cfg, row)
             out["input_ids"].append(ids)
             out["labels"].append(labels)
@@ -163,12 +144,6 @@ def tokenize_vision_chat(ctx, rows):
     if len(ds) == 0:
         raise LmforgeError(f"{where}: no image row has an answer left within --max_length {max_len}")
     return ds
-
-
-def image_inputs(processor, images: list) -> dict[str, Any]:
-    """The image processor's tensors for a batch of PIL images (pixel_values, image_grid_thw, ...)."""
-    out = processor.image_processor(images=images, return_tensors="pt")
-    return dict(out.items())
 
 
 def accepts_mm_token_types(model) -> bool:
