@@ -4,8 +4,8 @@
 - docs/options.md is exactly what scripts/gen_options.py writes from the config fields' help.
 - Every relative link in README.md and docs/*.md names an existing file (and heading, when it has
   an anchor).
-- Every `--flag` of an `lmforge ...` command in README.md's code blocks is an option (or alias) of
-  that command.
+- Every `--flag` of an `lmforge ...` command in the code blocks of README.md and docs/*.md is an
+  option (or alias) of that command.
 """
 
 from __future__ import annotations
@@ -128,18 +128,20 @@ def test_relative_links_resolve(page):
 
 
 def _commands(text: str) -> list[list[str]]:
-    """The words of every `lmforge ...` command line in the code blocks (continuations joined,
-    comments dropped, words from `lmforge` on)."""
+    """The words after `lmforge` of every command line in the code blocks (continuations joined,
+    comments and leading `VAR=value` words dropped, quoted multi-word values left out)."""
     out = []
     for block in _code_blocks(text):
         for line in block.replace("\\\n", " ").splitlines():
-            line = re.split(r"\s#\s|\s#$|\s{2,}#", line)[0]
+            line = re.split(r"^\s*#|\s#\s|\s#$|\s{2,}#", line)[0]
             try:
                 words = shlex.split(line)
             except ValueError:
                 continue
-            if "lmforge" in words:
-                out.append(words[words.index("lmforge") + 1 :])
+            while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
+                words = words[1:]
+            if words[:1] == ["lmforge"]:
+                out.append([w for w in words[1:] if " " not in w])
     return out
 
 
@@ -165,24 +167,28 @@ def _command_keys(words: list[str]) -> tuple[str, set[str]]:
     stages = {s.replace("_", "-") for s in (*STAGES, *STAGE_ALIASES)}
     if words[:1] == ["train"]:
         stage = words[1] if len(words) > 1 else ""
-        assert stage.replace("_", "-") in stages, f"README: `lmforge train` without a known stage: {words}"
+        if stage.endswith((".yaml", ".yml", ".json")):  # the stage is the file's `stage:`
+            return "train CONFIG", set()
+        assert stage.replace("_", "-") in stages, f"`lmforge train` without a known stage: {words}"
         return f"train {stage}", _specs_for(("train", stage))
     if words[:2] == ["data", "convert"]:
-        stage = words[2] if len(words) > 2 and words[2].replace("_", "-") in stages else "sft"
+        named = [w.split("=", 1)[-1] for w in words if w.startswith("--stage=")]
+        named += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--stage"]
+        stage = next((w for w in [*words[2:3], *named] if w.replace("_", "-") in stages), "sft")
         return "data convert", _specs_for(("train", stage)) | {"output", "stage"}
     for n in (2, 1):
         if tuple(words[:n]) in cli.COMMANDS:
             return " ".join(words[:n]), _specs_for(tuple(words[:n]))
-    raise AssertionError(f"README names an unknown command: lmforge {' '.join(words)}")
+    raise AssertionError(f"an unknown command: lmforge {' '.join(words)}")
 
 
-def test_readme_flags_exist():
+@pytest.mark.parametrize("page", _pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_documented_flags_exist(page):
     from lmforge.config.loader import canonical_key
-
-    bad = []
     from lmforge.teacher.args import normalize_argv  # generate's --teacher_model → --model
 
-    for words in _commands(README.read_text(encoding="utf-8")):
+    bad = []
+    for words in _commands(page.read_text(encoding="utf-8")):
         words = normalize_argv(words) if words[:1] == ["generate"] else words
         command, keys = _command_keys(words)
         if not keys:
@@ -194,4 +200,4 @@ def test_readme_flags_exist():
             name = word[2:].split("=", 1)[0].replace("-", "_")
             if name != "help" and canonical_key(name, specs)[0] not in keys:  # type: ignore[arg-type]
                 bad.append(f"lmforge {command}: --{name}")
-    assert not bad, "README flags that the parser does not have: " + ", ".join(sorted(set(bad)))
+    assert not bad, f"{page.name}: flags the parser does not have: " + ", ".join(sorted(set(bad)))
