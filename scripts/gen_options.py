@@ -51,7 +51,11 @@ def _record_help(argv: list[str]) -> HelpCall | None:
         calls.append(HelpCall(" ".join(argv), list(groups), include_hf, dict(defaults or {})))
         return ""
 
-    with mock.patch.object(loader, "format_help", record), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.ExitStack() as stack:
+        for module in (loader, cli):  # wherever the CLI finds format_help
+            if hasattr(module, "format_help"):
+                stack.enter_context(mock.patch.object(module, "format_help", record))
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         cli.dispatch([*argv, "--help"])
     return calls[0] if calls else None
 
@@ -63,8 +67,10 @@ def _help_calls() -> tuple[list[tuple[str, HelpCall | None]], list[HelpCall]]:
     from lmforge.stages import STAGES
 
     commands = [(" ".join(w), _record_help(list(w))) for w in cli.COMMANDS if w != ("train",)]
-    stages = [_record_help(["train", s]) for s in [*STAGES, *STAGE_ALIASES]]
-    return commands, [c for c in stages if c is not None]
+    stages = [c for c in (_record_help(["train", s]) for s in [*STAGES, *STAGE_ALIASES]) if c is not None]
+    if not stages:
+        raise SystemExit("gen_options: `lmforge train STAGE --help` no longer goes through format_help")
+    return commands, stages
 
 
 def _title(cls: type) -> str:
