@@ -524,7 +524,10 @@ def test_truncation_strategy_delete_and_left():
         "input_ids": [[1, 2, 3], [6, 7]],
         "labels": [[-100, -100, 3], [-100, 7]],
     }
-    assert truncate_rows(rows, 3, "left") == {"input_ids": [[3, 4, 5], [6, 7]], "labels": [[3, 4, 5], [-100, 7]]}
+    assert truncate_rows(rows, 3, "left") == {
+        "input_ids": [[3, 4, 5], [6, 7]],
+        "labels": [[3, 4, 5], [-100, 7]],
+    }
     deleted = truncate_rows(rows, 3, "delete")
     assert deleted["labels"] == [[IGNORE_INDEX] * 3, [-100, 7]]  # the long row trains nothing: dropped
     assert truncate_rows(rows, -1, "delete") == rows  # swift's max_length -1: no limit

@@ -387,7 +387,11 @@ def encode_chat_batch(
     is encoded segment-wise (`data/template.py`), any other template by `encode_rows`. Rows longer
     than ``max_length`` are cut from the end (``truncation="left"``: from the start; ``"delete"``:
     their labels become all -100); callers drop rows left with no trainable token."""
-    opts = {"train_on_prompt": train_on_prompt, "enable_thinking": enable_thinking, "mask_history": mask_history}
+    opts = {
+        "train_on_prompt": train_on_prompt,
+        "enable_thinking": enable_thinking,
+        "mask_history": mask_history,
+    }
     if is_lmforge_chatml(tokenizer):
         out = encode_chatml_batch(tokenizer, rows, **opts)
     else:
