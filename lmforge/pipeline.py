@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge import faults, runtime
 from lmforge.config.loader import Config, resolve
 from lmforge.config.schema import DataArgs, ModelArgs, RunArgs
 from lmforge.errors import LmforgeError
@@ -354,10 +355,11 @@ def _load_streaming(ctx: StageContext, kind: str, opts: dict[str, Any]):
 
 def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None = None) -> str:
     """Run one training stage; returns the run folder."""
+    runtime.setup()  # the same process set-up as `lmforge train` (lmforge/runtime.py)
     from transformers import set_seed
 
     from lmforge.training.checks import validate_config
-    from lmforge.training.trainer import FaultInjectionCallback, MetricsCallback, SigtermCallback
+    from lmforge.training.trainer import MetricsCallback, SigtermCallback
     from lmforge.tuners.apply import apply_tuner
 
     module, cfg = resolve_train_config(stage, argv or []) if cfg is None else (_module(stage), cfg)
@@ -393,8 +395,8 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     sigterm = SigtermCallback()
     trainer.add_callback(MetricsCallback(trainer, run_dir, resumed_step))
     trainer.add_callback(sigterm)
-    if os.environ.get("LMFORGE_FAULT_KILL_AT_STEP"):
-        trainer.add_callback(FaultInjectionCallback(int(os.environ["LMFORGE_FAULT_KILL_AT_STEP"])))
+    for callback in faults.training_callbacks(faults.current()):  # test hooks: none unless asked for
+        trainer.add_callback(callback)
     _log_start(ctx, ckpt)
     result = trainer.train(resume_from_checkpoint=ckpt)
     if cfg["plot"] and trainer.args.should_save:
