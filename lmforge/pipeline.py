@@ -68,14 +68,24 @@ def stage_name(name: str) -> str:
     return LLAMAFACTORY_STAGES.get(name, name).replace("_", "-")
 
 
-def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
+def resolve_train_config(
+    stage: str, argv: list[str], values: dict[str, Any] | None = None, values_from: str = "arguments"
+) -> tuple[Any, Config]:
     from lmforge.config.minimind import apply_minimind_defaults, stage_alias
     from lmforge.stages import get_stage
 
     stage, alias_defaults = stage_alias(stage)  # MiniMind's `train lora`, `train distillation`
     module = get_stage(stage)
     defaults = {**stage_defaults(module), **alias_defaults}
-    cfg = resolve([*GROUPS, module.Args], argv, include_hf=True, defaults=defaults, max_positionals=0)
+    cfg = resolve(
+        [*GROUPS, module.Args],
+        argv,
+        include_hf=True,
+        defaults=defaults,
+        max_positionals=0,
+        values=values,
+        values_from=values_from,
+    )
     recorded = cfg.get("stage")
     if recorded and stage_name(recorded) != stage.replace("_", "-"):
         raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")

@@ -365,16 +365,16 @@ def _command_groups(words):
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_recipes_through_the_parser(recipe):
-    from lmforge.pipeline_file import _argv, load_pipeline
+    from lmforge.pipeline_file import load_pipeline
 
     _, stages = load_pipeline(str(recipe))
     for st in stages:
         words = tuple(st["command"].split())
-        argv = _argv(st.get("args") or {})
+        args = st.get("args") or {}
         if words[0] == "train":
-            _, cfg = resolve_train_config(words[1], argv)
+            _, cfg = resolve_train_config(words[1], [], values=args)
         else:
-            cfg = resolve(_command_groups(words), argv, max_positionals=0)
+            cfg = resolve(_command_groups(words), [], max_positionals=0, values=args)
         for key in st.get("args") or {}:
             assert key in cfg.explicit or cfg.values.get(key) is not None, (recipe.name, st["name"], key)
 
@@ -420,7 +420,7 @@ def test_args_file_reruns_the_same_run_and_outputs(synth_dir, tmp_path, one_thre
 # --- logging, env --------------------------------------------------------------------------------
 def test_only_lmforge_lines_carry_the_prefix():
     code = (
-        "import logging, lmforge.cli as c; c._setup_logging();"
+        "import logging, lmforge.runtime as r; r.setup();"
         "logging.getLogger('kernels').warning('Skipping publisher trust check');"
         "logging.getLogger('lmforge').info('own line')"
     )

@@ -382,11 +382,14 @@ def resolve(
     defaults: dict[str, Any] | None = None,
     yaml_positional: bool = True,
     max_positionals: int | None = None,
+    values: dict[str, Any] | None = None,
+    values_from: str = "arguments",
 ) -> Config:
     """Parse `argv` against `groups` (+ TrainingArguments when include_hf).
 
-    Config files (YAML/JSON positionals) apply in order over `defaults`, then the command line
-    (`--key value`, `--key=value`, `key=value`). Within one layer a list option accumulates and any
+    Config files (YAML/JSON positionals) apply in order over `defaults`, then `values` (flat keys
+    given from Python, e.g. a pipeline stage's `args`; errors name them `values_from`), then the
+    command line (`--key value`, `--key=value`, `key=value`). Within one layer a list option accumulates and any
     other option given twice keeps the last value, with a warning. More than `max_positionals` leftover
     words (None: no limit, the command checks) is an error naming the first extra one."""
     specs = collect_specs(groups, include_hf)
@@ -402,6 +405,8 @@ def resolve(
         else:
             rest.append(pos)
     _check_positionals(rest, max_positionals, specs)
+    if values:
+        layers.append((values_from, list(values.items())))
     layers.append(("command line", pairs))
     explicit: set[str] = set()
     layered: set[str] = set()
