@@ -393,7 +393,7 @@ def resolve(
     other option given twice keeps the last value, with a warning. More than `max_positionals` leftover
     words (None: no limit, the command checks) is an error naming the first extra one."""
     specs = collect_specs(groups, include_hf)
-    values = {k: s.default for k, s in specs.items()}
+    resolved = {k: s.default for k, s in specs.items()}
     positionals, pairs = split_argv(argv, specs)
     layers: list[tuple[str, list[tuple[str, Any]]]] = []
     if defaults:
@@ -429,11 +429,11 @@ def resolve(
                     log.warning(
                         "%s: --%s given twice (%r, then %r): using %r", where, key, seen[key], val, val
                     )
-            seen[key] = values[key] = val
+            seen[key] = resolved[key] = val
             layered.add(key)
             if where != "defaults":
                 explicit.add(key)
-    return Config(values, specs, explicit, rest, layered)
+    return Config(resolved, specs, explicit, rest, layered)
 
 
 def format_help(
