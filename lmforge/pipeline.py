@@ -368,6 +368,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     runtime.setup()  # the same process set-up as `lmforge train` (lmforge/runtime.py)
     from transformers import set_seed
 
+    from lmforge.stages.contract import optional
     from lmforge.training.checks import validate_config
     from lmforge.training.trainer import MetricsCallback, SigtermCallback
     from lmforge.tuners.apply import apply_tuner
@@ -379,7 +380,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     ctx.training_args = validate_config(module, cfg, run_dir)  # before any model or data is loaded
     flush_denormals()
     set_seed(cfg["seed"])
-    ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, getattr(module, "load_model", None))
+    ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, optional(module, "load_model"))
     if base_path:
         cfg.values["model_name_or_path"] = base_path
         ctx.processor = _model_processor(base_path, ctx)
@@ -388,7 +389,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
 
     apply_template(ctx.tokenizer, cfg.get("template"))  # saved with the run's tokenizer
     ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
-    if hasattr(module, "check_data"):  # e.g. RL: some reward can be non-zero
+    if optional(module, "check_data"):  # e.g. RL: some reward can be non-zero
         module.check_data(ctx)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read

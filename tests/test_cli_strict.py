@@ -199,11 +199,12 @@ def test_stage_contract(tmp_path):
     from lmforge.config.loader import collect_specs
     from lmforge.pipeline import GROUPS
     from lmforge.stages import STAGES, get_stage
-    from lmforge.stages.contract import Stage
+    from lmforge.stages.contract import Stage, problems
 
     for name in STAGES:
         module = get_stage(name)
         assert isinstance(module, Stage), name
+        assert problems(module) == [], name
         assert dataclasses.is_dataclass(module.Args), name
         specs = collect_specs([*GROUPS, module.Args], include_hf=True)
         assert set(module.DEFAULTS) <= set(specs), name
@@ -212,6 +213,33 @@ def test_stage_contract(tmp_path):
         args_cls, fields = module.trainer_config(cfg)
         assert args_cls is None or isinstance(args_cls, type)
         assert isinstance(fields, dict)
+
+
+def test_stage_contract_names_what_is_wrong():
+    import types
+
+    from lmforge.stages.contract import optional, problems
+    from lmforge.stages.sft import Args
+
+    fake = types.ModuleType("fake", "A fake stage.")
+    fake.DATA_KIND, fake.DEFAULTS, fake.Args = "chat", {}, Args
+    fake.validate = lambda cfg: None
+    fake.trainer_config = lambda cfg: (None, {})
+    fake.prepare = lambda ctx, rows: rows
+    fake.build_trainer = lambda ctx: None
+    assert problems(fake) == [] and optional(fake, "check_data") is None
+    fake.prepare = lambda rows: rows  # the wrong signature
+    fake.check_data = lambda ctx, extra: None
+    fake.FEATURE_KEYS = ["a"]
+    del fake.DEFAULTS
+    assert problems(fake) == [
+        "fake: missing DEFAULTS",
+        "fake: prepare(rows): expected prepare(ctx, rows)",
+        "fake: FEATURE_KEYS must be a tuple; got list",
+        "fake: check_data(ctx, extra): expected check_data(ctx)",
+    ]
+    with pytest.raises(KeyError):
+        optional(fake, "prepare")
 
 
 # --- report_to, schedulers, LLaMA-Factory flags --------------------------------------------------
