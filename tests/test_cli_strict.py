@@ -463,6 +463,49 @@ def test_only_lmforge_lines_carry_the_prefix():
     assert "[lmforge] Skipping" not in out.stderr
 
 
+def test_python_api_and_cli_train_alike(synth_dir, tmp_path):
+    """`run_train` from a bare Python process sets up the process as `lmforge train` does (logging,
+    environment) and gives the same losses, bit for bit."""
+    import json
+    import os
+
+    import lmforge
+    from lmforge.runtime import ENV_DEFAULTS
+
+    env = {k: v for k, v in os.environ.items() if k not in ENV_DEFAULTS and k != "LMFORGE_LOG_LEVEL"}
+    env.update(PYTHONPATH=str(Path(lmforge.__file__).parents[1]), OMP_NUM_THREADS="1")
+    flags = [*TINY_RUN, "--dataset", str(synth_dir / "pretrain.jsonl"), "--max_samples", "16"]
+    code = (
+        "import json, os, sys; from lmforge.pipeline import run_train; run_train('pretrain', sys.argv[1:]);"
+        f"print(json.dumps({{k: os.environ.get(k) for k in {sorted(ENV_DEFAULTS)!r}}}))"
+    )
+    runs = {
+        "python": [sys.executable, "-c", code, *flags, "--output_dir", str(tmp_path / "python")],
+        "cli": [
+            sys.executable,
+            "-m",
+            "lmforge",
+            "train",
+            "pretrain",
+            *flags,
+            "--output_dir",
+            str(tmp_path / "cli"),
+        ],
+    }
+    for name, argv in runs.items():
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "[lmforge] stage pretrain" in out.stderr, name  # lmforge's log handler is set up
+        if name == "python":
+            assert json.loads(out.stdout.strip().splitlines()[-1]) == ENV_DEFAULTS
+
+    def losses(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(ln)["loss"].hex() for ln in lines if "loss" in json.loads(ln)]
+
+    assert len(losses("python")) == 2 and losses("python") == losses("cli")
+
+
 def test_env_lists_versions(capsys):
     assert cli.main(["env"]) == 0
     out = capsys.readouterr().out
