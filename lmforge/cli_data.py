@@ -1,5 +1,5 @@
 """Command handlers that build inputs: `tokenizer train`, `init`, `data synth`, `data check`,
-`data convert`. Each `cmd_*` takes the command's argv; `run_*` takes its resolved config (the
+`data convert`. Each `cmd_*` takes the command's argv; `do_*` takes its resolved config (the
 pipeline runner calls those)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Command handlers that use a model: `train`, `chat`, `infer`, `serve`, `webui`, `merge`, `eval`,
-`export`, `generate`, `import minimind`, and `env`. Each `cmd_*` takes the command's argv; `run_*`
+`export`, `generate`, `import minimind`, and `env`. Each `cmd_*` takes the command's argv; `do_*`
 takes its resolved config (the pipeline runner calls those)."""
 
 from __future__ import annotations

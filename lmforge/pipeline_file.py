@@ -92,9 +92,9 @@ def run_pipeline_file(path: str, *, dry_run: bool = False) -> int:
     runtime.setup()
     workdir, stages = load_pipeline(path)
     names = {"workdir": workdir, **{st["name"]: str(Path(workdir) / st["name"]) for st in stages}}
-    for st in stages:
+    runners = [_runner(st["command"].split(), path, st["name"]) for st in stages]  # all known first
+    for st, run in zip(stages, runners):
         command = st["command"].split()
-        run = _runner(command, path, st["name"])
         args = {k: _expand(v, names) for k, v in (st.get("args") or {}).items()}
         folder = args.setdefault("output_dir", names[st["name"]]) if _has_output(command) else None
         key = " ".join(command[:2])
