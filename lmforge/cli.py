@@ -7,11 +7,10 @@ traceback.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 
-from lmforge import runtime
+from lmforge import cli_data, cli_run, runtime
 from lmforge.cli_common import COMMANDS, print_help, usage, wants_help
 from lmforge.cli_run import EVAL_DEFAULTS  # noqa: F401  (importable from here: tests, docs)
 
@@ -29,6 +28,9 @@ def cmd_pipeline(argv: list[str]) -> int:
     if len(cfg.positionals) != 1:
         raise LmforgeError("pipeline: give exactly one pipeline YAML file")
     return run_pipeline_file(cfg.positionals[0], dry_run=cfg["dry_run"])
+
+
+_HANDLER_MODULES = {"cli": sys.modules[__name__], "cli_data": cli_data, "cli_run": cli_run}
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -65,8 +67,8 @@ def dispatch(argv: list[str]) -> int:
         hint = f" Did you mean `lmforge {near[0]}`?" if near else ""
         print(f"lmforge: unknown command {argv[0]!r}.{hint} Commands: {', '.join(names)}", file=sys.stderr)
         return 2
-    module, name = COMMANDS[words][1].rsplit(".", 1)
-    handler: Callable[[list[str]], int] = getattr(importlib.import_module(f"lmforge.{module}"), name)
+    module, name = COMMANDS[words][1].split(".")
+    handler: Callable[[list[str]], int] = getattr(_HANDLER_MODULES[module], name)
     return handler(rest)
 
 

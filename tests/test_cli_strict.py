@@ -215,6 +215,12 @@ def test_stage_contract(tmp_path):
         assert isinstance(fields, dict)
 
 
+def test_every_command_has_its_handler():
+    for words, (summary, handler) in cli.COMMANDS.items():
+        module, name = handler.split(".")
+        assert summary and callable(getattr(cli._HANDLER_MODULES[module], name)), words
+
+
 def test_stage_contract_names_what_is_wrong():
     import types
 
