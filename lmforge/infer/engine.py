@@ -99,116 +99,124 @@ class Engine(GenerationEngine):
         (`system`, `enable_thinking`, `lora_weight`, `template`) from their `lmforge_args.yaml`;
         `template` (a `--template` name) overrides the tokenizer's chat template."""
 
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         from lmforge.models.load import read_run_defaults
-        from lmforge.models.locate import (
-            adapter_base,
-            check_sizes,
-            find_adapter,
-            is_adapter_dir,
-            resolve_model_path,
-        )
-        from lmforge.models.presets import rope_parameters
+        from lmforge.models.locate import check_sizes, find_adapter, is_adapter_dir, resolve_model_path
 
         if is_adapter_dir(model):
             lora_weight = lora_weight or model  # an adapter folder: load its base model under it
-            from lmforge.models.weights import check_model_files
-
-            check_model_files(model)
-            model = adapter_base(model) or ""
+            model = _adapter_base(model)
         path = resolve_model_path(model, save_dir=save_dir, hidden_size=hidden_size, use_moe=use_moe)
         check_sizes(path, {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers})
         run = read_run_defaults(path)
         lora_weight = lora_weight or run.get("lora_weight")
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev)
-        config = AutoConfig.from_pretrained(path)
-        if inference_rope_scaling:
-            text_cfg = config.get_text_config()
-            theta = (getattr(text_cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(
-                text_cfg, "rope_theta", 1e6
-            )
-            rope = rope_parameters(theta, "yarn", YARN_FACTOR, YARN_ORIGINAL_MAX)
-            rope["attention_factor"] = 1.0
-            text_cfg.rope_parameters = rope
-            text_cfg.max_position_embeddings = max(
-                int(text_cfg.max_position_embeddings or 0), int(YARN_FACTOR * YARN_ORIGINAL_MAX)
-            )
-        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        from lmforge.models import audio as audio_models
-        from lmforge.models import vision as vision_models
-
-        audio = audio_models.is_audio_config(config)
-        vision = not audio and vision_models.is_vision_config(config)
-        net_cls = AutoModelForCausalLM
-        if audio or vision:
-            net_cls = (audio_models if audio else vision_models).model_class(config)
-        net = net_cls.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
         if lora_weight:
-            try:
-                from peft import PeftModel
-            except ImportError as e:
-                raise LmforgeError("--lora_weight needs peft: pip install peft") from e
             lora_weight = find_adapter(
                 str(lora_weight), save_dir, path, hidden_size=hidden_size, use_moe=use_moe
             )
-            net = PeftModel.from_pretrained(net, lora_weight)
-        net.to(dev)
-        tok_dir = (
-            str(lora_weight)
-            if lora_weight and (Path(str(lora_weight)) / "tokenizer_config.json").exists()
-            else path
+        dev = resolve_device(device)
+        config = AutoConfig.from_pretrained(path)
+        if inference_rope_scaling:
+            _yarn(config.get_text_config())
+        kind = _kind(config)
+        net = _load_net(path, config, kind, resolve_dtype(dtype, dev), attn_implementation, lora_weight).to(
+            dev
         )
-        if audio:
-            from lmforge.infer.audio import AudioEngine
-            from lmforge.models.audio import load_processor
-
-            proc_dir = tok_dir if (Path(tok_dir) / "preprocessor_config.json").exists() else path
-            proc = load_processor(proc_dir)
-            _use_template(proc.tokenizer, template or run.get("template"))
-            engine = AudioEngine(
-                net,
-                proc,
-                system=run.get("system") or None,
-                enable_thinking=run.get("enable_thinking"),
-                name=str(model),
-            )
-            engine.run_args = run
-            return engine
-        if vision:
-            from lmforge.infer.vision import VisionEngine
-
-            proc_dir = tok_dir if (Path(tok_dir) / "preprocessor_config.json").exists() else path
-            proc = vision_models.load_processor(proc_dir)
-            _use_template(proc.tokenizer, template or run.get("template"))
-            engine = VisionEngine(
-                net,
-                proc,
-                system=run.get("system") or None,
-                enable_thinking=run.get("enable_thinking"),
-                name=str(model),
-            )
-            engine.run_args = run
-            # images resized as the run's training rows were (LLaMA-Factory's image_max/min_pixels)
-            engine.max_pixels = run.get("image_max_pixels") or None
-            engine.min_pixels = run.get("image_min_pixels") or None
-            return engine
-        try:
-            from lmforge.models.load import load_tokenizer_for
-
-            tokenizer = load_tokenizer_for(tok_dir)
-        except ImportError:  # lmforge.models.tokenizer not available: the folder's own tokenizer
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        _use_template(tokenizer, template or run.get("template"))
-        engine = cls(
-            net,
-            tokenizer,
-            system=run.get("system") or None,
-            enable_thinking=run.get("enable_thinking"),
-            name=str(model),
-        )
+        files = Path(str(lora_weight)) if lora_weight else None
+        tok_dir = str(files) if files and (files / "tokenizer_config.json").exists() else path
+        common = {
+            "system": run.get("system") or None,
+            "enable_thinking": run.get("enable_thinking"),
+            "name": str(model),
+        }
+        if kind == "text":
+            tokenizer = _text_tokenizer(tok_dir)
+            _use_template(tokenizer, template or run.get("template"))
+            engine = cls(net, tokenizer, **common)
+        else:
+            engine = _media_engine(kind, net, tok_dir, path, template or run.get("template"), run, common)
         engine.run_args = run
         return engine
+
+
+def _adapter_base(adapter: str) -> str:
+    """The base model named by a PEFT adapter folder (its files checked first)."""
+    from lmforge.models.locate import adapter_base
+    from lmforge.models.weights import check_model_files
+
+    check_model_files(adapter)
+    return adapter_base(adapter) or ""
+
+
+def _yarn(text_cfg) -> None:
+    """MiniMind's `--inference_rope_scaling`: YaRN over the trained positions, no logit temperature."""
+    from lmforge.models.presets import rope_parameters
+
+    theta = (getattr(text_cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(
+        text_cfg, "rope_theta", 1e6
+    )
+    rope = rope_parameters(theta, "yarn", YARN_FACTOR, YARN_ORIGINAL_MAX)
+    rope["attention_factor"] = 1.0
+    text_cfg.rope_parameters = rope
+    text_cfg.max_position_embeddings = max(
+        int(text_cfg.max_position_embeddings or 0), int(YARN_FACTOR * YARN_ORIGINAL_MAX)
+    )
+
+
+def _kind(config) -> str:
+    """ "audio", "vision" or "text": which engine a model config gets."""
+    from lmforge.models import audio, vision
+
+    if audio.is_audio_config(config):
+        return "audio"
+    return "vision" if vision.is_vision_config(config) else "text"
+
+
+def _load_net(path: str, config, kind: str, torch_dtype, attn_implementation: str | None, lora_weight):
+    """The model of folder `path` (its audio / vision class for those kinds), under `lora_weight`."""
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.models import audio, vision
+
+    net_cls = AutoModelForCausalLM
+    if kind != "text":
+        net_cls = (audio if kind == "audio" else vision).model_class(config)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    net = net_cls.from_pretrained(path, config=config, dtype=torch_dtype, **kwargs)
+    if not lora_weight:
+        return net
+    try:
+        from peft import PeftModel
+    except ImportError as e:
+        raise LmforgeError("--lora_weight needs peft: pip install peft") from e
+    return PeftModel.from_pretrained(net, lora_weight)
+
+
+def _text_tokenizer(tok_dir: str):
+    try:
+        from lmforge.models.load import load_tokenizer_for
+
+        return load_tokenizer_for(tok_dir)
+    except ImportError:  # lmforge.models.tokenizer not available: the folder's own tokenizer
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(tok_dir)
+
+
+def _media_engine(kind: str, net, tok_dir: str, path: str, template: str | None, run: dict, common: dict):
+    """An `AudioEngine` / `VisionEngine` over `net` and its folder's processor."""
+    from lmforge.infer.audio import AudioEngine
+    from lmforge.infer.vision import VisionEngine
+    from lmforge.models import audio, vision
+
+    proc_dir = tok_dir if (Path(tok_dir) / "preprocessor_config.json").exists() else path
+    proc = (audio if kind == "audio" else vision).load_processor(proc_dir)
+    _use_template(proc.tokenizer, template)
+    if kind == "audio":
+        return AudioEngine(net, proc, **common)
+    engine = VisionEngine(net, proc, **common)
+    # images resized as the run's training rows were (LLaMA-Factory's image_max/min_pixels)
+    engine.max_pixels = run.get("image_max_pixels") or None
+    engine.min_pixels = run.get("image_min_pixels") or None
+    return engine
