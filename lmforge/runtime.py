@@ -4,8 +4,8 @@ started from Python behaves like the same run started from the shell.
 
 It sets lmforge's log handler and level (`LMFORGE_LOG_LEVEL`, default INFO), quiets warnings nobody
 can act on, and sets (unless already set) the environment variables that change results or
-behaviour: reproducible MKL kernels, offline Hugging Face hubs, no tokenizer thread pools, no
-per-file download bars. Calling it again is harmless.
+behaviour: reproducible MKL kernels, offline Hugging Face hubs, no Hub kernels (remote code), no
+tokenizer thread pools, no per-file download bars. Calling it again is harmless.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ ENV_DEFAULTS = {
     "MKL_CBWR": "AUTO,STRICT",
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
+    # transformers 5 turns on Hub kernels for every from_pretrained model when the `kernels` package is
+    # installed (transformers 5.25 requires it); on a GPU, model.train() then fetches and runs
+    # kernels-community code — a download and remote code nobody asked for, and under HF_HUB_OFFLINE an
+    # error at step 0 (seen on an H200). USE_HUB_KERNELS=1 in the environment turns them back on.
+    "USE_HUB_KERNELS": "0",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     # Per-file "Loading weights" / "Writing model shards" bars are noise; the Trainer's own progress
     # bar (tqdm directly) and datasets' tokenising bars stay, unless the log level is WARNING or above.

@@ -512,6 +512,33 @@ def test_python_api_and_cli_train_alike(synth_dir, tmp_path):
     assert len(losses("python")) == 2 and losses("python") == losses("cli")
 
 
+def test_models_loaded_after_setup_run_no_hub_kernels(tmp_path):
+    """transformers 5 kernelizes every from_pretrained model when `kernels` is installed; on a GPU
+    that downloads and runs Hub code at model.train() (and fails offline). After lmforge's set-up a
+    loaded model has them off, unless the user set USE_HUB_KERNELS."""
+    import os
+
+    import lmforge
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    size = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    Qwen3ForCausalLM(Qwen3Config(vocab_size=64, num_key_value_heads=1, **size)).save_pretrained(
+        tmp_path / "m"
+    )
+    code = (
+        "import sys, lmforge.runtime as r; r.setup();"
+        "from transformers import AutoModelForCausalLM;"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); m.train(); print(m.use_kernels)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
+    env["PYTHONPATH"] = str(Path(lmforge.__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "False"
+
+
 def test_env_lists_versions(capsys):
     assert cli.main(["env"]) == 0
     out = capsys.readouterr().out
