@@ -423,14 +423,24 @@ def test_response_format_gives_json_that_matches_the_schema(client, server):
     for u in ("hi", "count", "paris two dog"):
         r = client.chat.completions.create(model="tiny", messages=user(u), response_format=fmt, max_tokens=40)
         obj = json.loads(r.choices[0].message.content)
-        assert r.choices[0].finish_reason == "stop" and set(obj) == {"city", "days", "sunny"}
+        assert r.choices[0].finish_reason == "stop" and set(obj) == {"city", "days", "sunny"}, repr(
+            r.choices[0].message.content
+        )
         assert obj["city"] in ("paris", "rome") and isinstance(obj["sunny"], bool)
         assert type(obj["days"]) is int and 1 <= obj["days"] <= 9
-    r = client.chat.completions.create(  # any object; an unbounded string could run to max_tokens
-        model="tiny", messages=user("count"), response_format={"type": "json_object"}, max_tokens=60
-    )
-    assert r.choices[0].finish_reason == "stop"
-    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    # Any object: the grammar holds the answer to one JSON object, but nothing bounds a string in it, so
+    # a tiny model may write one until max_tokens (which answer it gives depends on the CPU's float
+    # kernels). Finished answers must parse as an object; cut ones must still be an object's start.
+    for u in ("count", "hi", "paris two dog"):
+        r = client.chat.completions.create(
+            model="tiny", messages=user(u), response_format={"type": "json_object"}, max_tokens=60
+        )
+        text = r.choices[0].message.content
+        assert text.lstrip().startswith("{"), repr(text)
+        if r.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(text), dict), repr(text)
+        else:
+            assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 60
     r = client.completions.create(
         model="tiny", prompt="the quick", max_tokens=40, extra_body={"response_format": fmt}
     )
