@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -60,6 +61,8 @@ def stage_defaults(module) -> dict[str, Any]:
 
 
 LLAMAFACTORY_STAGES = {"pt": "pretrain"}  # its other stage names (sft, rm, dpo, kto, ppo) are ours too
+# stages that train a vision LLM on image rows (the rest refuse one in one line naming the stage)
+VISION_STAGES = ("sft", "dpo", "orpo", "simpo", "cpo")
 
 
 def stage_name(name: str) -> str:
@@ -387,6 +390,8 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     trainer = module.build_trainer(ctx)
     if ctx.tuned.optimizer_factory is not None:
         trainer.optimizer_factory = ctx.tuned.optimizer_factory
+    if ctx.processor is not None:  # checkpoint-N folders load in `chat` / `infer` with their images
+        trainer.save_with_checkpoint = functools.partial(_save_processor, ctx)
     for callback in ctx.tuned.callbacks:
         trainer.add_callback(callback)
     resumed_step = _checkpoint_step(ckpt)
@@ -422,9 +427,10 @@ def _model_processor(path: str, ctx: StageContext):
             )
         proc = audio.load_processor(path)
     elif vision.is_vision_model_dir(path):
-        if ctx.stage != "sft":
+        if ctx.stage not in VISION_STAGES:
             raise LmforgeError(
-                f"train {ctx.stage}: vision models are trained with `train sft` here (rows with `images`)"
+                f"train {ctx.stage}: vision models (rows with `images`) are trained with `train sft`, "
+                "`train dpo` or `train orpo|simpo|cpo`"
             )
         proc = vision.load_processor(path)
     else:
