@@ -206,14 +206,19 @@ def refusal(capsys, *args) -> str:
 def test_other_rl_stages_refuse_a_vision_model_in_one_line(setup, stage, capsys):
     line = refusal(capsys, stage, "--model_name_or_path", setup.sft, "--dataset",
                    setup.data / "vision_pref_train.jsonl", "--output_dir", setup.root / f"no-{stage}")  # fmt: skip
-    assert line.startswith(f"lmforge: error: train {stage}: vision models (rows with `images`) are trained with")
+    assert line.startswith(
+        f"lmforge: error: train {stage}: vision models (rows with `images`) are trained with"
+    )
 
 
 def test_dpo_losses_it_does_not_have_are_refused(setup, capsys):
     line = refusal(capsys, "dpo", "--model_name_or_path", setup.sft, "--dataset",
                    setup.data / "vision_pref_train.jsonl", "--loss_type", "robust",
                    "--output_dir", setup.root / "no-robust")  # fmt: skip
-    assert line == "lmforge: error: --loss_type robust: DPO on image rows supports sigmoid, hinge and ipo (plus --rpo_alpha)"
+    assert (
+        line
+        == "lmforge: error: --loss_type robust: DPO on image rows supports sigmoid, hinge and ipo (plus --rpo_alpha)"
+    )
 
 
 @pytest.mark.parametrize("stage", ["orpo", "dpo"])
