@@ -262,12 +262,27 @@ def _prepare(ctx: StageContext, module, rows):
     """`module.prepare` with the stage's own on-disk cache off: `prepare_datasets` owns caching."""
     if rows is None:
         return None
+    _check_image_rows(ctx, rows)
     saved = ctx.cfg.values.get("tokenized_path")
     ctx.cfg.values["tokenized_path"] = None
     try:
         return module.prepare(ctx, rows)
     finally:
         ctx.cfg.values["tokenized_path"] = saved
+
+
+def _check_image_rows(ctx: StageContext, rows) -> None:
+    """Rows with images need a vision LLM: a text model would read their `<image>` as plain text."""
+    if getattr(ctx.processor, "image_processor", None) is not None or "images" not in (
+        rows.column_names or ()
+    ):
+        return
+    if hasattr(rows, "__len__") and any(rows["images"]):
+        cfg = ctx.cfg
+        raise LmforgeError(
+            f"train {ctx.stage}: {cfg.get('dataset')} has rows with images but {cfg['model_name_or_path']} "
+            "is a text model (train a vision LLM on them: docs/vision-training.md)"
+        )
 
 
 def prepare_datasets(ctx: StageContext, module):

@@ -211,6 +211,19 @@ def test_other_rl_stages_refuse_a_vision_model_in_one_line(setup, stage, capsys)
     )
 
 
+@pytest.mark.parametrize("stage", ["dpo", "sft"])
+def test_a_text_model_refuses_image_rows_in_one_line(setup, stage, capsys):
+    """Before: dpo stopped in TRL with a traceback, sft trained on `<image>` as plain text."""
+    text_model = setup.root / "tiny-text"
+    if not text_model.is_dir():
+        assert run_cli("init", "--output_dir", text_model) == 0
+    data = setup.data / ("vision_pref_train.jsonl" if stage == "dpo" else "vision_train.jsonl")
+    line = refusal(capsys, stage, "--model_name_or_path", text_model, "--dataset", data,
+                   "--output_dir", setup.root / f"text-{stage}")  # fmt: skip
+    assert line == (f"lmforge: error: train {stage}: {data} has rows with images but {text_model} is a text "
+                    "model (train a vision LLM on them: docs/vision-training.md)")  # fmt: skip
+
+
 def test_dpo_losses_it_does_not_have_are_refused(setup, capsys):
     line = refusal(capsys, "dpo", "--model_name_or_path", setup.sft, "--dataset",
                    setup.data / "vision_pref_train.jsonl", "--loss_type", "robust",
