@@ -114,6 +114,24 @@ def test_pairs_expand_images_and_label_only_the_answers(setup, tmp_path):
     assert ds2.to_list() == ds.select(range(3)).to_list()
 
 
+def test_swift_rejected_response_rows(tmp_path):
+    from lmforge.data.load import load_rows
+    from lmforge.errors import DataError
+
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}]  # fmt: skip
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(json.dumps({"messages": msgs, "rejected_response": "go away"}) + "\n")
+    rows, _ = load_rows(str(good), "preference")
+    row = rows[0]
+    assert [m["content"] for m in row["prompt"]] == ["be brief", "hi"]
+    assert [(m["role"], m["content"]) for m in row["chosen"]] == [("assistant", "hello")]
+    assert [(m["role"], m["content"]) for m in row["rejected"]] == [("assistant", "go away")]
+    bad.write_text(json.dumps({"messages": msgs, "rejected_response": ""}) + "\n")
+    with pytest.raises(DataError, match=r'bad.jsonl:1: "rejected_response" must be a non-empty string'):
+        load_rows(str(bad), "preference")
+
+
 # --- learning -----------------------------------------------------------------------------------------
 def preference_accuracy(model_dir, data_dir, rows, *, grey=False):
     """Plain transformers only: the share of rows whose chosen answer (+ end of turn) has a higher
