@@ -46,7 +46,8 @@ class SynthArgs:
     images: int = arg(
         0,
         "Also write N small pictures (images/*.png) with colour / shape / count questions answerable only "
-        "from the picture: vision_train.jsonl and a held-out vision_test.jsonl (a fifth, unseen images)",
+        "from the picture: vision_train.jsonl and a held-out vision_test.jsonl (a fifth, unseen images), "
+        "and N preference rows on other pictures (chosen right, rejected wrong): vision_pref_train / _test.jsonl",
     )
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -61,6 +62,8 @@ def stage_defaults(module) -> dict[str, Any]:
 
 
 LLAMAFACTORY_STAGES = {"pt": "pretrain"}  # its other stage names (sft, rm, dpo, kto, ppo) are ours too
+# stages that train a vision LLM on image rows (the rest refuse one in one line naming the stage)
+VISION_STAGES = ("sft", "dpo", "orpo", "simpo", "cpo")
 
 
 def stage_name(name: str) -> str:
@@ -270,12 +273,27 @@ def _prepare(ctx: StageContext, module, rows):
     """`module.prepare` with the stage's own on-disk cache off: `prepare_datasets` owns caching."""
     if rows is None:
         return None
+    _check_image_rows(ctx, rows)
     saved = ctx.cfg.values.get("tokenized_path")
     ctx.cfg.values["tokenized_path"] = None
     try:
         return module.prepare(ctx, rows)
     finally:
         ctx.cfg.values["tokenized_path"] = saved
+
+
+def _check_image_rows(ctx: StageContext, rows) -> None:
+    """Rows with images need a vision LLM: a text model would read their `<image>` as plain text."""
+    if getattr(ctx.processor, "image_processor", None) is not None or "images" not in (
+        rows.column_names or ()
+    ):
+        return
+    if hasattr(rows, "__len__") and any(rows["images"]):
+        cfg = ctx.cfg
+        raise LmforgeError(
+            f"train {ctx.stage}: {cfg.get('dataset')} has rows with images but {cfg['model_name_or_path']} "
+            "is a text model (train a vision LLM on them: docs/vision-training.md)"
+        )
 
 
 def prepare_datasets(ctx: StageContext, module):
@@ -400,6 +418,8 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     trainer = module.build_trainer(ctx)
     if ctx.tuned.optimizer_factory is not None:
         trainer.optimizer_factory = ctx.tuned.optimizer_factory
+    if ctx.processor is not None:  # checkpoint-N folders load in `chat` / `infer` with their images
+        trainer.save_with_checkpoint = functools.partial(_save_processor, ctx)
     for callback in ctx.tuned.callbacks:
         trainer.add_callback(callback)
     resumed_step = _checkpoint_step(ckpt)
@@ -435,9 +455,10 @@ def _model_processor(path: str, ctx: StageContext):
             )
         proc = audio.load_processor(path)
     elif vision.is_vision_model_dir(path):
-        if ctx.stage != "sft":
+        if ctx.stage not in VISION_STAGES:
             raise LmforgeError(
-                f"train {ctx.stage}: vision models are trained with `train sft` here (rows with `images`)"
+                f"train {ctx.stage}: vision models (rows with `images`) are trained with `train sft`, "
+                "`train dpo` or `train orpo|simpo|cpo`"
             )
         proc = vision.load_processor(path)
     else:

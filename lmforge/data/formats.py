@@ -8,7 +8,8 @@ expected. Formats by kind (names are what `--format` accepts and what `data chec
               ``sharegpt`` (``conversations`` of from/value), ``alpaca``, ``csv`` (mdl-toolkit)
 - preference: ``minimind`` (``chosen``/``rejected`` full conversations), ``trl`` (``prompt`` +
               ``chosen``/``rejected``), ``sharegpt`` (``conversations`` + chosen/rejected turns),
-              ``alpaca`` (``instruction`` + chosen/rejected strings)
+              ``alpaca`` (``instruction`` + chosen/rejected strings), ``swift`` (ms-swift's
+              ``messages`` ending in the chosen answer + ``rejected_response``)
 - kto:        ``trl`` (``prompt, completion, label``), ``sharegpt`` (``messages`` + ``kto_tag``)
 - prompt:     ``minimind`` (RLAIF: last assistant turn is a placeholder), ``openai``, ``trl``
 
@@ -30,7 +31,7 @@ from lmforge.errors import DataError
 FORMATS: dict[str, tuple[str, ...]] = {
     "pretrain": ("text",),
     "chat": ("minimind", "openai", "sharegpt", "alpaca", "csv"),
-    "preference": ("minimind", "trl", "sharegpt", "alpaca"),
+    "preference": ("minimind", "trl", "sharegpt", "alpaca", "swift"),
     "kto": ("trl", "sharegpt"),
     "prompt": ("minimind", "openai", "trl"),
 }
@@ -49,6 +50,7 @@ _PREF_HINTS = {
     "trl": "{prompt, chosen, rejected}",
     "sharegpt": "{conversations, chosen, rejected}",
     "alpaca": "{instruction, chosen, rejected}",
+    "swift": "{messages, rejected_response}",
 }
 _KTO_HINTS = {"trl": "{prompt, completion, label}", "sharegpt": "{messages, kto_tag}"}
 
@@ -141,6 +143,8 @@ def detect_format(row: dict, kind: str, *, text_column: str | None = None) -> st
             return "csv"
         return ""
     if kind == "preference":
+        if "rejected_response" in keys:
+            return "swift"
         if "chosen" not in keys and "rejected" not in keys:
             return ""
         if "prompt" in keys:
@@ -432,6 +436,16 @@ def _split_prompt(msgs: list[dict], field: str, ctx: _Ctx) -> tuple[list[dict], 
     return msgs[:i], msgs[i:]
 
 
+def _swift_pair(row: dict, ctx: _Ctx) -> tuple[list[dict], list[dict], list[dict]]:
+    """ms-swift's RLHF row: `messages` ending in the chosen answer, `rejected_response` a string."""
+    msgs, _ = _chat_messages(row, "openai", ctx, {})
+    prompt, chosen = _split_prompt(msgs, "messages", ctx)
+    rejected = _require(row, "rejected_response", ctx)
+    if not isinstance(rejected, str) or not rejected.strip():
+        raise ctx.err("rejected_response", "must be a non-empty string (the rejected answer)", rejected)
+    return prompt, chosen, [message("assistant", rejected)]
+
+
 def _to_preference(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
     if fmt == "minimind":
         sides = {}
@@ -449,6 +463,8 @@ def _to_preference(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
                 "rejected", 'must share the prompt of "chosen" (every turn before the last assistant turn)'
             )
         chosen, rejected = sides["chosen"][1], sides["rejected"][1]
+    elif fmt == "swift":
+        prompt, chosen, rejected = _swift_pair(row, ctx)
     else:
         if fmt == "trl":
             prompt = _prompt_from(_require(row, "prompt", ctx), "prompt", ctx)

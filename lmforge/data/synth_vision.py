@@ -6,10 +6,15 @@ never gives it away): the colour of a shape, the kind of shape, and how many squ
 Every image is drawn with its own random size and placement; the held-out rows' images are drawn
 from a separate random stream and are never reused in training. Rows are canonical vision rows
 (`messages` with an `<image>` placeholder + `images`, paths relative to the JSONL's folder).
+
+Preference rows (vision_pref_train / vision_pref_test.jsonl, LLaMA-Factory's sharegpt preference
+format with `images`) ask the same questions about new pictures: chosen is the answer the picture
+shows, rejected another answer of the same kind. No held-out picture equals a training one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -23,6 +28,7 @@ QUESTIONS = {
     "shape": "What shape is in the picture?",
     "count": "How many squares are there?",
 }
+ANSWERS = {"colour": tuple(sorted(COLOURS)), "shape": SHAPES, "count": tuple(COUNTS.values())}
 # colour questions are half of the rows: the easiest to learn on a tiny model, so tests see it early
 _KINDS = ("colour", "colour", "shape", "count")
 
@@ -92,15 +98,45 @@ def _rows(out_dir: Path, split: str, n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
+def _pref_rows(out_dir: Path, split: str, n: int, rng: random.Random, seen: set[str]) -> list[dict]:
+    """`n` preference rows on new pictures; a picture whose pixels are in `seen` is drawn again."""
+    rows = []
+    for i in range(n):
+        kind = _KINDS[i % len(_KINDS)]
+        image, answer = draw_example(rng, kind)
+        while (digest := hashlib.sha1(image.tobytes()).hexdigest()) in seen:
+            image, answer = draw_example(rng, kind)
+        seen.add(digest)
+        rel = f"images/pref_{split}_{i:05d}.png"
+        image.save(out_dir / rel)
+        wrong = rng.choice([a for a in ANSWERS[kind] if a != answer])
+        rows.append(
+            {
+                "conversations": [{"from": "human", "value": f"<image>{QUESTIONS[kind]}"}],
+                "chosen": {"from": "gpt", "value": answer},
+                "rejected": {"from": "gpt", "value": wrong},
+                "images": [rel],
+            }
+        )
+    return rows
+
+
+def _write(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
 def synth_images(out_dir: str, n: int, *, seed: int = 0) -> dict[str, str]:
-    """Write `n` images (a fifth of them held out) and vision_train.jsonl / vision_test.jsonl."""
+    """Write `n` chat rows and `n` preference rows on their own pictures (a fifth of each held out):
+    vision_train / vision_test.jsonl and vision_pref_train / vision_pref_test.jsonl."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     n_test = max(1, n // 5)
-    files = {}
+    files, seen = {}, set()
     for split, count, stream in (("train", n - n_test, 0), ("test", n_test, 1)):
         rows = _rows(out, split, count, random.Random(f"{seed}-{stream}"))
-        path = out / f"vision_{split}.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        files[f"vision_{split}"] = str(path)
+        files[f"vision_{split}"] = _write(out / f"vision_{split}.jsonl", rows)
+    for split, count, stream in (("train", n - n_test, 2), ("test", n_test, 3)):
+        rows = _pref_rows(out, split, count, random.Random(f"{seed}-{stream}"), seen)
+        files[f"vision_pref_{split}"] = _write(out / f"vision_pref_{split}.jsonl", rows)
     return files

@@ -3,7 +3,8 @@
 apo_zero, apo_down, discopop, sigmoid_norm; comma-separate to combine), `--rpo_alpha` adds the
 chosen-answer NLL (RPO; LLaMA-Factory's pref_ftx). The reference is a frozen copy of the starting
 model, the adapter-disabled base under a PEFT tuner (no second model in memory), `--ref_model PATH`,
-or log-probs computed once before training (`--precompute_ref_log_probs`).
+or log-probs computed once before training (`--precompute_ref_log_probs`). Vision LLMs train on
+image pairs with lmforge's own DPO trainer (training/vision_dpo.py: sigmoid, hinge, ipo, rpo).
 
 MiniMind's train_dpo defaults (lr 4e-8, batch 4, seq 1024, beta 0.1, from full_sft) assume its
 full-size SFT model; a model trained for minutes needs a larger rate (e.g. 5e-5).
@@ -48,7 +49,7 @@ class Args:
     )
 
 
-def _losses(cfg) -> tuple[list[str], list[float] | None]:
+def dpo_losses(cfg) -> tuple[list[str], list[float] | None]:
     """(the TRL loss list, their weights or None): `--rpo_alpha` adds the `sft` term."""
     losses = [x.strip() for x in cfg["loss_type"].split(",") if x.strip()]
     bad = [x for x in losses if x not in LOSSES]
@@ -70,7 +71,7 @@ def _losses(cfg) -> tuple[list[str], list[float] | None]:
 
 
 def validate(cfg) -> None:
-    _losses(cfg)
+    dpo_losses(cfg)
     if cfg["beta"] <= 0:
         raise LmforgeError(f"--beta must be > 0; got {cfg['beta']}")
 
@@ -78,7 +79,7 @@ def validate(cfg) -> None:
 def trainer_config(cfg):
     from trl import DPOConfig
 
-    losses, weights = _losses(cfg)
+    losses, weights = dpo_losses(cfg)
     return DPOConfig, {
         "beta": cfg["beta"],
         "loss_type": losses,
@@ -91,12 +92,17 @@ def trainer_config(cfg):
 
 def prepare(ctx, rows):
     from lmforge.training.preference import guard_pairs
+    from lmforge.training.vision_dpo import check_vision_dpo_flags, is_vision_processor, tokenize_vision_pairs
 
+    if is_vision_processor(ctx.processor):  # a vision LLM: image pairs on lmforge's own DPO trainer
+        check_vision_dpo_flags(ctx.cfg)
+        return tokenize_vision_pairs(ctx, rows)
     guard_pairs(ctx, rows, ("chosen", "rejected"))
     return rows  # TRL tokenises the rows, rendered by lmforge's renderer (training/preference.py)
 
 
 def build_trainer(ctx):
     from lmforge.training.preference import dpo_trainer
+    from lmforge.training.vision_dpo import is_vision_processor, vision_dpo_trainer
 
-    return dpo_trainer(ctx)
+    return vision_dpo_trainer(ctx) if is_vision_processor(ctx.processor) else dpo_trainer(ctx)

@@ -103,8 +103,11 @@ def reference_model(ctx):
         return None
     from lmforge.models.load import load_model
     from lmforge.models.locate import resolve_model_path
+    from lmforge.models.vision import is_vision_model_dir, load_vision_model
 
     cfg = ctx.cfg
+    if is_vision_model_dir(path):
+        return load_vision_model(path)
     return load_model(
         resolve_model_path(
             path, save_dir=cfg["save_dir"], hidden_size=cfg["hidden_size"], use_moe=cfg["use_moe"]
@@ -139,16 +142,21 @@ def ref_free_trainer(ctx, kind: str):
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     from lmforge.training.ref_free import RefFreePreferenceTrainer
+    from lmforge.training.vision_dpo import is_vision_processor, pair_collator
 
     cfg = ctx.cfg
     common = _common(ctx)
     common.pop("processing_class")
+    if is_vision_processor(ctx.processor):  # image pairs (training/vision_dpo.py)
+        collator = pair_collator(ctx)
+    else:
+        collator = DataCollatorForPreference(
+            pad_token_id=ctx.tokenizer.pad_token_id, max_length=cfg["max_length"]
+        )
     return RefFreePreferenceTrainer(
         **common,
         processing_class=ctx.tokenizer,
-        data_collator=DataCollatorForPreference(
-            pad_token_id=ctx.tokenizer.pad_token_id, max_length=cfg["max_length"]
-        ),
+        data_collator=collator,
         loss_type=kind,
         beta=cfg["beta"],
         gamma=cfg.get("simpo_gamma") or 0.0,
@@ -157,23 +165,34 @@ def ref_free_trainer(ctx, kind: str):
     )
 
 
-def tokenize_pairs(ctx, rows):
-    """Canonical preference rows → `prompt_ids`, `chosen_ids`, `rejected_ids` (the completion starts
-    where the rendered prompt ends; rows whose prompt alone fills --max_length are dropped)."""
-    if rows is None:
-        return None
+def encode_pair(tok, row: dict, thinking: bool, where: str | None):
+    """(prompt ids, chosen ids, rejected ids) of a canonical preference row (data/chat.py
+    `encode_completion`); the prompt must tokenise the same before either answer."""
     from lmforge.data.chat import encode_completion
 
+    prompt_ids, chosen = encode_completion(tok, row["prompt"], row["chosen"], enable_thinking=thinking)
+    again, rejected = encode_completion(tok, row["prompt"], row["rejected"], enable_thinking=thinking)
+    if again != prompt_ids:
+        raise LmforgeError(
+            f"{where}: the prompt tokenises differently before the chosen and the rejected answer"
+        )
+    return prompt_ids, chosen, rejected
+
+
+def tokenize_pairs(ctx, rows):
+    """Canonical preference rows → `prompt_ids`, `chosen_ids`, `rejected_ids` (the completion starts
+    where the rendered prompt ends; rows whose prompt alone fills --max_length are dropped); a vision
+    LLM's image pairs go to training/vision_dpo.py."""
+    if rows is None:
+        return None
+    from lmforge.training.vision_dpo import is_vision_processor, tokenize_vision_pairs
+
+    if is_vision_processor(getattr(ctx, "processor", None)):  # a vision LLM's image pairs
+        return tokenize_vision_pairs(ctx, rows)
     tok, max_length, thinking = ctx.tokenizer, ctx.cfg["max_length"], ctx.cfg["enable_thinking"]
 
     def encode(row):
-        prompt_ids, chosen = encode_completion(tok, row["prompt"], row["chosen"], enable_thinking=thinking)
-        again, rejected = encode_completion(tok, row["prompt"], row["rejected"], enable_thinking=thinking)
-        if again != prompt_ids:
-            raise LmforgeError(
-                f"{ctx.cfg['dataset']}: the prompt tokenises differently before the chosen and the "
-                "rejected answer"
-            )
+        prompt_ids, chosen, rejected = encode_pair(tok, row, thinking, ctx.cfg["dataset"])
         return {"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected}
 
     ds = rows.map(encode, remove_columns=list(rows.column_names), desc="tokenising pairs")

@@ -25,6 +25,10 @@ from lmforge.errors import LmforgeError
 from lmforge.training.trainer import LmforgeTrainer
 
 KINDS = ("orpo", "simpo", "cpo")
+# batch keys that are not passed to the model (the rest, e.g. pixel_values / image_grid_thw, are)
+_NOT_MODEL_INPUTS = (
+    "input_ids", "attention_mask", "completion_mask", "labels", "ref_chosen_logps", "ref_rejected_logps",
+)  # fmt: skip
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -103,11 +107,12 @@ def preference_loss(
 
 
 def completion_logps(model, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
-    """Forward a preference batch. Returns the per-sequence sums of completion-token log-probs (2B,),
+    """Forward a preference batch (with its image inputs, if any). Returns the per-sequence sums of completion-token log-probs (2B,),
     the completion token counts (2B,), the per-token log-probs with non-completion positions zeroed
     (2B, T−1), and the model outputs."""
     input_ids = inputs["input_ids"]
-    outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], use_cache=False)
+    media = {k: v for k, v in inputs.items() if k not in _NOT_MODEL_INPUTS}  # a vision LLM's images
+    outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], use_cache=False, **media)
     logits = outputs.logits[:, :-1, :].float()  # (2B, T-1, V): position t predicts token t+1
     targets = input_ids[:, 1:]
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
@@ -116,62 +121,18 @@ def completion_logps(model, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch
     return token_logps.sum(-1), mask.sum(-1), token_logps, outputs
 
 
-class RefFreePreferenceTrainer(LmforgeTrainer):
-    """ORPO / SimPO / CPO (`loss_type`) on `LmforgeTrainer`; feed it `DataCollatorForPreference` batches.
-
-    The loss comes in through the mixin's `_stage_loss` hook, so NaN fault injection, token counting
-    and aux-loss logging in `LmforgeMixin.compute_loss` all still apply."""
+class PairTrainer(LmforgeTrainer):
+    """Shared by lmforge's own preference trainers (this module's, training/vision_dpo.py's): batches
+    of B chosen then B rejected sequences, TRL's `rewards/*` metrics, evaluation by the loss."""
 
     _wants_outputs = False
     # The loss is a per-micro-batch mean: Trainer divides it by the gradient accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(
-        self,
-        *args: Any,
-        loss_type: str,
-        beta: float,
-        gamma: float = 0.0,
-        alpha: float = 0.0,
-        label_smoothing: float = 0.0,
-        **kwargs: Any,
-    ):
-        if loss_type not in KINDS:
-            raise LmforgeError(f"loss_type {loss_type!r} is not known; expected one of {', '.join(KINDS)}")
-        self.loss_type = loss_type
-        self.beta, self.gamma, self.alpha, self.label_smoothing = beta, gamma, alpha, label_smoothing
-        super().__init__(*args, **kwargs)
-
     def _set_signature_columns_if_needed(self) -> None:
         # With remove_unused_columns=True, keep the collator's columns (the model's forward has none of them).
         if self._signature_columns is None:
             self._signature_columns = ["prompt_ids", "chosen_ids", "rejected_ids"]
-
-    def _stage_loss(self, model, inputs, num_items_in_batch=None):
-        """(loss, outputs) for one preference micro-batch; called by `LmforgeMixin.compute_loss`."""
-        seq_logps, seq_tokens, token_logps, outputs = completion_logps(model, inputs)
-        chosen_logps, rejected_logps = seq_logps.chunk(2)
-        chosen_tokens, rejected_tokens = seq_tokens.chunk(2)
-        chosen_nll = -token_logps.chunk(2)[0].sum() / chosen_tokens.sum().clamp(min=1)
-        loss, per_pair = preference_loss(
-            self.loss_type,
-            chosen_logps,
-            rejected_logps,
-            chosen_tokens,
-            rejected_tokens,
-            chosen_nll,
-            beta=self.beta,
-            gamma=self.gamma,
-            alpha=self.alpha,
-            label_smoothing=self.label_smoothing,
-        )
-        aux = getattr(outputs, "aux_loss", None)
-        # self.model: `model` may be a DDP wrapper without `.config`
-        coef = getattr(getattr(self.model, "config", None), "router_aux_loss_coef", None)
-        if aux is not None and coef:
-            loss = loss + coef * aux
-        self._log_metrics(model, chosen_logps, rejected_logps, chosen_nll, per_pair)
-        return loss, outputs
 
     def _log_metrics(self, model, chosen_logps, rejected_logps, chosen_nll, per_pair) -> None:
         mode = "train" if model.training else "eval"
@@ -198,3 +159,57 @@ class RefFreePreferenceTrainer(LmforgeTrainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs, return_outputs=False)
         return loss.detach(), None, None
+
+
+class RefFreePreferenceTrainer(PairTrainer):
+    """ORPO / SimPO / CPO (`loss_type`) on `LmforgeTrainer`; feed it `DataCollatorForPreference` batches
+    (or training/vision_dpo.py's `VisionPairCollator` ones for a vision LLM).
+
+    The loss comes in through the mixin's `_stage_loss` hook, so NaN fault injection, token counting
+    and aux-loss logging in `LmforgeMixin.compute_loss` all still apply."""
+
+    def __init__(
+        self,
+        *args: Any,
+        loss_type: str,
+        beta: float,
+        gamma: float = 0.0,
+        alpha: float = 0.0,
+        label_smoothing: float = 0.0,
+        **kwargs: Any,
+    ):
+        if loss_type not in KINDS:
+            raise LmforgeError(f"loss_type {loss_type!r} is not known; expected one of {', '.join(KINDS)}")
+        self.loss_type = loss_type
+        self.beta, self.gamma, self.alpha, self.label_smoothing = beta, gamma, alpha, label_smoothing
+        super().__init__(*args, **kwargs)
+
+    def _stage_loss(self, model, inputs, num_items_in_batch=None):
+        """(loss, outputs) for one preference micro-batch; called by `LmforgeMixin.compute_loss`."""
+        seq_logps, seq_tokens, token_logps, outputs = completion_logps(model, inputs)
+        chosen_logps, rejected_logps = seq_logps.chunk(2)
+        chosen_tokens, rejected_tokens = seq_tokens.chunk(2)
+        chosen_nll = -token_logps.chunk(2)[0].sum() / chosen_tokens.sum().clamp(min=1)
+        loss, per_pair = preference_loss(
+            self.loss_type,
+            chosen_logps,
+            rejected_logps,
+            chosen_tokens,
+            rejected_tokens,
+            chosen_nll,
+            beta=self.beta,
+            gamma=self.gamma,
+            alpha=self.alpha,
+            label_smoothing=self.label_smoothing,
+        )
+        loss = add_aux_loss(self, loss, outputs)
+        self._log_metrics(model, chosen_logps, rejected_logps, chosen_nll, per_pair)
+        return loss, outputs
+
+
+def add_aux_loss(trainer, loss: torch.Tensor, outputs) -> torch.Tensor:
+    """`loss` plus the model's router aux loss × its coefficient (MoE models), else `loss`."""
+    aux = getattr(outputs, "aux_loss", None)
+    # trainer.model: the forward's `model` may be a DDP wrapper without `.config`
+    coef = getattr(getattr(trainer.model, "config", None), "router_aux_loss_coef", None)
+    return loss + coef * aux if aux is not None and coef else loss

@@ -98,6 +98,8 @@ class LmforgeMixin:
         self._faults = faults.current()  # test hooks (lmforge/faults.py): off unless asked for
         # (model, args) -> optimizer, set by the pipeline for tuners with their own optimizer (LoRA+, BAdam)
         self.optimizer_factory: Any = None
+        # (checkpoint folder) -> None: writes what else a checkpoint needs (an audio / vision processor)
+        self.save_with_checkpoint: Any = None
 
     # --- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -333,6 +335,8 @@ class LmforgeMixin:
             torch.distributed.barrier()  # every rank's files (its rng state) are in before the rename
         if self.args.should_save:
             name = f"checkpoint-{self.state.global_step}"
+            if self.save_with_checkpoint is not None:  # e.g. a vision LLM's image processor
+                self.save_with_checkpoint(str(Path(staging, name)))
             promote_staged_checkpoint(Path(staging, name), Path(run_dir, name))
             import shutil
 

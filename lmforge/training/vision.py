@@ -63,7 +63,8 @@ def expand_images(processor, ids: list[int], labels: list[int], counts: list[int
         ) from None
 
 
-def _truncate(ids, labels, image_id: int, max_len: int | None, cfg, row: str):
+def truncate_image_row(ids, labels, image_id: int, max_len: int | None, cfg, row: str):
+    """`ids` / `labels` cut to --max_length (never through an image; `--truncation delete`: no labels)."""
     if not max_len or len(ids) <= max_len:
         return ids, labels
     if image_id in ids:
@@ -124,7 +125,7 @@ def tokenize_vision_chat(ctx, rows):
         for ids, labels, ns, i in zip(enc["input_ids"], enc["labels"], counts, idx):
             row = f"{where}: row {i + 1}"
             ids, labels = expand_images(proc, ids, labels, ns, row)
-            ids, labels = _truncate(ids, labels, image_id, max_len, cfg, row)
+            ids, labels = truncate_image_row(ids, labels, image_id, max_len, cfg, row)
             out["input_ids"].append(ids)
             out["labels"].append(labels)
         return out
