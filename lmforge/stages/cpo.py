@@ -38,12 +38,12 @@ def trainer_config(cfg):
 
 
 def prepare(ctx, rows):
-    from lmforge.training.preference import tokenize_pairs
+    from lmforge.training.pairs import tokenize_pairs
 
     return tokenize_pairs(ctx, rows)
 
 
 def build_trainer(ctx):
-    from lmforge.training.preference import ref_free_trainer
+    from lmforge.training.pairs import ref_free_trainer
 
     return ref_free_trainer(ctx, "cpo")

@@ -95,7 +95,7 @@ def prepare(ctx, rows):
     from lmforge.training.vision_dpo import check_vision_dpo_flags, is_vision_processor, tokenize_vision_pairs
 
     if is_vision_processor(ctx.processor):  # a vision LLM: image pairs on lmforge's own DPO trainer
-        check_vision_dpo_flags(ctx.cfg)
+        check_vision_dpo_flags(ctx.cfg, dpo_losses(ctx.cfg)[0])
         return tokenize_vision_pairs(ctx, rows)
     guard_pairs(ctx, rows, ("chosen", "rejected"))
     return rows  # TRL tokenises the rows, rendered by lmforge's renderer (training/preference.py)
@@ -105,4 +105,6 @@ def build_trainer(ctx):
     from lmforge.training.preference import dpo_trainer
     from lmforge.training.vision_dpo import is_vision_processor, vision_dpo_trainer
 
-    return vision_dpo_trainer(ctx) if is_vision_processor(ctx.processor) else dpo_trainer(ctx)
+    if is_vision_processor(ctx.processor):
+        return vision_dpo_trainer(ctx, *dpo_losses(ctx.cfg))
+    return dpo_trainer(ctx)

@@ -138,18 +138,17 @@ def check_ref_free_flags(cfg) -> None:
         raise LmforgeError(f"--cpo_alpha must be >= 0; got {alpha}")
 
 
-def ref_free_trainer(ctx, kind: str):
+def ref_free_trainer(ctx, kind: str, collator=None):
+    """ORPO / SimPO / CPO (`kind`) on text pairs, or on what `collator` batches (image pairs:
+    training/pairs.py passes training/vision_dpo's)."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     from lmforge.training.ref_free import RefFreePreferenceTrainer
-    from lmforge.training.vision_dpo import is_vision_processor, pair_collator
 
     cfg = ctx.cfg
     common = _common(ctx)
     common.pop("processing_class")
-    if is_vision_processor(ctx.processor):  # image pairs (training/vision_dpo.py)
-        collator = pair_collator(ctx)
-    else:
+    if collator is None:
         collator = DataCollatorForPreference(
             pad_token_id=ctx.tokenizer.pad_token_id, max_length=cfg["max_length"]
         )
@@ -181,14 +180,10 @@ def encode_pair(tok, row: dict, thinking: bool, where: str | None):
 
 def tokenize_pairs(ctx, rows):
     """Canonical preference rows → `prompt_ids`, `chosen_ids`, `rejected_ids` (the completion starts
-    where the rendered prompt ends; rows whose prompt alone fills --max_length are dropped); a vision
-    LLM's image pairs go to training/vision_dpo.py."""
+    where the rendered prompt ends; rows whose prompt alone fills --max_length are dropped). Text
+    pairs only: training/pairs.py sends a vision LLM's image pairs to training/vision_dpo.py."""
     if rows is None:
         return None
-    from lmforge.training.vision_dpo import is_vision_processor, tokenize_vision_pairs
-
-    if is_vision_processor(getattr(ctx, "processor", None)):  # a vision LLM's image pairs
-        return tokenize_vision_pairs(ctx, rows)
     tok, max_length, thinking = ctx.tokenizer, ctx.cfg["max_length"], ctx.cfg["enable_thinking"]
 
     def encode(row):

@@ -152,11 +152,9 @@ def pair_collator(ctx) -> VisionPairCollator:
 
 
 # --- the DPO loss ----------------------------------------------------------------------------------
-def check_vision_dpo_flags(cfg) -> None:
-    """What DPO on image rows supports, checked before the rows are tokenised."""
-    from lmforge.stages.dpo import dpo_losses
-
-    losses, _ = dpo_losses(cfg)
+def check_vision_dpo_flags(cfg, losses: list[str]) -> None:
+    """What DPO on image rows supports (`losses`: the stage's TRL loss list), checked before the rows
+    are tokenised."""
     bad = [x for x in losses if x not in VISION_LOSSES]
     if bad:
         raise LmforgeError(
@@ -255,11 +253,10 @@ class VisionDPOTrainer(PairTrainer):
         return loss, outputs
 
 
-def vision_dpo_trainer(ctx) -> VisionDPOTrainer:
-    from lmforge.stages.dpo import dpo_losses
+def vision_dpo_trainer(ctx, losses: list[str], weights: list[float] | None) -> VisionDPOTrainer:
+    """DPO on image pairs; `losses` / `weights` as the dpo stage resolved them (its `dpo_losses`)."""
     from lmforge.training.preference import _common, reference_model
 
-    losses, weights = dpo_losses(ctx.cfg)
     return VisionDPOTrainer(
         ref_model=reference_model(ctx),
         data_collator=pair_collator(ctx),
