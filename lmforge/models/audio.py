@@ -9,10 +9,10 @@ attribute name, so other encoder + projector + decoder models with the usual nam
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.models.media import folder_config, load_model, named_class
 from lmforge.models.parts import (  # noqa: F401  (re-exported for audio callers)
     DEFAULT_TRAIN_TARGET,
     TRAIN_TARGETS,
@@ -33,25 +33,15 @@ def is_audio_config(config: Any) -> bool:
 
 def is_audio_model_dir(path: str | None) -> bool:
     """True when `path` is a local model folder whose config describes an audio LLM."""
-    if not path or not Path(path, "config.json").is_file():
-        return False
-    import json
-
-    try:
-        cfg = json.loads(Path(path, "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    cfg = folder_config(path) or {}
     return any(k in cfg for k in ("audio_config", "audio_token_index", "audio_token_id"))
 
 
 def model_class(config: Any):
-    """The transformers class named by `config.architectures[0]`."""
-    import transformers
-
-    for name in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, name, None)
-        if cls is not None:
-            return cls
+    """The transformers class named by `config.architectures[0]`, else AutoModelForMultimodalLM."""
+    cls = named_class(config)
+    if cls is not None:
+        return cls
     try:
         from transformers import AutoModelForMultimodalLM
 
@@ -64,12 +54,7 @@ def model_class(config: Any):
 
 
 def load_audio_model(path: str, *, dtype=None, attn_implementation: str | None = None):
-    import torch
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path)
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    return model_class(config).from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
+    return load_model(path, model_class, dtype=dtype, attn_implementation=attn_implementation)
 
 
 def load_processor(path: str):

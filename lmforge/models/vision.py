@@ -18,6 +18,7 @@ from typing import Any
 
 from lmforge.data.vision import IMAGE_PLACEHOLDER  # noqa: F401 - the canonical rows' marker, used by infer
 from lmforge.errors import LmforgeError
+from lmforge.models.media import folder_config, load_model, named_class
 
 # Qwen2-VL's special tokens, added to lmforge's tokenizer by the tiny builder
 VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -32,12 +33,7 @@ def is_vision_config(config: Any) -> bool:
 
 def is_vision_model_dir(path: str | None) -> bool:
     """True when `path` is a local model folder whose config describes a vision LLM."""
-    if not path or not Path(path, "config.json").is_file():
-        return False
-    try:
-        cfg = json.loads(Path(path, "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    cfg = folder_config(path) or {}
     return "vision_config" in cfg and any(k in cfg for k in _IMAGE_TOKEN_KEYS)
 
 
@@ -45,20 +41,11 @@ def model_class(config: Any):
     """The transformers class named by `config.architectures[0]`, else AutoModelForImageTextToText."""
     import transformers
 
-    for name in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, name, None)
-        if cls is not None:
-            return cls
-    return transformers.AutoModelForImageTextToText
+    return named_class(config, transformers.AutoModelForImageTextToText)
 
 
 def load_vision_model(path: str, *, dtype=None, attn_implementation: str | None = None):
-    import torch
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path)
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    return model_class(config).from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
+    return load_model(path, model_class, dtype=dtype, attn_implementation=attn_implementation)
 
 
 def _image_only_processor_class(base):
