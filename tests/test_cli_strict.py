@@ -518,8 +518,9 @@ def test_models_loaded_after_setup_run_no_hub_kernels(tmp_path):
     loaded model has them off, unless the user set USE_HUB_KERNELS."""
     import os
 
-    import lmforge
     from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    import lmforge
 
     size = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
     Qwen3ForCausalLM(Qwen3Config(vocab_size=64, num_key_value_heads=1, **size)).save_pretrained(

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.infer.args import GenerationArgs  # noqa: E402
-from lmforge.infer.engine import Engine, ThinkSplitter, split_thinking  # noqa: E402
+from lmforge.infer.engine import ChatDeltas, Engine, split_thinking  # noqa: E402
 
 CONVS = [
     ("hi", "say hello", "hello world, this is lmforge."),
@@ -149,12 +149,12 @@ def test_split_thinking_forms():
     assert split_thinking("r</think>\n\nanswer") == ("r", "answer")  # template opened the tag
     assert split_thinking("plain") == (None, "plain")
     assert split_thinking("<think>\nstill thinking") == ("still thinking", "")
-    s = ThinkSplitter()
+    s = ChatDeltas()  # the incremental split: the same parts, tags split across pieces
     out = [x for piece in ["<thi", "nk>\nab", "c</th", "ink>\n\nans", "wer"] for x in s.feed(piece)]
     out += s.feed("", final=True)
-    reasoning = "".join(t for k, t in out if k == "reasoning")
-    content = "".join(t for k, t in out if k == "content")
-    assert (reasoning, content) == ("\nabc", "\n\nanswer")
+    reasoning = "".join(d.get("reasoning_content", "") for d in out)
+    content = "".join(d.get("content", "") for d in out)
+    assert (reasoning, content) == ("abc", "answer") == split_thinking("<think>\nabc</think>\n\nanswer")
 
 
 def test_enable_thinking_false_renders_empty_think(engine):

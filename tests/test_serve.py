@@ -674,7 +674,7 @@ def split(raw: str) -> tuple[str, str | None]:
     """(content, reasoning) the server reports for a raw answer. Unlike `split_thinking` it never
     takes text before a lone `</think>` as reasoning (the prompt did not open a think block), which
     untrained prompts here sometimes produce."""
-    from lmforge.serve.text import ChatDeltas
+    from lmforge.infer.text import ChatDeltas
 
     d = ChatDeltas()
     deltas = d.feed(raw, final=True)
@@ -910,7 +910,7 @@ def test_adapters_spec_api_key_env_and_vllm_command(models, monkeypatch):
 
 
 def test_row_text_streams_utf8_and_cuts_at_stop_strings(tokenizer):
-    from lmforge.serve.text import RowText
+    from lmforge.infer.text import RowText
 
     def decode(ids):
         return tokenizer.decode(ids, skip_special_tokens=True)
@@ -948,7 +948,7 @@ def test_chat_deltas_do_not_depend_on_how_text_is_cut():
         whole = split(raw)
         assert whole == tuple(reversed(split_thinking(raw)))
         for _ in range(20):
-            from lmforge.serve.text import ChatDeltas
+            from lmforge.infer.text import ChatDeltas
 
             cuts = sorted(rng.sample(range(1, len(raw)), rng.randint(1, min(6, len(raw) - 1))))
             d, out = ChatDeltas(), []

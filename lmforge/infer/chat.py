@@ -88,31 +88,30 @@ def load_engine(args: ChatArgs) -> Engine:
 
 
 class _Printer:
-    """Writes streamed pieces, dimming or hiding the reasoning part."""
+    """Writes streamed pieces, dimming or hiding the reasoning part (split by infer/text.py's
+    `ChatDeltas`, as serve splits it)."""
 
     def __init__(self, out: TextIO, show_thinking: bool):
-        from lmforge.infer.engine import ThinkSplitter
+        from lmforge.infer.text import ChatDeltas
 
         self.out, self.show = out, show_thinking
         self.dim = bool(getattr(out, "isatty", lambda: False)())
-        self.splitter = ThinkSplitter()
+        self.deltas = ChatDeltas()
         self.seen_content = self.seen_reasoning = False
 
     def write(self, piece: str, final: bool = False) -> None:
-        for kind, text in self.splitter.feed(piece, final=final):
-            if kind == "reasoning":
+        for delta in self.deltas.feed(piece, final=final):
+            if "reasoning_content" in delta:
                 if not self.show:
                     continue
-                if not self.seen_reasoning:
-                    text = text.lstrip("\n")
-                self.seen_reasoning = self.seen_reasoning or bool(text)
+                text = delta["reasoning_content"]
+                self.seen_reasoning = True
                 self.out.write(f"{DIM}{text}{RESET}" if self.dim else text)
             else:
-                if not self.seen_content:
-                    text = text.lstrip("\n")
-                    if text and self.seen_reasoning:
-                        self.out.write("\n")
-                self.seen_content = self.seen_content or bool(text)
+                text = delta["content"]
+                if not self.seen_content and self.seen_reasoning:
+                    self.out.write("\n\n")  # a blank line between the reasoning and the answer
+                self.seen_content = True
                 self.out.write(text)
             self.out.flush()
 

@@ -3,8 +3,8 @@ weight name, cached hub name) and generate with it (`GenerationEngine`, `infer/g
 
 `Engine.from_path` picks the engine of the model's kind: `AudioEngine` (infer/audio.py) and
 `VisionEngine` (infer/vision.py) for audio and vision LLMs, `Engine` for text models. The answer
-types and stream helpers (`Completion`, `TextStream`, `split_thinking`, ...) are importable from here
-too; they live in `infer/stream.py`.
+types and text helpers (`Completion`, `TextStream`, `split_thinking`, `ChatDeltas`, ...) are importable
+from here too; they live in `infer/stream.py` and `infer/text.py`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.infer.generation import GenerationEngine
-from lmforge.infer.stream import (  # noqa: F401  (re-exported: the answer types of every engine)
+from lmforge.infer.stream import Completion, TextStream  # noqa: F401  (re-exported: every engine's answer types)
+from lmforge.infer.text import (  # noqa: F401  (re-exported)
     THINK_CLOSE,
     THINK_OPEN,
     VISIBLE_SPECIAL,
-    Completion,
-    TextStream,
-    ThinkSplitter,
+    ChatDeltas,
     partial_suffix,
     split_thinking,
 )

@@ -3,7 +3,7 @@ webui and eval (`infer/engine.py`'s `Engine.from_path` loads one; audio and visi
 
 It offers single answers (`chat`, `complete`), streamed answers (`stream`) and batched answers
 (`generate_batch`, left padding, results in input order). Everything runs on `model.generate`;
-stop strings, `<think>` splitting and finish reasons (`infer/stream.py`) are handled the same way
+stop strings, `<think>` splitting and finish reasons (`infer/stream.py`, `infer/text.py`) are handled the same way
 for every front end.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.infer.args import GenerationArgs
-from lmforge.infer.stream import VISIBLE_SPECIAL, Completion, StopCriteria, TextStream, split_thinking
+from lmforge.infer.stream import Completion, StopCriteria, TextStream
+from lmforge.infer.text import VISIBLE_SPECIAL, split_thinking
 
 
 class GenerationEngine:

@@ -1,6 +1,6 @@
-"""Answer text as front ends see it: `Completion`, `<think>` splitting (whole and incremental), stop
-strings held back while they may still be forming, and `TextStream`, the iterator of text pieces of
-a generation running in a background thread."""
+"""A running generation as front ends consume it: `Completion` (one finished answer), the per-row
+stop criteria and token queue handed to `generate`, and `TextStream`, the iterator of text pieces of
+a generation running in a background thread (its text comes from infer/text.py's `RowText`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.infer.args import GenerationArgs
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-# Special tokens that carry meaning in the answer text and are therefore decoded, not skipped.
-VISIBLE_SPECIAL = ("<think>", "</think>", "<tool_call>", "</tool_call>")
+from lmforge.infer.text import RowText
 
 
 @dataclass
@@ -36,58 +33,6 @@ class Completion:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
-
-
-def split_thinking(text: str) -> tuple[str | None, str]:
-    """`<think>r</think>a` → (r, a). A lone `</think>` (template opened the tag) also splits."""
-    if THINK_CLOSE not in text:
-        if text.lstrip().startswith(THINK_OPEN):  # cut off while still thinking
-            return text.lstrip()[len(THINK_OPEN) :].strip(), ""
-        return None, text
-    head, _, answer = text.partition(THINK_CLOSE)
-    start = head.find(THINK_OPEN)
-    reasoning = head[start + len(THINK_OPEN) :] if start >= 0 else head
-    return reasoning.strip(), answer.lstrip("\n")
-
-
-class ThinkSplitter:
-    """Incremental `split_thinking` for streamed pieces: `feed(piece)` → [(kind, text)], kind is
-    "reasoning" or "content"; tags themselves are dropped."""
-
-    def __init__(self) -> None:
-        self.in_think = False
-        self.buf = ""
-
-    def feed(self, piece: str, final: bool = False) -> list[tuple[str, str]]:
-        self.buf += piece
-        out: list[tuple[str, str]] = []
-        while self.buf:
-            tag = THINK_CLOSE if self.in_think else THINK_OPEN
-            idx = self.buf.find(tag)
-            if idx < 0:
-                if self.in_think and THINK_OPEN in self.buf:
-                    self.buf = self.buf.replace(THINK_OPEN, "")
-                keep = 0 if final else partial_suffix(self.buf, (tag,))
-                text, self.buf = self.buf[: len(self.buf) - keep], self.buf[len(self.buf) - keep :]
-                if text:
-                    out.append(("reasoning" if self.in_think else "content", text))
-                break
-            if idx:
-                out.append(("reasoning" if self.in_think else "content", self.buf[:idx]))
-            self.buf = self.buf[idx + len(tag) :]
-            self.in_think = not self.in_think
-        return out
-
-
-def partial_suffix(text: str, stops: tuple[str, ...] | list[str]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of one of `stops`."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best
 
 
 class StopCriteria:
@@ -165,50 +110,32 @@ class TextStream:
         self._cancel.set()
 
     def __iter__(self) -> Iterator[str]:
-        eng, stops = self.engine, [s for s in self.gen.stop or [] if s]
+        eng = self.engine
+        row = RowText(eng.decode, list(self.gen.stop or []))
         gen_ids: list[int] = []
-        committed, window_start, emitted = "", 0, 0
-        stopped = hit_stop = False
+        ended = False  # eos, max_new_tokens or a stop string
         try:
-            while not stopped:
+            while not ended:
                 chunk = self._streamer.queue.get()
                 if chunk is None:
                     break
                 for tid in chunk:
                     if len(gen_ids) >= self.gen.max_new_tokens:
+                        ended = True
                         break
                     gen_ids.append(tid)
                     if tid in eng.eos_ids:
-                        stopped = True
+                        ended = True
                         break
-                    window = eng.decode(gen_ids[window_start:])
-                    text = committed + window
-                    if window.endswith("\n"):  # safe point: later tokens cannot change this text
-                        committed, window_start = text, len(gen_ids)
-                    hit = min(
-                        (
-                            text.find(s, max(0, emitted - len(s)))
-                            for s in stops
-                            if text.find(s, max(0, emitted - len(s))) >= 0
-                        ),
-                        default=-1,
-                    )
-                    if hit >= 0:
-                        if hit > emitted:
-                            yield text[emitted:hit]
-                        emitted, stopped = hit, True
-                        hit_stop = True
+                    piece = row.feed(tid)
+                    if piece:
+                        yield piece
+                    if row.stopped:
+                        ended = True
                         break
-                    end = len(text) - partial_suffix(text, stops)
-                    while end > emitted and text[end - 1] == "\ufffd":  # incomplete UTF-8 sequence
-                        end -= 1
-                    if end > emitted:
-                        yield text[emitted:end]
-                        emitted = end
-            if not hit_stop:  # flush text held back as a possible stop-string start or partial UTF-8
-                text = eng.decode(gen_ids)
-                if len(text) > emitted:
-                    yield text[emitted:]
+            rest = row.finish()  # text held back as a possible stop-string start or partial UTF-8
+            if rest:
+                yield rest
         finally:
             self._cancel.set()
             self._thread.join()

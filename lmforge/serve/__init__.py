@@ -8,6 +8,5 @@ service.py    requests → prompts, sampling settings and scheduler jobs
 scheduler.py  the model thread: bounded queue, dynamic batching, per-request adapters
 batch.py      rows decoding together over one left-padded KV cache (join, step, leave)
 sampling.py   per-row temperature / top-k / top-p / penalties / seeded RNG
-text.py       token ids → text pieces (stop strings), <think> and <tool_call> splitting
 vllm.py       --backend vllm: exec vLLM's own server with the same model and adapters
 """

@@ -25,11 +25,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lmforge.infer.text import ChatDeltas, opens_think
 from lmforge.serve.constrain import forced_tools, response_format_schema
 from lmforge.serve.logprobs import Formatter, join
 from lmforge.serve.protocol import ApiError, ChatRequest, CompletionRequest, bad_request, validation_error
 from lmforge.serve.service import Service
-from lmforge.serve.text import ChatDeltas, opens_think
 
 logger = logging.getLogger("lmforge")
 

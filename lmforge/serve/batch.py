@@ -25,9 +25,9 @@ from contextlib import contextmanager
 
 import torch
 
+from lmforge.infer.text import RowText
 from lmforge.serve.logprobs import Entry, top_entries
 from lmforge.serve.sampling import SamplingParams
-from lmforge.serve.text import RowText
 
 
 class Row:

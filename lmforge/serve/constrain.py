@@ -3,7 +3,7 @@
 A request's constraint becomes one llguidance grammar: `json_object` any JSON object,
 `json_schema` the client's schema, `tool_choice` "required" or a named function one
 `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block whose arguments follow the tool's
-`parameters` schema (the markup lmforge's chat templates render and `text.ChatDeltas` parses;
+`parameters` schema (the markup lmforge's chat templates render and `infer/text.py`'s `ChatDeltas` parses;
 arguments not declared in `properties` are refused unless the schema sets `additionalProperties`,
 as OpenAI's strict mode does). JSON is compact (no free whitespace), so a model cannot pad forever. Every decoding step each
 constrained row gets llguidance's token bitmask over the model's vocabulary; tokens outside it get
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from lmforge.infer.text import TOOL_CLOSE, TOOL_OPEN
 from lmforge.serve.protocol import bad_request
-from lmforge.serve.text import TOOL_CLOSE, TOOL_OPEN
 
 MISSING = "needs the llguidance package for constrained decoding: pip install 'lmforge[serve]'"
 COMPACT = {"whitespace_flexible": False}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lmforge.errors import LmforgeError
 from lmforge.infer.args import GenerationArgs
-from lmforge.infer.engine import Engine, ThinkSplitter
+from lmforge.infer.engine import ChatDeltas, Engine
 from lmforge.webui.guard import Access
 
 MAX_DEPTH = 4  # out/demo/sft is depth 2; deeper trees are not run folders
@@ -128,15 +128,16 @@ def stream_reply(engine: Engine, messages: list[dict], gen: GenerationArgs) -> I
     """Yield (reasoning so far, answer so far) while the model streams; the last pair is the
     Engine's own final split (`Completion.reasoning_content`, `Completion.text`). User messages
     may carry "images" (vision models)."""
-    splitter = ThinkSplitter()
-    parts = {"reasoning": "", "content": ""}
+    deltas = ChatDeltas()  # the split serve and chat make
+    parts = {"reasoning_content": "", "content": ""}
     messages, images = split_images(messages)
     stream = engine.stream(messages, gen, images=images) if images else engine.stream(messages, gen)
     try:
         for piece in stream:
-            for kind, text in splitter.feed(piece):
-                parts[kind] += text
-            yield parts["reasoning"].strip(), parts["content"].lstrip("\n")
+            for delta in deltas.feed(piece):
+                for kind, text in delta.items():
+                    parts[kind] += text
+            yield parts["reasoning_content"], parts["content"]
     finally:
         stream.close()  # the browser went away or pressed Stop: end the generation thread
     done = stream.completion

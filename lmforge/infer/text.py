@@ -1,14 +1,15 @@
-"""Generated token ids → the text pieces a client sees.
+"""Generated tokens → the text every front end shows (chat, infer, serve, webui): one owner for it.
 
-`RowText` turns one row's tokens into text incrementally (a piece is released only once later tokens
-cannot change it: no half UTF-8 character, nothing that may still become a stop string) and cuts at
-the first stop string. `ChatDeltas` turns those pieces into OpenAI chat deltas: `reasoning_content`
-split out of `<think>…</think>`, and `<tool_call>{json}</tool_call>` blocks held back and returned
-as `tool_calls`. The non-streamed answer is built from the same pieces and deltas, so a stream
-always concatenates to the whole answer.
+- `RowText` turns one answer's tokens into text incrementally (a piece is released only once later
+  tokens cannot change it: no half UTF-8 character, nothing that may still become a stop string) and
+  cuts at the first stop string. `TextStream` (infer/stream.py) and serve's batches both use it.
+- `ChatDeltas` turns those pieces into chat deltas: `reasoning_content` split out of
+  `<think>…</think>`, and `<tool_call>{json}</tool_call>` blocks held back and returned as
+  `tool_calls`; `split_thinking` is the same split on a whole answer. A stream therefore always
+  concatenates to the whole answer, wherever it is shown.
 
-Hand-written: the OpenAI delta protocol and lmforge's think / tool-call markup are this server's
-own; transformers' `TextIteratorStreamer` knows neither stop strings nor per-row batches.
+Hand-written: the OpenAI delta protocol and lmforge's think / tool-call markup are lmforge's own;
+transformers' `TextIteratorStreamer` knows neither stop strings nor per-row batches.
 """
 
 from __future__ import annotations
@@ -18,10 +19,34 @@ import re
 import uuid
 from collections.abc import Callable
 
-from lmforge.infer.stream import THINK_CLOSE, THINK_OPEN, partial_suffix
-
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Special tokens that carry meaning in the answer text and are therefore decoded, not skipped.
+VISIBLE_SPECIAL = ("<think>", "</think>", "<tool_call>", "</tool_call>")
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _TOOL_BLOCK = re.compile(re.escape(TOOL_OPEN) + r"\s*(.*?)\s*" + re.escape(TOOL_CLOSE), re.DOTALL)
+
+
+def split_thinking(text: str) -> tuple[str | None, str]:
+    """`<think>r</think>a` → (r, a). A lone `</think>` (template opened the tag) also splits."""
+    if THINK_CLOSE not in text:
+        if text.lstrip().startswith(THINK_OPEN):  # cut off while still thinking
+            return text.lstrip()[len(THINK_OPEN) :].strip(), ""
+        return None, text
+    head, _, answer = text.partition(THINK_CLOSE)
+    start = head.find(THINK_OPEN)
+    reasoning = head[start + len(THINK_OPEN) :] if start >= 0 else head
+    return reasoning.strip(), answer.lstrip("\n")
+
+
+def partial_suffix(text: str, stops: tuple[str, ...] | list[str]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of one of `stops`."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
 
 
 class RowText:
