@@ -115,7 +115,7 @@ def prepare(ctx, rows):
     import datasets
 
     from lmforge.training import distill_api as api
-    from lmforge.training.features import is_streamed
+    from lmforge.data.tokenize import is_streamed
 
     cfg = ctx.cfg
     if is_streamed(rows):

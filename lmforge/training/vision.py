@@ -88,7 +88,7 @@ def tokenize_vision_chat(ctx, rows):
     """Canonical vision rows → input_ids, labels, images (paths kept for the collator)."""
     from lmforge.data.template import encode_chat_batch
     from lmforge.data.vision import load_image
-    from lmforge.training.features import _map
+    from lmforge.data.tokenize import map_rows
 
     proc, cfg = ctx.processor, ctx.cfg
     tok, max_len, where = proc.tokenizer, cfg["max_length"], cfg.get("dataset")
@@ -129,7 +129,7 @@ def tokenize_vision_chat(ctx, rows):
             out["labels"].append(labels)
         return out
 
-    ds = _map(
+    ds = map_rows(
         rows,
         encode,
         ctx,

@@ -1,11 +1,9 @@
-"""Canonical rows → training features (token ids, labels, position ids, loss weights), with the
-optional on-disk cache (`--tokenized_path`), and the batch collator."""
+"""Canonical rows → training features (token ids, labels, position ids, loss weights).
+
+Caching the features on disk (`--tokenized_path`, `lmforge data convert`) is `convert.py`'s job;
+these functions only tokenise. `ctx` is the stage context (its `cfg`, `tokenizer` and `stats`)."""
 
 from __future__ import annotations
-
-import hashlib
-import json
-from pathlib import Path
 
 from lmforge.errors import LmforgeError
 
@@ -15,42 +13,13 @@ def _num_proc(ctx) -> int | None:
     return n if n and n > 1 else None
 
 
-def cache_key(ctx, kind: str) -> str:
-    """What a tokenised cache depends on: tokenizer, template, max length, stage kind, options."""
-    tok = ctx.tokenizer
-    parts = {
-        "kind": kind,
-        "vocab": len(tok),
-        "tokenizer": hashlib.sha1(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
-        if hasattr(tok, "backend_tokenizer")
-        else tok.name_or_path,
-        "template": hashlib.sha1(str(tok.chat_template).encode()).hexdigest()[:16],
-        **{
-            k: ctx.cfg.get(k)
-            for k in (
-                "max_length",
-                "packing",
-                "train_on_prompt",
-                "system",
-                "enable_thinking",
-                "mask_history",
-                "truncation",
-                "dataset",
-                "max_samples",
-                "marker_weight",
-            )
-        },
-    }
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def is_streamed(ds) -> bool:
     import datasets
 
     return isinstance(ds, datasets.IterableDataset)
 
 
-def _map(ds, fn, ctx, **kw):
+def map_rows(ds, fn, ctx, **kw):
     """`Dataset.map` with lmforge's worker count, or the lazy `IterableDataset.map` when streaming."""
     if kw.get("batched"):
         kw.setdefault("batch_size", ctx.cfg.get("preprocessing_batch_size") or 1000)
@@ -60,23 +29,6 @@ def _map(ds, fn, ctx, **kw):
     return ds.map(fn, num_proc=_num_proc(ctx), **kw)
 
 
-def load_or_build(ctx, kind: str, build):
-    """Reuse `--tokenized_path` when its key matches, else build and save it there."""
-    path = ctx.cfg.get("tokenized_path")
-    if not path or ctx.cfg.get("streaming"):
-        return build()
-    from datasets import load_from_disk
-
-    key = cache_key(ctx, kind)
-    meta = Path(path) / "lmforge_cache.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("key") == key:
-        return load_from_disk(path)
-    ds = build()
-    ds.save_to_disk(path)
-    meta.write_text(json.dumps({"key": key}))
-    return load_from_disk(path)
-
-
 def tokenize_pretrain(ctx, rows):
     """`text` rows → packed windows (input_ids, labels, position_ids) or truncated documents."""
     from lmforge.data.template import encode_text
@@ -84,7 +36,7 @@ def tokenize_pretrain(ctx, rows):
     tok, max_len = ctx.tokenizer, ctx.cfg["max_length"]
 
     def build():
-        docs = _map(
+        docs = map_rows(
             rows,
             lambda b: {"input_ids": encode_text(tok, b["text"])},
             ctx,
@@ -107,9 +59,9 @@ def tokenize_pretrain(ctx, rows):
             ids = [x[:max_len] for x in b["input_ids"]]
             return {"input_ids": ids, "labels": ids}
 
-        return _map(docs, trunc, ctx, batched=True, desc="truncating")
+        return map_rows(docs, trunc, ctx, batched=True, desc="truncating")
 
-    return load_or_build(ctx, "pretrain", build)
+    return build()
 
 
 def tokenize_chat(ctx, rows):
@@ -132,7 +84,9 @@ def tokenize_chat(ctx, rows):
 
     def build():
         guard_template(ctx, rows)
-        ds = _map(rows, encode, ctx, batched=True, remove_columns=list(rows.column_names), desc="tokenising")
+        ds = map_rows(
+            rows, encode, ctx, batched=True, remove_columns=list(rows.column_names), desc="tokenising"
+        )
         if is_streamed(ds):
             return ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True)
         before = len(ds)
@@ -156,7 +110,7 @@ def tokenize_chat(ctx, rows):
             ctx.stats["packing"] = stats
         return ds
 
-    return load_or_build(ctx, "chat", build)
+    return build()
 
 
 def guard_template(ctx, rows, n: int = 4) -> None:
