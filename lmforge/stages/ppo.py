@@ -69,7 +69,7 @@ class Args:
 
 
 def validate(cfg) -> None:
-    from lmforge.training.ppo import check_rollout_flags
+    from lmforge.training.rollout_trainer import check_rollout_flags
     from lmforge.training.rl import check_reward_flags
 
     check_reward_flags(cfg)
