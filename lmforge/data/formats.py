@@ -147,7 +147,7 @@ def _no_format_error(row: dict, kind: str, ctx: RowRef) -> DataError:
 # per-kind converters
 
 
-def _chat_messages(row: dict, fmt: str, ctx: RowRef, opts: dict) -> tuple[list[dict], str | None]:
+def chat_messages(row: dict, fmt: str, ctx: RowRef, opts: dict) -> tuple[list[dict], str | None]:
     """Messages + tools JSON for the chat-like formats (shared by chat, prompt and kto)."""
     tools: list = []
     if fmt in ("minimind", "sharegpt", "openai"):
@@ -204,7 +204,7 @@ def _chat_messages(row: dict, fmt: str, ctx: RowRef, opts: dict) -> tuple[list[d
 
 
 def _to_chat(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
-    msgs, tools = _chat_messages(row, fmt, ctx, opts)
+    msgs, tools = chat_messages(row, fmt, ctx, opts)
     if last_assistant(msgs) < 0:
         field = {"alpaca": "output", "csv": "prediction"}.get(
             fmt, "messages" if fmt == "openai" else "conversations"
@@ -250,7 +250,7 @@ def _to_preference(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
         if fmt == "trl":
             prompt = prompt_from(require(row, "prompt", ctx), "prompt", ctx)
         elif fmt in ("sharegpt", "alpaca"):
-            prompt, _ = _chat_messages(row, fmt if fmt == "alpaca" else "sharegpt", ctx, {})
+            prompt, _ = chat_messages(row, fmt if fmt == "alpaca" else "sharegpt", ctx, {})
             if prompt[-1]["role"] == "assistant":
                 raise ctx.err("conversations", "must end with the user turn that chosen/rejected answer")
         else:
@@ -277,7 +277,7 @@ def _to_kto(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
         completion = completion_from(require(row, "completion", ctx), "completion", ctx)
         label = parse_label(require(row, "label", ctx), "label", ctx)
     elif fmt == "sharegpt":
-        msgs, _ = _chat_messages(row, "sharegpt", ctx, {})
+        msgs, _ = chat_messages(row, "sharegpt", ctx, {})
         key = "kto_tag" if "kto_tag" in row else "label"
         prompt, completion = _split_prompt(
             msgs, "conversations" if "conversations" in row else "messages", ctx
