@@ -26,6 +26,8 @@ import os
 from typing import Any
 
 from lmforge.data.messages import (
+    SHAREGPT_TAGS,
+    RowRef,
     check_order,
     completion_from,
     describe,
@@ -35,8 +37,6 @@ from lmforge.data.messages import (
     parse_messages,
     prompt_from,
     require,
-    RowRef,
-    SHAREGPT_TAGS,
     text_field,
     with_system,
 )
@@ -66,6 +66,7 @@ _PREF_HINTS = {
     "alpaca": "{instruction, chosen, rejected}",
 }
 _KTO_HINTS = {"trl": "{prompt, completion, label}", "sharegpt": "{messages, kto_tag}"}
+
 
 def parse_json_line(text: str, path: str, line: int | None) -> dict:
     """Parse one JSONL line into a dict or raise a one-line `DataError`."""

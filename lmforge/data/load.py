@@ -182,8 +182,6 @@ def _count_media(stats: LoadStats, row: dict) -> None:
     stats.videos += len(videos)
 
 
-
-
 def _gen_kwargs(part: Part, kind: str, fmt: str | None, opts: dict, skip: bool, stats_dir: str) -> dict:
     if kind not in FORMATS:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(FORMATS)}")

@@ -171,4 +171,3 @@ def _first_char(f) -> str:
         if not c or not c.isspace() and c != "\ufeff":
             f.seek(0)
             return c
-

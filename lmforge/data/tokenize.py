@@ -35,33 +35,30 @@ def tokenize_pretrain(ctx, rows):
 
     tok, max_len = ctx.tokenizer, ctx.cfg["max_length"]
 
-    def build():
-        docs = map_rows(
-            rows,
-            lambda b: {"input_ids": encode_text(tok, b["text"])},
-            ctx,
-            batched=True,
-            remove_columns=list(rows.column_names),
-            desc="tokenising",
-        )
-        if ctx.cfg["packing"] and is_streamed(docs):
-            from lmforge.data.packing import pack_stream
+    docs = map_rows(
+        rows,
+        lambda b: {"input_ids": encode_text(tok, b["text"])},
+        ctx,
+        batched=True,
+        remove_columns=list(rows.column_names),
+        desc="tokenising",
+    )
+    if ctx.cfg["packing"] and is_streamed(docs):
+        from lmforge.data.packing import pack_stream
 
-            return pack_stream(docs, max_len, pad_id=tok.pad_token_id)
-        if ctx.cfg["packing"]:
-            from lmforge.data.packing import pack_documents
+        return pack_stream(docs, max_len, pad_id=tok.pad_token_id)
+    if ctx.cfg["packing"]:
+        from lmforge.data.packing import pack_documents
 
-            packed, stats = pack_documents(docs, max_len, pad_id=tok.pad_token_id, num_proc=_num_proc(ctx))
-            ctx.stats["packing"] = stats
-            return packed
+        packed, stats = pack_documents(docs, max_len, pad_id=tok.pad_token_id, num_proc=_num_proc(ctx))
+        ctx.stats["packing"] = stats
+        return packed
 
-        def trunc(b):
-            ids = [x[:max_len] for x in b["input_ids"]]
-            return {"input_ids": ids, "labels": ids}
+    def trunc(b):
+        ids = [x[:max_len] for x in b["input_ids"]]
+        return {"input_ids": ids, "labels": ids}
 
-        return map_rows(docs, trunc, ctx, batched=True, desc="truncating")
-
-    return build()
+    return map_rows(docs, trunc, ctx, batched=True, desc="truncating")
 
 
 def tokenize_chat(ctx, rows):
@@ -82,35 +79,27 @@ def tokenize_chat(ctx, rows):
             truncation=cfg.get("truncation") or "right",
         )
 
-    def build():
-        guard_template(ctx, rows)
-        ds = map_rows(
-            rows, encode, ctx, batched=True, remove_columns=list(rows.column_names), desc="tokenising"
+    guard_template(ctx, rows)
+    ds = map_rows(rows, encode, ctx, batched=True, remove_columns=list(rows.column_names), desc="tokenising")
+    if is_streamed(ds):
+        return ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True)
+    before = len(ds)
+    ds = ds.filter(
+        lambda b: [any(x != -100 for x in lab) for lab in b["labels"]],
+        batched=True,
+        desc="dropping rows with no assistant tokens",
+    )
+    ctx.stats["rows_without_targets"] = before - len(ds)
+    if len(ds) == 0:
+        raise LmforgeError(
+            f"{cfg['dataset']}: no row has an assistant answer left within --max_length {cfg['max_length']}"
         )
-        if is_streamed(ds):
-            return ds.filter(lambda b: [any(x != -100 for x in lab) for lab in b["labels"]], batched=True)
-        before = len(ds)
-        ds = ds.filter(
-            lambda b: [any(x != -100 for x in lab) for lab in b["labels"]],
-            batched=True,
-            desc="dropping rows with no assistant tokens",
-        )
-        ctx.stats["rows_without_targets"] = before - len(ds)
-        if len(ds) == 0:
-            raise LmforgeError(
-                f"{cfg['dataset']}: no row has an assistant answer left within --max_length "
-                f"{cfg['max_length']}"
-            )
-        if cfg["packing"]:
-            from lmforge.data.packing import pack_documents
+    if cfg["packing"]:
+        from lmforge.data.packing import pack_documents
 
-            ds, stats = pack_documents(
-                ds, cfg["max_length"], pad_id=tok.pad_token_id, num_proc=_num_proc(ctx)
-            )
-            ctx.stats["packing"] = stats
-        return ds
-
-    return build()
+        ds, stats = pack_documents(ds, cfg["max_length"], pad_id=tok.pad_token_id, num_proc=_num_proc(ctx))
+        ctx.stats["packing"] = stats
+    return ds
 
 
 def guard_template(ctx, rows, n: int = 4) -> None:

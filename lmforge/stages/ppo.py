@@ -69,8 +69,8 @@ class Args:
 
 
 def validate(cfg) -> None:
-    from lmforge.training.rollout_trainer import check_rollout_flags
     from lmforge.training.rl import check_reward_flags
+    from lmforge.training.rollout_trainer import check_rollout_flags
 
     check_reward_flags(cfg)
     check_rollout_flags(cfg)

@@ -44,8 +44,8 @@ def tokenize_audio_chat(ctx, rows):
     """Chat rows with an `audio` path column → input_ids, labels, audio (path kept for the collator)."""
     from lmforge.data.audio import load_audio
     from lmforge.data.template import encode_chat_batch
-    from lmforge.models.audio import audio_placeholder, num_audio_tokens, sampling_rate
     from lmforge.data.tokenize import map_rows
+    from lmforge.models.audio import audio_placeholder, num_audio_tokens, sampling_rate
 
     proc, cfg = ctx.processor, ctx.cfg
     tok, max_len = proc.tokenizer, cfg["max_length"]

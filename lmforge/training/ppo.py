@@ -13,7 +13,6 @@ Limits: one process (the critic is not synchronised across ranks); a PiSSA adapt
 bypasses the trainer, so the run folder gets no ``critic/`` then (checkpoints do).
 """
 
-
 from __future__ import annotations
 
 import copy
@@ -34,7 +33,6 @@ from lmforge.training.rollout_trainer import (
     no_grad_logprobs,
     rollout_trainer_kwargs,
 )
-
 
 log = logging.getLogger("lmforge")
 
@@ -259,4 +257,3 @@ def ppo_trainer(ctx) -> PPOTrainer:
         whiten_rewards=cfg["whiten_rewards"],
         **rollout_trainer_kwargs(ctx, cfg["kl_coef"], cfg["clip_epsilon"]),
     )
-

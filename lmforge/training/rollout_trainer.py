@@ -17,7 +17,6 @@ logs their mean reward as ``eval_reward`` (and ``eval_rewards/<name>/mean``).
 Limits: one process (the critic and the SPO tracker are not synchronised across ranks).
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -42,7 +41,6 @@ from lmforge.rl.rollout import (
     sequence_logprobs,
 )
 from lmforge.training.trainer import LmforgeTrainer
-
 
 log = logging.getLogger("lmforge")
 

@@ -6,7 +6,6 @@ whitened sequence advantage broadcast over the response tokens, clipped policy l
 checkpoint and restored on resume.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -16,7 +15,6 @@ from typing import Any
 from lmforge.errors import LmforgeError
 from lmforge.rl import ppo_math as pm
 from lmforge.training.rollout_trainer import RolloutTrainer, rollout_trainer_kwargs
-
 
 TRACKER_FILE = "spo_value_tracker.json"
 

@@ -15,7 +15,6 @@ from lmforge.config.aliases.transforms import (
     infer_backend,
     swift_rescale,
     truncation,
-    tuner,
     use_flash_attn,
 )
 
