@@ -22,7 +22,7 @@ CONSTRAINTS ?= constraints.txt
 EXTRAS ?= dev
 test: EXTRAS = dev,llamacpp
 
-.PHONY: install demo test test-fast lint format bench constraints clean
+.PHONY: install demo test test-fast lint format docs bench constraints clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ lint:
 format:
 	$(PY) -m ruff check --fix lmforge tests bench
 	$(PY) -m ruff format lmforge tests bench
+
+# docs/options.md from the config fields' help (tests/test_docs.py checks it is current).
+docs:
+	$(PY) scripts/gen_options.py
 
 bench: install
 	$(PY) bench/pretrain.py

@@ -241,8 +241,8 @@ def run_hf(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+    from lmforge.data.chat import encode_chat_batch
     from lmforge.data.load import load_rows
-    from lmforge.data.template import encode_chat_batch
     from lmforge.models.scratch import init_model
     from lmforge.models.tokenizer import load_tokenizer
 

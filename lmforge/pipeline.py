@@ -1,29 +1,30 @@
 """One path for every training stage: resolve config → tokenizer → model → data → stage trainer
 → train → save. A stage module supplies only what differs (lmforge/stages/); each step belongs to
 the module that owns its concern (data/assemble.py: datasets, models/start.py: the starting model,
-runs.py: the run folder, training/finish.py: what a finished run leaves), this one only orders them."""
+training/lifecycle.py: the run folder, its start and what it leaves), this one only orders them."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge import faults, runtime
 from lmforge.config.loader import Config, resolve
 from lmforge.config.schema import DataArgs, ModelArgs, RunArgs
 from lmforge.data.assemble import load_data, prepare_datasets, stage_option_keys
 from lmforge.errors import LmforgeError
 from lmforge.models.options import ModelOptionArgs, apply_model_options
 from lmforge.models.start import PRESET_SIZES
-from lmforge.runs import is_finished, latest_checkpoint, plot_metrics, resolve_run_dir, write_args
+from lmforge.runs import is_finished, latest_checkpoint, plot_metrics, write_args
+from lmforge.training.lifecycle import resolve_run_dir
 from lmforge.tuners.args import TunerArgs
 
 log = logging.getLogger("lmforge")
 GROUPS = [ModelArgs, DataArgs, RunArgs, TunerArgs, ModelOptionArgs]
 ADAPTER_LEARNING_RATE = 1e-4
-# owned by data/assemble.py and runs.py; imported here for the CLI and web UI
+# owned by data/assemble.py and training/lifecycle.py; imported here for the CLI and web UI
 __all__ = ["load_data", "prepare_datasets", "resolve_run_dir", "stage_option_keys"]
 
 
@@ -59,14 +60,24 @@ def stage_name(name: str) -> str:
     return LLAMAFACTORY_STAGES.get(name, name).replace("_", "-")
 
 
-def resolve_train_config(stage: str, argv: list[str]) -> tuple[Any, Config]:
+def resolve_train_config(
+    stage: str, argv: list[str], values: dict[str, Any] | None = None, values_from: str = "arguments"
+) -> tuple[Any, Config]:
     from lmforge.config.minimind import apply_minimind_defaults, stage_alias
     from lmforge.stages import get_stage
 
     stage, alias_defaults = stage_alias(stage)  # MiniMind's `train lora`, `train distillation`
     module = get_stage(stage)
     defaults = {**stage_defaults(module), **alias_defaults}
-    cfg = resolve([*GROUPS, module.Args], argv, include_hf=True, defaults=defaults, max_positionals=0)
+    cfg = resolve(
+        [*GROUPS, module.Args],
+        argv,
+        include_hf=True,
+        defaults=defaults,
+        max_positionals=0,
+        values=values,
+        values_from=values_from,
+    )
     recorded = cfg.get("stage")
     if recorded and stage_name(recorded) != stage.replace("_", "-"):
         raise LmforgeError(f"config says stage {recorded!r} but the command runs {stage!r}")
@@ -106,11 +117,13 @@ def public_values(cfg: Config, module) -> dict[str, Any]:
 
 def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None = None) -> str:
     """Run one training stage; returns the run folder."""
+    runtime.setup()  # the same process set-up as `lmforge train` (lmforge/runtime.py)
     from transformers import set_seed
 
+    from lmforge.stages.contract import optional
     from lmforge.training.checks import validate_config
-    from lmforge.training.finish import checkpoint_step, finish_run, log_start, num_training_steps
-    from lmforge.training.trainer import FaultInjectionCallback, MetricsCallback, SigtermCallback
+    from lmforge.training.lifecycle import checkpoint_step, finish_run, log_start, num_training_steps
+    from lmforge.training.trainer import MetricsCallback, SigtermCallback
     from lmforge.tuners.apply import apply_tuner
 
     module, cfg = resolve_train_config(stage, argv or []) if cfg is None else (_module(stage), cfg)
@@ -120,7 +133,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     ctx.training_args = validate_config(module, cfg, run_dir)  # before any model or data is loaded
     flush_denormals()
     set_seed(cfg["seed"])
-    ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, getattr(module, "load_model", None))
+    ctx.tokenizer, ctx.model, base_path = load_tokenizer_and_model(cfg, optional(module, "load_model"))
     if base_path:
         cfg.values["model_name_or_path"] = base_path
         ctx.processor = _model_processor(base_path, ctx)
@@ -129,7 +142,7 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
 
     apply_template(ctx.tokenizer, cfg.get("template"))  # saved with the run's tokenizer
     ctx.train_dataset, ctx.eval_dataset = prepare_datasets(ctx, module)
-    if hasattr(module, "check_data"):  # e.g. RL: some reward can be non-zero
+    if optional(module, "check_data"):  # e.g. RL: some reward can be non-zero
         module.check_data(ctx)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     set_seed(cfg["seed"])  # adapter initialisation does not depend on how much data was read
@@ -146,8 +159,8 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
     sigterm = SigtermCallback()
     trainer.add_callback(MetricsCallback(trainer, run_dir, resumed_step))
     trainer.add_callback(sigterm)
-    if os.environ.get("LMFORGE_FAULT_KILL_AT_STEP"):
-        trainer.add_callback(FaultInjectionCallback(int(os.environ["LMFORGE_FAULT_KILL_AT_STEP"])))
+    for callback in faults.training_callbacks(faults.current()):  # test hooks: none unless asked for
+        trainer.add_callback(callback)
     log_start(ctx, ckpt)
     result = trainer.train(resume_from_checkpoint=ckpt)
     if cfg["plot"] and trainer.args.should_save:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -141,6 +140,8 @@ def remove_stale_staging(run_dir: str | Path) -> list[Path]:
             if not child.exists():
                 removed.append(child)
     if removed:
+        import logging
+
         names = ", ".join(p.name for p in removed)
         logging.getLogger("lmforge").info(
             "removed leftovers of an interrupted save in %s: %s", run_dir, names
@@ -331,37 +332,3 @@ tokenizer = AutoTokenizer.from_pretrained("{run_dir}")
 or chat with it: `lmforge chat --model {run_dir}`. The full config is in `{ARGS_FILE}`.
 """
     atomic_write_text(Path(run_dir) / "README.md", text)
-
-
-def resolve_run_dir(stage: str, cfg: Any) -> tuple[str, str | None]:
-    """The run folder and the checkpoint to resume from (None: start fresh)."""
-    from lmforge.errors import LmforgeError
-    from lmforge.models.locate import minimind_weight_dir
-
-    resume = cfg.get("resume_from_checkpoint")
-    if cfg.get("output_dir"):
-        run_dir = cfg["output_dir"]
-    elif cfg.get("lora_name"):  # MiniMind train_lora: save_dir/lora/NAME_<hidden>
-        run_dir = str(
-            minimind_weight_dir(
-                Path(cfg["save_dir"], "lora"), cfg["lora_name"], cfg["hidden_size"], cfg["use_moe"]
-            )
-        )
-    elif cfg.get("save_weight"):
-        run_dir = str(
-            minimind_weight_dir(cfg["save_dir"], cfg["save_weight"], cfg["hidden_size"], cfg["use_moe"])
-        )
-    elif resume == "latest":
-        run_dir = latest_run_dir(cfg["save_dir"], stage) or default_output_dir(stage, cfg["save_dir"])
-    else:
-        run_dir = default_output_dir(stage, cfg["save_dir"])
-    ckpt = None
-    if resume == "latest":
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            logging.getLogger("lmforge").info("no checkpoint in %s yet: starting from the beginning", run_dir)
-    elif resume:
-        if not Path(resume, "trainer_state.json").is_file():
-            raise LmforgeError(f"--resume_from_checkpoint {resume}: not a complete checkpoint folder")
-        ckpt = resume
-    return run_dir, ckpt

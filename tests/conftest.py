@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # bitwise-reproducible CPU BLAS (see cli._setup_logging)
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # bitwise-reproducible CPU BLAS (see lmforge/runtime.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

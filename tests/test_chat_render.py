@@ -265,7 +265,7 @@ def test_eval_template_names_match_the_registry():
 
 
 def test_chatml_fast_path_mask_history_and_saved_template(tokenizer, tmp_path):
-    from lmforge.data.template import encode_chat_batch
+    from lmforge.data.chat import encode_chat_batch
     from lmforge.models.tokenizer import load_tokenizer
 
     rows = [{"messages": [U, A, U2, A2], "tools": None}]

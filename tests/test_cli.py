@@ -183,6 +183,36 @@ def test_pipeline_resumes_after_kill_and_skips_finished(tmp_path):
     assert final.stdout.count("done") == 2
 
 
+def test_pipeline_stages_run_in_process_with_their_args_as_a_config_layer(tmp_path, monkeypatch, capsys):
+    """Stages go through the Python API (no argv, no `cli.dispatch`): args keep their YAML types, a bad
+    value names the stage, a command that cannot be a stage is refused before anything runs."""
+    import lmforge.cli
+    from lmforge.errors import LmforgeError
+    from lmforge.pipeline_file import run_pipeline_file
+
+    monkeypatch.setattr(lmforge.cli, "dispatch", None)  # a stage that went back through the CLI fails
+    recipe = tmp_path / "p.yaml"
+    stages = [
+        {"name": "data", "command": "data synth", "args": {"scale": 0.01, "lang": "en"}},
+        {"name": "tok", "command": "tokenizer train", "args": {"dataset": ["{data}/tokenizer_corpus.txt"], "vocab_size": 300}},
+    ]  # fmt: skip
+    recipe.write_text(yaml.safe_dump({"workdir": str(tmp_path / "w"), "stages": stages}))
+    assert run_pipeline_file(str(recipe)) == 0
+    assert (tmp_path / "w" / "data" / "pretrain.jsonl").is_file()
+    assert json.loads((tmp_path / "w" / "tok" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert "tokenizer written to" in capsys.readouterr().out
+    stages[0]["args"]["scale"] = "lots"
+    recipe.write_text(yaml.safe_dump({"workdir": str(tmp_path / "w2"), "stages": stages}))
+    with pytest.raises(LmforgeError, match=r"p.yaml: stage data.*scale"):
+        run_pipeline_file(str(recipe))
+    stages[0]["args"]["scale"] = 0.01
+    stages.append({"name": "srv", "command": "serve", "args": {}})
+    recipe.write_text(yaml.safe_dump({"workdir": str(tmp_path / "w3"), "stages": stages}))
+    with pytest.raises(LmforgeError, match=r"stage 'srv': `serve` cannot be a stage"):
+        run_pipeline_file(str(recipe))
+    assert not (tmp_path / "w3").exists()
+
+
 def test_tokenizer_train_and_init(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world, 你好世界\n" * 200 + "the quick brown fox\n" * 200, encoding="utf-8")

@@ -199,11 +199,12 @@ def test_stage_contract(tmp_path):
     from lmforge.config.loader import collect_specs
     from lmforge.pipeline import GROUPS
     from lmforge.stages import STAGES, get_stage
-    from lmforge.stages.contract import Stage
+    from lmforge.stages.contract import Stage, problems
 
     for name in STAGES:
         module = get_stage(name)
         assert isinstance(module, Stage), name
+        assert problems(module) == [], name
         assert dataclasses.is_dataclass(module.Args), name
         specs = collect_specs([*GROUPS, module.Args], include_hf=True)
         assert set(module.DEFAULTS) <= set(specs), name
@@ -212,6 +213,39 @@ def test_stage_contract(tmp_path):
         args_cls, fields = module.trainer_config(cfg)
         assert args_cls is None or isinstance(args_cls, type)
         assert isinstance(fields, dict)
+
+
+def test_every_command_has_its_handler():
+    for words, (summary, handler) in cli.COMMANDS.items():
+        module, name = handler.split(".")
+        assert summary and callable(getattr(cli._HANDLER_MODULES[module], name)), words
+
+
+def test_stage_contract_names_what_is_wrong():
+    import types
+
+    from lmforge.stages.contract import optional, problems
+    from lmforge.stages.sft import Args
+
+    fake = types.ModuleType("fake", "A fake stage.")
+    fake.DATA_KIND, fake.DEFAULTS, fake.Args = "chat", {}, Args
+    fake.validate = lambda cfg: None
+    fake.trainer_config = lambda cfg: (None, {})
+    fake.prepare = lambda ctx, rows: rows
+    fake.build_trainer = lambda ctx: None
+    assert problems(fake) == [] and optional(fake, "check_data") is None
+    fake.prepare = lambda rows: rows  # the wrong signature
+    fake.check_data = lambda ctx, extra: None
+    fake.FEATURE_KEYS = ["a"]
+    del fake.DEFAULTS
+    assert problems(fake) == [
+        "fake: missing DEFAULTS",
+        "fake: prepare(rows): expected prepare(ctx, rows)",
+        "fake: FEATURE_KEYS must be a tuple; got list",
+        "fake: check_data(ctx, extra): expected check_data(ctx)",
+    ]
+    with pytest.raises(KeyError):
+        optional(fake, "prepare")
 
 
 # --- report_to, schedulers, LLaMA-Factory flags --------------------------------------------------
@@ -365,16 +399,16 @@ def _command_groups(words):
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_recipes_through_the_parser(recipe):
-    from lmforge.pipeline_file import _argv, load_pipeline
+    from lmforge.pipeline_file import load_pipeline
 
     _, stages = load_pipeline(str(recipe))
     for st in stages:
         words = tuple(st["command"].split())
-        argv = _argv(st.get("args") or {})
+        args = st.get("args") or {}
         if words[0] == "train":
-            _, cfg = resolve_train_config(words[1], argv)
+            _, cfg = resolve_train_config(words[1], [], values=args)
         else:
-            cfg = resolve(_command_groups(words), argv, max_positionals=0)
+            cfg = resolve(_command_groups(words), [], max_positionals=0, values=args)
         for key in st.get("args") or {}:
             assert key in cfg.explicit or cfg.values.get(key) is not None, (recipe.name, st["name"], key)
 
@@ -420,7 +454,7 @@ def test_args_file_reruns_the_same_run_and_outputs(synth_dir, tmp_path, one_thre
 # --- logging, env --------------------------------------------------------------------------------
 def test_only_lmforge_lines_carry_the_prefix():
     code = (
-        "import logging, lmforge.cli as c; c._setup_logging();"
+        "import logging, lmforge.runtime as r; r.setup();"
         "logging.getLogger('kernels').warning('Skipping publisher trust check');"
         "logging.getLogger('lmforge').info('own line')"
     )
@@ -433,6 +467,76 @@ def test_only_lmforge_lines_carry_the_prefix():
     assert "[lmforge] own line" in out.stderr
     assert "Skipping publisher trust check" in out.stderr
     assert "[lmforge] Skipping" not in out.stderr
+
+
+def test_python_api_and_cli_train_alike(synth_dir, tmp_path):
+    """`run_train` from a bare Python process sets up the process as `lmforge train` does (logging,
+    environment) and gives the same losses, bit for bit."""
+    import json
+    import os
+
+    import lmforge
+    from lmforge.runtime import ENV_DEFAULTS
+
+    env = {k: v for k, v in os.environ.items() if k not in ENV_DEFAULTS and k != "LMFORGE_LOG_LEVEL"}
+    env.update(PYTHONPATH=str(Path(lmforge.__file__).parents[1]), OMP_NUM_THREADS="1")
+    flags = [*TINY_RUN, "--dataset", str(synth_dir / "pretrain.jsonl"), "--max_samples", "16"]
+    code = (
+        "import json, os, sys; from lmforge.pipeline import run_train; run_train('pretrain', sys.argv[1:]);"
+        f"print(json.dumps({{k: os.environ.get(k) for k in {sorted(ENV_DEFAULTS)!r}}}))"
+    )
+    runs = {
+        "python": [sys.executable, "-c", code, *flags, "--output_dir", str(tmp_path / "python")],
+        "cli": [
+            sys.executable,
+            "-m",
+            "lmforge",
+            "train",
+            "pretrain",
+            *flags,
+            "--output_dir",
+            str(tmp_path / "cli"),
+        ],
+    }
+    for name, argv in runs.items():
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "[lmforge] stage pretrain" in out.stderr, name  # lmforge's log handler is set up
+        if name == "python":
+            assert json.loads(out.stdout.strip().splitlines()[-1]) == ENV_DEFAULTS
+
+    def losses(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(ln)["loss"].hex() for ln in lines if "loss" in json.loads(ln)]
+
+    assert len(losses("python")) == 2 and losses("python") == losses("cli")
+
+
+def test_models_loaded_after_setup_run_no_hub_kernels(tmp_path):
+    """transformers 5 kernelizes every from_pretrained model when `kernels` is installed; on a GPU
+    that downloads and runs Hub code at model.train() (and fails offline). After lmforge's set-up a
+    loaded model has them off, unless the user set USE_HUB_KERNELS."""
+    import os
+
+    import lmforge
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    size = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    Qwen3ForCausalLM(Qwen3Config(vocab_size=64, num_key_value_heads=1, **size)).save_pretrained(
+        tmp_path / "m"
+    )
+    code = (
+        "import sys, lmforge.runtime as r; r.setup();"
+        "from transformers import AutoModelForCausalLM;"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); m.train(); print(m.use_kernels)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
+    env["PYTHONPATH"] = str(Path(lmforge.__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "False"
 
 
 def test_env_lists_versions(capsys):

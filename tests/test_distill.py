@@ -17,8 +17,8 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
+from lmforge.data.chat import encode_chat_batch
 from lmforge.data.packing import FlatteningCollator, PaddingCollator
-from lmforge.data.template import encode_chat_batch
 from lmforge.errors import LmforgeError
 from lmforge.models.scratch import init_model
 from lmforge.pipeline import run_train

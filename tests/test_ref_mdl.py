@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmforge.cli import _convert_argv, main
+from lmforge.cli import main
+from lmforge.cli_data import _convert_argv
 from lmforge.errors import LmforgeError
 from lmforge.infer.batch import resolve_infer_config
 from lmforge.pipeline import resolve_train_config

@@ -515,19 +515,22 @@ def test_unavailable_table_has_provenance_and_reasons():
 def test_truncation_strategy_delete_and_left():
     """swift's --truncation_strategy: delete drops rows over --max_length, truncation_left keeps their end."""
     from lmforge.config.loader import canonical_key
-    from lmforge.data.template import IGNORE_INDEX, _truncate
+    from lmforge.data.template import IGNORE_INDEX, truncate_rows
 
     key, transform = canonical_key("truncation_strategy", None)
     assert key == "truncation" and transform("truncation_left") == "left" and transform("delete") == "delete"
     rows = {"input_ids": [[1, 2, 3, 4, 5], [6, 7]], "labels": [[-100, -100, 3, 4, 5], [-100, 7]]}
-    assert _truncate(rows, 3, "right") == {
+    assert truncate_rows(rows, 3, "right") == {
         "input_ids": [[1, 2, 3], [6, 7]],
         "labels": [[-100, -100, 3], [-100, 7]],
     }
-    assert _truncate(rows, 3, "left") == {"input_ids": [[3, 4, 5], [6, 7]], "labels": [[3, 4, 5], [-100, 7]]}
-    deleted = _truncate(rows, 3, "delete")
+    assert truncate_rows(rows, 3, "left") == {
+        "input_ids": [[3, 4, 5], [6, 7]],
+        "labels": [[3, 4, 5], [-100, 7]],
+    }
+    deleted = truncate_rows(rows, 3, "delete")
     assert deleted["labels"] == [[IGNORE_INDEX] * 3, [-100, 7]]  # the long row trains nothing: dropped
-    assert _truncate(rows, -1, "delete") == rows  # swift's max_length -1: no limit
+    assert truncate_rows(rows, -1, "delete") == rows  # swift's max_length -1: no limit
 
 
 def test_truncation_strategy_reaches_sft(tmp_path):

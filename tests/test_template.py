@@ -6,14 +6,8 @@ import json
 
 import pytest
 
-from lmforge.data.template import (
-    CHAT_TEMPLATE,
-    IGNORE_INDEX,
-    encode_chat,
-    encode_chat_batch,
-    encode_text,
-    render_chat,
-)
+from lmforge.data.chat import encode_chat, encode_chat_batch
+from lmforge.data.template import CHAT_TEMPLATE, IGNORE_INDEX, encode_text, render_chat
 from lmforge.models.tokenizer import load_tokenizer
 
 TOOLS = [

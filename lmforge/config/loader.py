@@ -382,15 +382,18 @@ def resolve(
     defaults: dict[str, Any] | None = None,
     yaml_positional: bool = True,
     max_positionals: int | None = None,
+    values: dict[str, Any] | None = None,
+    values_from: str = "arguments",
 ) -> Config:
     """Parse `argv` against `groups` (+ TrainingArguments when include_hf).
 
-    Config files (YAML/JSON positionals) apply in order over `defaults`, then the command line
-    (`--key value`, `--key=value`, `key=value`). Within one layer a list option accumulates and any
+    Config files (YAML/JSON positionals) apply in order over `defaults`, then `values` (flat keys
+    given from Python, e.g. a pipeline stage's `args`; errors name them `values_from`), then the
+    command line (`--key value`, `--key=value`, `key=value`). Within one layer a list option accumulates and any
     other option given twice keeps the last value, with a warning. More than `max_positionals` leftover
     words (None: no limit, the command checks) is an error naming the first extra one."""
     specs = collect_specs(groups, include_hf)
-    values = {k: s.default for k, s in specs.items()}
+    resolved = {k: s.default for k, s in specs.items()}
     positionals, pairs = split_argv(argv, specs)
     layers: list[tuple[str, list[tuple[str, Any]]]] = []
     if defaults:
@@ -402,6 +405,8 @@ def resolve(
         else:
             rest.append(pos)
     _check_positionals(rest, max_positionals, specs)
+    if values:
+        layers.append((values_from, list(values.items())))
     layers.append(("command line", pairs))
     explicit: set[str] = set()
     layered: set[str] = set()
@@ -424,11 +429,11 @@ def resolve(
                     log.warning(
                         "%s: --%s given twice (%r, then %r): using %r", where, key, seen[key], val, val
                     )
-            seen[key] = values[key] = val
+            seen[key] = resolved[key] = val
             layered.add(key)
             if where != "defaults":
                 explicit.add(key)
-    return Config(values, specs, explicit, rest, layered)
+    return Config(resolved, specs, explicit, rest, layered)
 
 
 def format_help(

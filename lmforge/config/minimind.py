@@ -152,7 +152,12 @@ EVAL_LLM_DEFAULTS = {"top_p": 0.85, "max_new_tokens": 8192}
 
 def chat_defaults(argv: list[str]) -> dict[str, Any] | None:
     """eval_llm.py's top_p / max_new_tokens when `chat` is given `--weight` or `--load_from`."""
-    return dict(EVAL_LLM_DEFAULTS) if typed_keys(argv) & EVAL_LLM_FLAGS else None
+    return chat_defaults_for(typed_keys(argv))
+
+
+def chat_defaults_for(typed: set[str]) -> dict[str, Any] | None:
+    """`chat_defaults` for the option names given (e.g. a pipeline stage's `args` keys)."""
+    return dict(EVAL_LLM_DEFAULTS) if set(typed) & EVAL_LLM_FLAGS else None
 
 
 # dataset/generate_*_from_api.py: seconds between API calls

@@ -31,6 +31,7 @@ import logging
 from functools import lru_cache
 from typing import Any
 
+from lmforge.data.template import CHAT_TEMPLATE, encode_chatml_batch, render_chat, truncate_rows
 from lmforge.errors import LmforgeError
 
 log = logging.getLogger("lmforge")
@@ -45,8 +46,6 @@ class TemplateMismatch(LmforgeError):
 
 
 def is_lmforge_chatml(tokenizer: Any) -> bool:
-    from lmforge.data.template import CHAT_TEMPLATE
-
     return getattr(tokenizer, "chat_template", None) in (None, "", CHAT_TEMPLATE)
 
 
@@ -208,8 +207,6 @@ def render(
     """The text of a conversation in the tokenizer's template (the inference prompt with
     `add_generation_prompt=True`)."""
     if is_lmforge_chatml(tokenizer):
-        from lmforge.data.template import render_chat
-
         return render_chat(messages, tools, add_generation_prompt, enable_thinking)
     msgs, tools = prepare(tokenizer, messages, tools)
     text = _safe_apply(tokenizer, msgs, tools, add_generation_prompt, enable_thinking)
@@ -375,6 +372,39 @@ def encode_rows(
     return out
 
 
+def encode_chat_batch(
+    tokenizer: Any,
+    rows: list[dict],
+    max_length: int | None = None,
+    train_on_prompt: bool = False,
+    enable_thinking: bool = True,
+    mask_history: bool = False,
+    truncation: str = "right",
+) -> dict[str, list[list[int]]]:
+    """Canonical chat rows (``{"messages": [...], "tools": ...}``) → ``input_ids`` + SFT ``labels``
+    (-100 outside assistant turns unless ``train_on_prompt``; with ``mask_history`` only the last
+    assistant turn, and with both, the text after the previous assistant turn too). lmforge's ChatML
+    is encoded segment-wise (`data/template.py`), any other template by `encode_rows`. Rows longer
+    than ``max_length`` are cut from the end (``truncation="left"``: from the start; ``"delete"``:
+    their labels become all -100); callers drop rows left with no trainable token."""
+    opts = {
+        "train_on_prompt": train_on_prompt,
+        "enable_thinking": enable_thinking,
+        "mask_history": mask_history,
+    }
+    if is_lmforge_chatml(tokenizer):
+        out = encode_chatml_batch(tokenizer, rows, **opts)
+    else:
+        out = encode_rows(tokenizer, rows, **opts)
+    return truncate_rows(out, max_length, truncation)
+
+
+def encode_chat(tokenizer: Any, messages: list[dict], tools: Any = None, **kwargs: Any) -> dict:
+    """One conversation: ``{"input_ids": [...], "labels": [...]}`` (``kwargs``: `encode_chat_batch`'s)."""
+    batch = encode_chat_batch(tokenizer, [{"messages": messages, "tools": tools}], **kwargs)
+    return {"input_ids": batch["input_ids"][0], "labels": batch["labels"][0]}
+
+
 def encode_completion(
     tokenizer: Any,
     prompt: list[dict],
@@ -427,8 +457,6 @@ def check_rows(
     """The guard run before training: for each assistant turn of `rows`, the inference prompt up to
     that turn (with the generation prompt) followed by the turn's trained tokens must be the
     training row's ids. Raises `TemplateMismatch` naming the template and the first differing token."""
-    from lmforge.data.template import encode_chat_batch
-
     enc = encode_chat_batch(tokenizer, rows, enable_thinking=enable_thinking)
     for r, (row, ids, labels) in enumerate(zip(rows, enc["input_ids"], enc["labels"])):
         messages = row.get("messages") if row.get("messages") is not None else row.get("conversations")

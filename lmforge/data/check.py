@@ -27,8 +27,7 @@ def _render(messages: list[dict], tokenizer: Any, tools: Any = None) -> str:
 
 def marked_row(row: dict, kind: str, tokenizer: Any) -> str | None:
     """The row's training text with its trained tokens between ⟦ and ⟧ (chat / preference / KTO)."""
-    from lmforge.data.chat import IGNORE_INDEX, encode_completion
-    from lmforge.data.template import encode_chat_batch
+    from lmforge.data.chat import IGNORE_INDEX, encode_chat_batch, encode_completion
 
     if kind == "chat":
         enc = encode_chat_batch(tokenizer, [row])

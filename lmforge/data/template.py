@@ -18,7 +18,7 @@ inside one ``<tool_call>`` block.
 ``<think>\n\n</think>\n\n`` block and appends it after the generation prompt, so the model answers
 directly.
 
-Loss masks (``encode_chat``): the tokens of every assistant turn from after
+Loss masks (``encode_chatml_batch``; ``data/chat.py``'s ``encode_chat`` is the entry point): the tokens of every assistant turn from after
 ``<|im_start|>assistant\n`` through its ``<|im_end|>`` are trained, everything else is -100.
 Each row is tokenised segment by segment, so masks are exact by construction; segments meet only
 next to a special token or right after the ``\n`` of ``assistant\n``. The shipped tokenizer
@@ -276,38 +276,16 @@ def _row_messages(row: dict) -> tuple[list[dict], Any]:
     return messages, row.get("tools")
 
 
-def encode_chat_batch(
+def encode_chatml_batch(
     tokenizer: Any,
     rows: list[dict],
-    max_length: int | None = None,
     train_on_prompt: bool = False,
     enable_thinking: bool = True,
     mask_history: bool = False,
-    truncation: str = "right",
 ) -> dict[str, list[list[int]]]:
-    """Tokenise canonical chat rows (``{"messages": [...], "tools": ...}``) with SFT loss masks.
-
-    One tokenizer call covers every segment of every row. Returns ``input_ids`` and ``labels``
-    (-100 outside assistant turns unless ``train_on_prompt``; with ``mask_history`` only the last
-    assistant turn, and with both, the text after the previous assistant turn too). Rows longer
-    than ``max_length`` are cut from the end (``truncation="left"``: from the start; ``"delete"``:
-    their labels become all -100); a row left with no trainable token has labels all -100, and
-    callers should drop it (``any(l != -100 for l in labels)``).
-
-    A tokenizer whose template is not lmforge's ChatML is handed to ``data/chat.py``, which renders
-    with that template (same ids as ``apply_chat_template``).
-    """
-    from lmforge.data.chat import encode_rows, is_lmforge_chatml
-
-    if not is_lmforge_chatml(tokenizer):
-        out = encode_rows(
-            tokenizer,
-            rows,
-            train_on_prompt=train_on_prompt,
-            mask_history=mask_history,
-            enable_thinking=enable_thinking,
-        )
-        return _truncate(out, max_length, truncation)
+    """Tokenise canonical chat rows (``{"messages": [...], "tools": ...}``) in lmforge's ChatML, segment
+    by segment, with SFT loss masks (see the module docstring); one tokenizer call covers every
+    segment of every row. Other templates, and truncation, are `data/chat.py`'s `encode_chat_batch`."""
     all_segments = []
     for row in rows:
         messages, tools = _row_messages(row)
@@ -331,10 +309,10 @@ def encode_chat_batch(
             labels.extend(ids if keep else [IGNORE_INDEX] * len(ids))
         out["input_ids"].append(input_ids)
         out["labels"].append(labels)
-    return _truncate(out, max_length, truncation)
+    return out
 
 
-def _truncate(
+def truncate_rows(
     out: dict[str, list[list[int]]], max_length: int | None, how: str
 ) -> dict[str, list[list[int]]]:
     """Rows over ``max_length``: right keeps the start, left keeps the end (ms-swift's
@@ -353,27 +331,6 @@ def _truncate(
         cut["input_ids"].append(ids)
         cut["labels"].append(labels)
     return cut
-
-
-def encode_chat(
-    tokenizer: Any,
-    messages: list[dict],
-    tools: Any = None,
-    max_length: int | None = None,
-    train_on_prompt: bool = False,
-    enable_thinking: bool = True,
-    mask_history: bool = False,
-) -> dict:
-    """Tokenise one conversation: ``{"input_ids": [...], "labels": [...]}`` (see ``encode_chat_batch``)."""
-    batch = encode_chat_batch(
-        tokenizer,
-        [{"messages": messages, "tools": tools}],
-        max_length=max_length,
-        train_on_prompt=train_on_prompt,
-        enable_thinking=enable_thinking,
-        mask_history=mask_history,
-    )
-    return {"input_ids": batch["input_ids"][0], "labels": batch["labels"][0]}
 
 
 def _special_id(tokenizer: Any, attr: str, fallback: str) -> int:

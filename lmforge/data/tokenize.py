@@ -63,7 +63,7 @@ def tokenize_pretrain(ctx, rows):
 
 def tokenize_chat(ctx, rows):
     """Chat rows → input_ids + labels (assistant tokens only unless --train_on_prompt)."""
-    from lmforge.data.template import encode_chat_batch
+    from lmforge.data.chat import encode_chat_batch
 
     tok, cfg = ctx.tokenizer, ctx.cfg
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.infer.args import GenerationArgs
-from lmforge.infer.engine import Completion, Engine
+from lmforge.infer.generation import GenerationEngine
+from lmforge.infer.stream import Completion
 
 
-class AudioEngine(Engine):
-    """`Engine` over an audio LLM and its processor; `generate_audio` is the batch entry point."""
+class AudioEngine(GenerationEngine):
+    """`GenerationEngine` over an audio LLM and its processor; `generate_audio` is the batch entry point."""
 
     def __init__(self, model, processor, **kwargs: Any):
         super().__init__(model, processor.tokenizer, **kwargs)

@@ -20,7 +20,8 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.infer.args import GenerationArgs
-from lmforge.infer.engine import Completion, Engine, TextStream
+from lmforge.infer.generation import GenerationEngine
+from lmforge.infer.stream import Completion, TextStream
 from lmforge.models.vision import IMAGE_PLACEHOLDER
 
 
@@ -94,8 +95,8 @@ def canonical_messages(messages: list[dict]) -> tuple[list[dict], list[Any]]:
     return out, refs
 
 
-class VisionEngine(Engine):
-    """`Engine` over a vision LLM and its processor (see the module docstring)."""
+class VisionEngine(GenerationEngine):
+    """`GenerationEngine` over a vision LLM and its processor (see the module docstring)."""
 
     def __init__(self, model, processor, **kwargs: Any):
         from lmforge.models.vision import image_markup, image_token_id, uses_token_types

@@ -38,7 +38,7 @@ class ModelOptionArgs:
 
 def check_options(module: Any, cfg: Any) -> None:
     """One-line errors for option combinations that would otherwise be ignored."""
-    kind = getattr(module, "DATA_KIND", "")
+    kind = module.DATA_KIND
     if cfg.get("packing") and "packing" in cfg.explicit and kind not in PACKING_KINDS:
         raise LmforgeError(
             f"train {cfg['stage']}: --packing packs pretraining / SFT sequences; {kind} rows "

@@ -135,3 +135,13 @@ def set_trainable_parts(model, spec: str | list[str] | None) -> None:
     for n, p in model.named_parameters():
         keep = owner_part(n, prefixes) in targets or any(_under(n, k) for k in extra)
         p.requires_grad_(keep)
+
+
+def decoder_layers(model):
+    """The decoder's list of transformer blocks (`model.model.layers` or the `get_decoder()` one), for
+    the freeze flags and BAdam's blocks."""
+    inner = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise LmforgeError(f"{type(model).__name__}: no decoder layer list (model.model.layers) to freeze by")
+    return layers

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Callable
 
-from lmforge.infer.engine import THINK_CLOSE, THINK_OPEN, partial_suffix
+from lmforge.infer.stream import THINK_CLOSE, THINK_OPEN, partial_suffix
 
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _TOOL_BLOCK = re.compile(re.escape(TOOL_OPEN) + r"\s*(.*?)\s*" + re.escape(TOOL_CLOSE), re.DOTALL)

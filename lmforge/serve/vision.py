@@ -192,7 +192,7 @@ def solo_runner(engine, runner):
     """The scheduler's function for one image job: generate with the job's image inputs (the
     running batch has drained) and hand text pieces, then "done", to the job's sink."""
     from lmforge.infer.args import GenerationArgs
-    from lmforge.infer.engine import TextStream
+    from lmforge.infer.stream import TextStream
 
     def run(job) -> None:
         p = job.params

@@ -1,8 +1,10 @@
 """Training stages: one module per stage, looked up by name in STAGES (imported lazily).
 
-A stage module meets the `Stage` Protocol of contract.py: ``DATA_KIND``, ``DEFAULTS``, ``Args``,
-``validate(cfg)`` and ``trainer_config(cfg)`` (config only, run before any loading),
-``prepare(ctx, rows)`` and ``build_trainer(ctx)``.
+A stage module meets the contract of contract.py: the `Stage` Protocol (``DATA_KIND``, ``DEFAULTS``,
+``Args``, ``validate(cfg)`` and ``trainer_config(cfg)`` (config only, run before any loading),
+``prepare(ctx, rows)``, ``build_trainer(ctx)``) and, where it needs them, the members of
+`OptionalStage` (``FEATURE_KEYS``, ``load_model(cfg, path)``, ``check_data(ctx)``), read through
+`contract.optional`. A test checks every registered stage, signatures included.
 """
 
 from __future__ import annotations

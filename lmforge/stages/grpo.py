@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from lmforge.config.fields import arg
 from lmforge.errors import LmforgeError
+from lmforge.rl.args import RLArgs
 
 DATA_KIND = "prompt"
 
@@ -35,25 +36,10 @@ LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
 
 
 @dataclass
-class Args:
+class Args(RLArgs):
     num_generations: int = arg(8, "Answers sampled per prompt (the group)")
     beta: float = arg(0.02, "KL coefficient to the reference model (0: no reference kept)")
-    max_gen_len: int = arg(1536, "Most tokens generated per answer (TRL's max_completion_length)")
-    reasoning: bool = arg(False, "Reasoning model: add the <think> format reward (MiniMind --reasoning 1)")
-    reward_funcs: str = arg(
-        "accuracy", "Comma list of rule rewards: accuracy, format, length, repetition", multi=True
-    )
-    reward_weights: str | None = arg(
-        None, "Comma list of weights, one per reward (reward model last)", multi=True
-    )
-    reward_model_path: str | None = arg(
-        None, "Sequence-classification reward model folder (an lmforge rm run)"
-    )
-    reward_clip: float = arg(5.0, "Clip reward-model scores to [-clip, clip]")
-    length_target: int = arg(200, "Target answer length in characters for the length reward")
     loss_type: str = arg("dapo", f"Policy loss: {', '.join(LOSSES)}", choices=LOSSES)
-    temperature: float = arg(1.0, "Sampling temperature of the rollouts")
-    top_p: float = arg(1.0, "Nucleus sampling of the rollouts")
     epsilon: float = arg(0.2, "PPO-style clip range of the importance ratio")
     scale_rewards: str = arg(
         "group", "Divide advantages by the std of: group, batch, or none", choices=("group", "batch", "none")

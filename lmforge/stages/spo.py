@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from lmforge.config.fields import arg
 from lmforge.errors import LmforgeError
+from lmforge.rl.args import RLArgs
 
 DATA_KIND = "prompt"
 
@@ -32,26 +33,11 @@ DEFAULTS = {
 
 
 @dataclass
-class Args:
+class Args(RLArgs):
     beta: float = arg(0.02, "KL coefficient to the reference model in the loss (0: no reference kept)")
     spo_ema: float = arg(0.1, "Rate of the per-prompt baseline's moving average, in (0, 1]")
     clip_epsilon: float = arg(0.2, "Clip range of the importance ratio in the policy loss")
     num_generations: int = arg(1, "Answers sampled per prompt")
-    max_gen_len: int = arg(1536, "Most tokens generated per answer")
-    temperature: float = arg(1.0, "Sampling temperature of the rollouts")
-    top_p: float = arg(1.0, "Nucleus sampling of the rollouts")
-    reasoning: bool = arg(False, "Reasoning model: add the <think> format reward (MiniMind --reasoning 1)")
-    reward_funcs: str = arg(
-        "accuracy", "Comma list of rule rewards: accuracy, closeness, format, length, repetition", multi=True
-    )
-    reward_weights: str | None = arg(
-        None, "Comma list of weights, one per reward (reward model last)", multi=True
-    )
-    reward_model_path: str | None = arg(
-        None, "Sequence-classification reward model folder (an lmforge rm run)"
-    )
-    reward_clip: float = arg(5.0, "Clip reward-model scores to [-clip, clip]")
-    length_target: int = arg(200, "Target answer length in characters for the length reward")
 
 
 def validate(cfg) -> None:

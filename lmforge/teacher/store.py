@@ -27,10 +27,10 @@ import hashlib
 import json
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
+from lmforge import faults
 from lmforge.errors import LmforgeError
 
 log = logging.getLogger("lmforge")
@@ -97,7 +97,7 @@ class RowStore:
         self._lock_fd: int | None = None
         self._journal = None
         self._output = None
-        self._kill_after = int(os.environ.get("LMFORGE_FAULT_KILL_AFTER_ROWS", "0") or 0)
+        self._kill_after = faults.current().kill_after_rows  # test hook (lmforge/faults.py)
 
     # --- opening ------------------------------------------------------------------------------
     def open(self, resume: bool, settings: dict[str, Any]) -> None:
@@ -195,7 +195,7 @@ class RowStore:
         if self._kill_after and self.num_new == self._kill_after:  # test hook: die mid-line
             self._journal.write(data[: len(data) // 2])
             self._journal.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+            faults.kill_process()
         offset = self._journal.tell()
         self._journal.write(data)
         self._journal.flush()

@@ -43,7 +43,7 @@ def expand_audio(ids: list[int], labels: list[int] | None, audio_id: int, n: int
 def tokenize_audio_chat(ctx, rows):
     """Chat rows with an `audio` path column → input_ids, labels, audio (path kept for the collator)."""
     from lmforge.data.audio import load_audio
-    from lmforge.data.template import encode_chat_batch
+    from lmforge.data.chat import encode_chat_batch
     from lmforge.data.tokenize import map_rows
     from lmforge.models.audio import audio_placeholder, num_audio_tokens, sampling_rate
 

@@ -258,7 +258,7 @@ def tokenize_answers(ctx, rows):
     assistant turns of a multi-turn question are context written by the dataset, not targets.
     Rows are encoded whole, masked, then cut at --max_length, so a cut can never make an earlier
     turn the labelled one; rows whose answer is cut away entirely are dropped and counted."""
-    from lmforge.data.template import encode_chat_batch
+    from lmforge.data.chat import encode_chat_batch
 
     tok, cfg = ctx.tokenizer, ctx.cfg
     max_len = cfg["max_length"]

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from lmforge import faults
 from lmforge.errors import LmforgeError
 from lmforge.runs import MetricsLog, promote_staged_checkpoint, remove_stale_staging
 
@@ -94,11 +95,7 @@ class LmforgeMixin:
         self._step_tokens = 0
         self._last_grad_norm: float | None = None
         self.last_step_record: dict[str, Any] = {}
-        # Test hook: LMFORGE_FAULT_NAN_AT_STEP=N makes step N's loss and gradients NaN (checks the guard
-        # end to end); LMFORGE_FAULT_NAN_KIND=loss (only the loss value) or grad (only the gradients)
-        # pins each half of the guard on its own.
-        self._fault_nan_step = int(os.environ.get("LMFORGE_FAULT_NAN_AT_STEP", "0") or 0)
-        self._fault_nan_kind = os.environ.get("LMFORGE_FAULT_NAN_KIND", "both") or "both"
+        self._faults = faults.current()  # test hooks (lmforge/faults.py): off unless asked for
         # (model, args) -> optimizer, set by the pipeline for tuners with their own optimizer (LoRA+, BAdam)
         self.optimizer_factory: Any = None
 
@@ -118,8 +115,8 @@ class LmforgeMixin:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         else:
             loss, outputs = super().compute_loss(model, inputs, False, num_items_in_batch), None
-        if self._fault_nan_step and self.state.global_step + 1 == self._fault_nan_step:
-            loss = _inject_nan(loss, self._fault_nan_kind)
+        if self._faults.nan_at_step and self.state.global_step + 1 == self._faults.nan_at_step:
+            loss = faults.poison_loss(loss, self._faults.nan_kind)
         aux = getattr(outputs, "aux_loss", None)
         if aux is not None:
             self._step_aux += float(aux.detach()) / self.args.gradient_accumulation_steps
@@ -358,30 +355,6 @@ class LmforgeMixin:
         return self._staging
 
 
-class _NanGradient(torch.autograd.Function):
-    """Identity forward, NaN gradients backward (the fault hook's `grad` kind)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
-
-
-def _inject_nan(loss: torch.Tensor, kind: str) -> torch.Tensor:
-    """The NaN test hook: `both` NaN loss and gradients, `loss` a NaN value over finite gradients
-    (the constant carries no gradient), `grad` a finite value over NaN gradients."""
-    if kind == "loss":
-        return loss + float("nan")
-    if kind == "grad":
-        return _NanGradient.apply(loss)
-    if kind != "both":
-        raise LmforgeError(f"LMFORGE_FAULT_NAN_KIND must be both, loss or grad; got {kind!r}")
-    return loss * float("nan")
-
-
 def _dump_batch(out_dir: str, step: int, inputs: dict[str, Any]) -> None:
     """Debug hook: one line per micro-batch with a short hash of each row (see module docstring)."""
     import hashlib
@@ -470,15 +443,3 @@ class SigtermCallback(TrainerCallback):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
-
-
-class FaultInjectionCallback(TrainerCallback):
-    """Test hook (env LMFORGE_FAULT_KILL_AT_STEP=N): SIGKILL this process when step N begins,
-    exactly like `kill -9`, so resume tests need no timing races."""
-
-    def __init__(self, kill_at_step: int):
-        self.kill_at_step = kill_at_step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step + 1 == self.kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)

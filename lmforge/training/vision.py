@@ -86,7 +86,7 @@ def _truncate(ids, labels, image_id: int, max_len: int | None, cfg, row: str):
 
 def tokenize_vision_chat(ctx, rows):
     """Canonical vision rows → input_ids, labels, images (paths kept for the collator)."""
-    from lmforge.data.template import encode_chat_batch
+    from lmforge.data.chat import encode_chat_batch
     from lmforge.data.tokenize import map_rows
     from lmforge.data.vision import load_image
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.models.parts import decoder_layers
 from lmforge.tuners.args import PEFT_TUNERS
 
 log = logging.getLogger("lmforge")
@@ -185,14 +186,6 @@ def trainable_report(model) -> dict[str, Any]:
 
 
 # --- freeze ---------------------------------------------------------------------------------
-def decoder_layers(model):
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise LmforgeError(f"{type(model).__name__}: no decoder layer list (model.model.layers) to freeze by")
-    return layers
-
-
 def _trainable_layer_ids(model, n: int) -> list[int]:
     num = len(decoder_layers(model))
     if n == 0 or abs(n) > num:

@@ -94,7 +94,7 @@ def _badam(cfg):
         import torch
         from badam import BlockOptimizer
 
-        from lmforge.tuners.apply import decoder_layers
+        from lmforge.models.parts import decoder_layers
 
         prefix = _layer_prefix(model, decoder_layers(model))
         blocks = [[f"{prefix}.{i}."] for i in range(len(decoder_layers(model)))]

@@ -1,6 +1,6 @@
-"""The start and end of a training run: what is logged when it starts, how many optimizer steps it
-takes, and what a finished run leaves in its folder (model or adapter, processor, trainer state,
-metrics, model card, the finished mark)."""
+"""A training run's life: its folder and the checkpoint it resumes from, what is logged when it
+starts, how many optimizer steps it takes, and what a finished run leaves in its folder (model or
+adapter, processor, trainer state, metrics, model card, the finished mark)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,50 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lmforge.runs import MetricsLog, mark_finished, write_model_card
+from lmforge.errors import LmforgeError
+from lmforge.runs import (
+    MetricsLog,
+    default_output_dir,
+    latest_checkpoint,
+    latest_run_dir,
+    mark_finished,
+    write_model_card,
+)
 
 log = logging.getLogger("lmforge")
+
+
+def resolve_run_dir(stage: str, cfg: Any) -> tuple[str, str | None]:
+    """The run folder and the checkpoint to resume from (None: start fresh)."""
+    from lmforge.models.locate import minimind_weight_dir
+
+    resume = cfg.get("resume_from_checkpoint")
+    if cfg.get("output_dir"):
+        run_dir = cfg["output_dir"]
+    elif cfg.get("lora_name"):  # MiniMind train_lora: save_dir/lora/NAME_<hidden>
+        run_dir = str(
+            minimind_weight_dir(
+                Path(cfg["save_dir"], "lora"), cfg["lora_name"], cfg["hidden_size"], cfg["use_moe"]
+            )
+        )
+    elif cfg.get("save_weight"):
+        run_dir = str(
+            minimind_weight_dir(cfg["save_dir"], cfg["save_weight"], cfg["hidden_size"], cfg["use_moe"])
+        )
+    elif resume == "latest":
+        run_dir = latest_run_dir(cfg["save_dir"], stage) or default_output_dir(stage, cfg["save_dir"])
+    else:
+        run_dir = default_output_dir(stage, cfg["save_dir"])
+    ckpt = None
+    if resume == "latest":
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            log.info("no checkpoint in %s yet: starting from the beginning", run_dir)
+    elif resume:
+        if not Path(resume, "trainer_state.json").is_file():
+            raise LmforgeError(f"--resume_from_checkpoint {resume}: not a complete checkpoint folder")
+        ckpt = resume
+    return run_dir, ckpt
 
 
 def num_training_steps(ctx) -> int:

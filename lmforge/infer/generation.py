@@ -1,0 +1,235 @@
+"""`GenerationEngine`: generation over one loaded model + tokenizer, shared by chat, infer, serve,
+webui and eval (`infer/engine.py`'s `Engine.from_path` loads one; audio and vision LLMs subclass it).
+
+It offers single answers (`chat`, `complete`), streamed answers (`stream`) and batched answers
+(`generate_batch`, left padding, results in input order). Everything runs on `model.generate`;
+stop strings, `<think>` splitting and finish reasons (`infer/stream.py`) are handled the same way
+for every front end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from lmforge.errors import LmforgeError
+from lmforge.infer.args import GenerationArgs
+from lmforge.infer.stream import VISIBLE_SPECIAL, Completion, StopCriteria, TextStream, split_thinking
+
+
+class GenerationEngine:
+    """Generation over one model + tokenizer (see module docstring)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        system: str | None = None,
+        enable_thinking: bool | None = None,
+        max_length: int | None = None,
+        name: str | None = None,
+    ):
+        """`system`: default system prompt; `enable_thinking`: False turns thinking off for every
+        request (a run trained without it); `max_length`: prompt-token limit (e.g. infer's --max_length)."""
+        model.eval()
+        self.model, self.tokenizer = model, tokenizer
+        self.system, self.enable_thinking, self.max_length = system, enable_thinking, max_length
+        self.total_length: int | None = None  # prompt + answer tokens per row (infer's --max_length)
+        self.name = name or getattr(model.config, "_name_or_path", None) or "model"
+        self.run_args: dict[str, Any] = {}  # the run's lmforge_args.yaml, set by from_path
+        self.device = next(model.parameters()).device
+        gc = getattr(model, "generation_config", None)
+        eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+        for tok in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>"):
+            tid = tokenizer.convert_tokens_to_ids(tok) if tok else None
+            if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in eos_ids:
+                eos_ids.append(tid)
+        if not eos_ids:
+            raise LmforgeError("the tokenizer has no end-of-sequence token: cannot tell when an answer ends")
+        self.eos_ids = eos_ids
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+        keep = {tokenizer.convert_tokens_to_ids(t) for t in VISIBLE_SPECIAL if t in tokenizer.get_vocab()}
+        self._hidden_ids = (set(tokenizer.all_special_ids) | set(eos_ids) | {self.pad_id}) - keep
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.context_length = int(getattr(cfg, "max_position_embeddings", 0) or 1 << 30)
+
+    # ------------------------------------------------------------------ prompts
+    def _thinking(self, gen: GenerationArgs) -> bool:
+        return bool(gen.enable_thinking) and self.enable_thinking is not False
+
+    def render(self, messages: list[dict], gen: GenerationArgs, tools: list | None = None) -> str:
+        """The prompt text for `messages` (default system prompt added when none is given)."""
+        if self.system and not any(m.get("role") == "system" for m in messages):
+            messages = [{"role": "system", "content": self.system}, *messages]
+        from lmforge.data.chat import render  # the renderer training rows come from
+
+        return render(
+            self.tokenizer, messages, tools, add_generation_prompt=True, enable_thinking=self._thinking(gen)
+        )
+
+    def encode(self, item: list[dict] | str, gen: GenerationArgs, tools: list | None = None) -> list[int]:
+        """Token ids of a chat (list of messages) or of raw text (bos prepended, as in pretraining)."""
+        if isinstance(item, str):
+            bos = self.tokenizer.bos_token
+            text = item if not bos or item.startswith(bos) else bos + item
+        else:
+            text = self.render(item, gen, tools)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def check_length(self, ids: list[int], gen: GenerationArgs, where: str = "prompt") -> None:
+        """Raise `LmforgeError` when the prompt leaves no room for `max_new_tokens` in the context."""
+        limit = self.context_length - gen.max_new_tokens
+        if len(ids) > limit:
+            raise LmforgeError(
+                f"{where} has {len(ids)} tokens; the model's context of {self.context_length} "
+                f"minus --max_new_tokens {gen.max_new_tokens} allows {max(limit, 0)}"
+            )
+        if self.max_length is not None and len(ids) > self.max_length:
+            raise LmforgeError(f"{where} has {len(ids)} tokens, more than --max_length {self.max_length}")
+
+    # ------------------------------------------------------------------ generation
+    def _generation_config(self, gen: GenerationArgs):
+        from transformers import GenerationConfig
+
+        sample = not gen.greedy
+        return GenerationConfig(
+            max_new_tokens=gen.max_new_tokens,
+            do_sample=sample,
+            temperature=gen.temperature if sample else 1.0,
+            top_p=gen.top_p if sample else 1.0,
+            top_k=gen.top_k if sample else 50,
+            repetition_penalty=gen.repetition_penalty,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+
+    def _generate(
+        self,
+        batch: list[list[int]],
+        gen: GenerationArgs,
+        streamer=None,
+        cancel: threading.Event | None = None,
+        extra: dict | None = None,
+    ):
+        """Left-pad `batch`, run `model.generate` (`extra`: more model inputs, e.g. audio features);
+        returns (sequences, padded prompt length)."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, ids in enumerate(batch):
+            input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[i, width - len(ids) :] = 1
+        if gen.seed is not None:
+            torch.manual_seed(gen.seed)
+        criteria = StoppingCriteriaList([StopCriteria(self.tokenizer, list(gen.stop or []), width, cancel)])
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                generation_config=self._generation_config(gen),
+                stopping_criteria=criteria,
+                streamer=streamer,
+                **{k: v.to(self.device) for k, v in (extra or {}).items()},
+            )
+        return out, width
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, keeping `<think>`/tool tags and dropping other special tokens."""
+        return self.tokenizer.decode([i for i in ids if i not in self._hidden_ids], skip_special_tokens=False)
+
+    def _finish(self, gen_ids: list[int], prompt_tokens: int, gen: GenerationArgs) -> Completion:
+        """Cut generated ids at the first eos / stop string and build the `Completion`."""
+        reason = "length"
+        for n, tid in enumerate(gen_ids):
+            if tid in self.eos_ids:
+                gen_ids, reason = gen_ids[: n + 1], "stop"
+                break
+        text = self.decode(gen_ids)
+        hits = [text.find(s) for s in gen.stop or [] if s and s in text]
+        if hits:
+            text, reason = text[: min(hits)], "stop"
+        if reason == "length" and len(gen_ids) < gen.max_new_tokens:
+            reason = "stop"
+        reasoning, content = split_thinking(text)
+        return Completion(
+            text=content,
+            reasoning_content=reasoning,
+            finish_reason=reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(gen_ids),
+            raw_text=text,
+            token_ids=gen_ids,
+        )
+
+    def chat(self, messages: list[dict], gen: GenerationArgs, tools: list | None = None) -> Completion:
+        """One answer to a conversation."""
+        return self.generate_batch([messages], gen, batch_size=1, tools=tools)[0]
+
+    def complete(self, prompt_text: str, gen: GenerationArgs) -> Completion:
+        """Raw text continuation (pretrained base models): no chat template."""
+        return self.generate_batch([prompt_text], gen, batch_size=1)[0]
+
+    def generate_batch(
+        self,
+        items: list[list[dict] | str],
+        gen: GenerationArgs,
+        batch_size: int = 8,
+        tools: list | None = None,
+    ) -> list[Completion]:
+        """Answers for many conversations (or raw prompts, given as str), in input order. Rows are
+        sorted by length so each batch pads little; greedy results equal one-by-one generation."""
+        encoded = []
+        for i, item in enumerate(items):
+            ids = self.encode(item, gen, tools)
+            self.check_length(ids, gen, where=f"row {i}" if len(items) > 1 else "prompt")
+            encoded.append(ids)
+        return self.generate_ids(encoded, gen, batch_size)
+
+    def generate_ids(
+        self,
+        encoded: list[list[int]],
+        gen: GenerationArgs,
+        batch_size: int = 8,
+        extra_inputs: Callable[[list[int]], dict] | None = None,
+    ) -> list[Completion]:
+        """`generate_batch` on already encoded (and length-checked) prompts; `extra_inputs(rows)`
+        gives more model inputs for the rows (indices into `encoded`) of one batch."""
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        results: list[Completion | None] = [None] * len(encoded)
+        for start in range(0, len(order), max(1, batch_size)):
+            chunk = order[start : start + max(1, batch_size)]
+            extra = extra_inputs(chunk) if extra_inputs else None
+            caps = [self._answer_cap(len(encoded[i]), gen) for i in chunk]
+            out, width = self._generate([encoded[i] for i in chunk], _capped(gen, max(caps)), extra=extra)
+            for row, i in enumerate(chunk):  # each row stops at its own cap (--max_length counts the prompt)
+                ids = out[row, width:].tolist()[: caps[row]]
+                results[i] = self._finish(ids, len(encoded[i]), _capped(gen, caps[row]))
+        return results  # type: ignore[return-value]
+
+    def _answer_cap(self, prompt_tokens: int, gen: GenerationArgs) -> int:
+        """Most answer tokens for a prompt: --max_new_tokens, and what `total_length` leaves."""
+        if self.total_length is None:
+            return gen.max_new_tokens
+        return max(1, min(gen.max_new_tokens, self.total_length - prompt_tokens))
+
+    def stream(
+        self, messages: list[dict] | str, gen: GenerationArgs, tools: list | None = None
+    ) -> TextStream:
+        """Stream an answer: iterate the result for text pieces; `.completion` is set at the end.
+        A str `messages` is raw-text completion."""
+        ids = self.encode(messages, gen, tools)
+        self.check_length(ids, gen)
+        return TextStream(self, ids, gen)
+
+
+def _capped(gen: GenerationArgs, max_new_tokens: int) -> GenerationArgs:
+    """`gen` with a smaller answer budget (the same object when nothing changes)."""
+    return gen if max_new_tokens == gen.max_new_tokens else replace(gen, max_new_tokens=max_new_tokens)
