@@ -4,7 +4,7 @@
 the command words map onto lmforge's (`deploy` → `serve`, `rlhf --rlhf_type kto` → `train kto`), and
 the flags whose meaning spans several lmforge flags are rewritten here, before the config resolver
 sees them (`export --merge_lora true` → an HF export into CKPT-merged). One-to-one renames are
-aliases, and flags with no effect here are UNAVAILABLE entries, in lmforge/config/aliases.py.
+aliases, and flags with no effect here are UNAVAILABLE entries, in lmforge/config/aliases/.
 
 swift's own command words (`lmforge sft`, `pt`, `rlhf`, `train rlhf`) also take swift's defaults
 (LoRA on q/k/v with alpha 32, lr 1e-4, batch 1 x ceil(16/batch/world) accumulation, max_length 2048,

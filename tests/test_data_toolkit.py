@@ -153,6 +153,23 @@ def test_fingerprint_rebuilds_on_max_length_template_and_file_change(tmp_path, t
     assert stamp()[1] != before[1] and len(convert.load_converted(str(out))[0]) == 13
 
 
+def test_one_code_fingerprint_follows_the_stage_and_the_source(tmp_path, monkeypatch):
+    """The tokenised cache hashes data's modules and the stage's own (found from its imports, not
+    listed by path); editing any of them gives another fingerprint."""
+    from lmforge.data import fingerprint
+    from lmforge.data.load import ROW_CODE
+
+    assert "lmforge.training.preference" in convert.stage_code("dpo")  # dpo tokenises pairs there
+    assert {"lmforge.training.audio", "lmforge.training.vision"} <= set(convert.stage_code("sft"))
+    assert set(ROW_CODE) <= set(convert.FEATURE_CODE)  # the row cache's code is part of the features'
+    (tmp_path / "fp_probe.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = fingerprint.code_fingerprint(["fp_probe", *ROW_CODE])
+    fingerprint._source.cache_clear()
+    (tmp_path / "fp_probe.py").write_text("X = 2\n")
+    assert fingerprint.code_fingerprint(["fp_probe", *ROW_CODE]) != before
+
+
 def test_convert_errors_are_one_line(tmp_path, csv_file, capsys):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")

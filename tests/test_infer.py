@@ -84,7 +84,7 @@ def test_infer_bad_row_names_file_and_line(engine, tmp_path):
     with pytest.raises(LmforgeError, match=r"bad.jsonl:2: \"line\" must be one JSON object"):
         run_infer(InferArgs(input=str(src)), GREEDY, engine=engine)
     src.write_text('{"messages": [{"role": "user", "content": 3}]}\n', encoding="utf-8")
-    with pytest.raises(LmforgeError, match=r"bad.jsonl:1: \"messages\[0\]\" expected role"):
+    with pytest.raises(LmforgeError, match=r"bad.jsonl:1: \"messages\[0\]\.content\" must be a string"):
         run_infer(InferArgs(input=str(src)), GREEDY, engine=engine)
     assert not (tmp_path / "bad.pred.jsonl").exists()
 

@@ -385,7 +385,7 @@ def test_check_dataset_preference_uses_longer_side(tmp_path):
 
 
 def test_json_list_parser_across_chunk_boundaries(tmp_path, monkeypatch):
-    from lmforge.data import load as load_mod
+    from lmforge.data import readers as load_mod
 
     monkeypatch.setattr(load_mod, "_CHUNK", 7)  # every element straddles several reads
     rows = [{"text": f"row {i} " + "é" * i} for i in range(12)]

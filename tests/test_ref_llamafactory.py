@@ -447,9 +447,7 @@ def test_buffer_size_needs_streaming(capsys):
 
 
 def test_buffer_size_shuffles_a_stream(tmp_path):
-    from types import SimpleNamespace
-
-    from lmforge import pipeline
+    from lmforge.data import assemble
 
     path = tmp_path / "docs.jsonl"
     path.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(40)))
@@ -457,7 +455,7 @@ def test_buffer_size_shuffles_a_stream(tmp_path):
     for buffer in (None, 16):
         argv = ["--dataset", str(path), "--streaming", "true", "--max_steps", "1"]
         _, cfg = resolve_train_config("pretrain", argv + (["--buffer_size", str(buffer)] if buffer else []))
-        rows, _ = pipeline._load_streaming(SimpleNamespace(cfg=cfg), "pretrain", pipeline._load_options(cfg))
+        rows, _ = assemble.load_streaming(cfg, "pretrain", assemble.load_options(cfg))
         texts[buffer] = [r["text"] for r in rows]
     assert texts[None] == [f"document {i}" for i in range(40)]  # in file order by default
     assert texts[16] != texts[None] and sorted(texts[16]) == sorted(texts[None])

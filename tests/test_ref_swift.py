@@ -1,6 +1,6 @@
 """ms-swift's command line (shared/reference seed_004) on lmforge: every documented flag is accepted
 or refused in one line, swift's command words and defaults, and swift example commands run end to
-end on a tiny model (lmforge/swift.py, the ms-swift sections of lmforge/config/aliases.py)."""
+end on a tiny model (lmforge/swift.py, the ms-swift sections of lmforge/config/aliases/)."""
 
 import json
 import re

@@ -329,8 +329,8 @@ def test_save_total_limit_and_incomplete_checkpoints_are_ignored(synth_dir, tmp_
 def test_distill_reason_weights_whole_markers(synth_dir, tmp_path, tokenizer):
     import datasets
 
+    from lmforge.data.tokenize import add_marker_weights
     from lmforge.stages.distill_reason import MARKERS
-    from lmforge.training.features import add_marker_weights
 
     text = "<think>\nadd 2 and 3\n</think>\n<answer>\n5\n</answer>"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -418,8 +418,8 @@ def test_moe_pretrain_logs_router_aux_loss(synth_dir, tmp_path):
 
 
 def test_sft_packing_keeps_assistant_only_labels(synth_dir, tmp_path, tokenizer):
+    from lmforge.data.tokenize import tokenize_chat
     from lmforge.pipeline import StageContext, load_data, resolve_train_config
-    from lmforge.training.features import tokenize_chat
 
     base = ["--dataset", str(synth_dir / "sft.jsonl"), "--max_length", "128", "--max_samples", "200"]
     datasets_by_mode = {}

@@ -2,7 +2,7 @@
 
 Precedence: field defaults < the command's defaults < YAML file < command-line flags. Keys are
 the dataclass field names of the command's groups plus (for training) every Hugging Face
-`TrainingArguments` field; aliases (aliases.py) are rewritten first. Unknown keys stop with a
+`TrainingArguments` field; aliases (aliases/) are rewritten first. Unknown keys stop with a
 did-you-mean suggestion. Written by hand because argparse cannot merge a YAML layer, aliases
 and ~150 TrainingArguments fields with per-stage defaults in one key space.
 """

@@ -16,13 +16,18 @@ Vision datasets (rows with ``images`` / ``videos``): chat, preference, KTO and p
 ``"images": [absolute path, ...]`` and ``"videos": [absolute path, ...]``, one per ``<image>`` /
 ``<video>`` placeholder in the messages (vision.py; docs/vision.md).
 
-Modules: formats.py (detect + validate + convert), load.py (files, registry, sampling, mixing,
-val split, streaming), chat.py (the one chat renderer: any template → ids + loss masks, inference
-prompts, the template guard), chat_templates.py (`--template` names), template.py (lmforge's ChatML
-and its exact segment-wise masks), packing.py, convert.py (the
-tokenised folder of `data convert` / `--tokenized_path` and its fingerprint), check.py (`data
-check`), audio.py (read + resample clips of the CSV `audio` column, synthetic tones), vision.py (image
-and video rows: paths, placeholders, pixel bounds, frame sampling), synth.py.
+Modules, in the order a dataset passes through them: assemble.py (a run's datasets end to end:
+load, cap, split, tokenise, cache), specifier.py (files, folders, registry names, `#N`), readers.py
+(raw rows of JSONL / JSON / CSV / Parquet / Arrow / .txt), load.py (rows → canonical Arrow rows:
+mixing, sampling, val split, streaming, the row cache), formats.py (detect + validate + convert)
+with messages.py (turns → canonical messages), tokenize.py (canonical rows → token features),
+chat.py (the one chat renderer: any template → ids + loss masks, inference prompts, the template
+guard), chat_templates.py (`--template` names), template.py (lmforge's ChatML and its exact
+segment-wise masks), packing.py, convert.py (the one tokenised cache: `data convert` /
+`--tokenized_path` folders and their fingerprint), fingerprint.py (the one code fingerprint both
+caches use), check.py (`data check`), audio.py (read + resample clips of the CSV `audio` column,
+synthetic tones), vision.py (image and video rows: paths, placeholders, pixel bounds, frame
+sampling), synth.py with synth_facts.py, synth_rl.py, synth_vision.py (synthetic corpora).
 """
 
 KINDS = ("pretrain", "chat", "preference", "kto", "prompt")

@@ -8,15 +8,16 @@ Layout of a converted folder (mdl-toolkit's `convert-dataset`, LLaMA-Factory's `
 
 The fingerprint covers everything the features depend on: the tokenizer's vocabulary and merges,
 its chat template, max length, the data and conversion flags, the stage's own flags, the data
-files' size and mtime, and the source of the modules that tokenise. `train --tokenized_path DIR`
-reuses DIR when the fingerprint matches and rebuilds it otherwise; `train --dataset DIR` trains on
-a converted folder as it is (its conversion options win, as in mdl-toolkit), after checking that it
-was made for the same kind of stage with the same tokenizer.
+files' size and mtime, and the code fingerprint (`fingerprint.py`) of the modules that load and
+tokenise rows: data's own (`FEATURE_CODE`) and the stage module with what it imports.
+`train --tokenized_path DIR` reuses DIR when the fingerprint matches and rebuilds it otherwise;
+`train --dataset DIR` trains on a converted folder as it is (its conversion options win, as in
+mdl-toolkit), after checking that it was made for the same kind of stage with the same tokenizer.
+This is lmforge's one tokenised cache.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,9 @@ import shutil
 from dataclasses import fields
 from typing import Any
 
+from lmforge.data.fingerprint import code_fingerprint, with_imports
+from lmforge.data.load import ROW_CODE
+from lmforge.data.specifier import resolve_spec
 from lmforge.errors import LmforgeError
 
 log = logging.getLogger("lmforge")
@@ -40,15 +44,13 @@ _NOT_IN_KEY = {
     "dataset_dir",
     "overwrite_cache",
 }
-_SOURCES = (
-    "lmforge/data/formats.py",
-    "lmforge/data/load.py",
-    "lmforge/data/template.py",
-    "lmforge/data/packing.py",
-    "lmforge/training/features.py",
-    "lmforge/training/preference.py",
-    "lmforge/training/audio.py",
-    "lmforge/training/distill_api.py",
+# data's modules whose code shapes the features (the stage's own come from `stage_code`)
+FEATURE_CODE = (
+    *ROW_CODE,
+    "lmforge.data.chat",
+    "lmforge.data.template",
+    "lmforge.data.packing",
+    "lmforge.data.tokenize",
 )
 
 
@@ -68,24 +70,15 @@ def template_hash(tokenizer: Any) -> str:
     return hashlib.sha256(str(getattr(tokenizer, "chat_template", None)).encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=1)
-def _code_hash() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    h = hashlib.sha256()
-    for rel in _SOURCES:
-        path = os.path.join(root, rel)
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()[:16]
+def stage_code(stage: str) -> list[str]:
+    """The stage's module and the lmforge modules it imports (its tokenising code among them)."""
+    return with_imports(f"lmforge.stages.{stage.replace('-', '_')}")
 
 
 def _spec_files(spec: str | None, dataset_dir: str | None) -> list:
     """(path, size, mtime) of every file a specifier names, so an edited file rebuilds the cache."""
     if not spec:
         return []
-    from lmforge.data.load import resolve_spec
-
     return [[list(f) for f in part.files] for part in resolve_spec(spec, dataset_dir)]
 
 
@@ -107,7 +100,7 @@ def fingerprint(
         "options": options,
         "files": _spec_files(cfg.get("dataset"), cfg.get("dataset_dir")),
         "val_files": _spec_files(cfg.get("val_dataset"), cfg.get("dataset_dir")),
-        "code": _code_hash(),
+        "code": code_fingerprint([*FEATURE_CODE, *stage_code(stage)]),
     }
     if processor is not None:
         fe = processor.feature_extractor.to_json_string()

@@ -26,6 +26,21 @@ import json
 import os
 from typing import Any
 
+from lmforge.data.messages import (
+    SHAREGPT_TAGS,
+    RowRef,
+    check_order,
+    completion_from,
+    describe,
+    json_field,
+    last_assistant,
+    message,
+    parse_messages,
+    prompt_from,
+    require,
+    text_field,
+    with_system,
+)
 from lmforge.errors import DataError
 
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -54,52 +69,6 @@ _PREF_HINTS = {
 }
 _KTO_HINTS = {"trl": "{prompt, completion, label}", "sharegpt": "{messages, kto_tag}"}
 
-ROLES = ("system", "user", "assistant", "tool")
-
-_SHAREGPT_TAGS = {
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "system_tag": "system",
-    "observation_tag": "observation",
-    "function_tag": "function_call",
-}
-
-
-def _got(value: Any) -> str:
-    """Short description of a bad value for the `; got ...` part of an error."""
-    name = type(value).__name__
-    if value is None:
-        return "null"
-    if isinstance(value, (str, int, float, bool)):
-        text = repr(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        return f"{name} {text[:40]}" + ("..." if len(text) > 40 else "")
-    return name
-
-
-class _Ctx:
-    """Where a row came from, so every error can name file:line."""
-
-    def __init__(self, path: str, line: int | None, tags: dict | None = None):
-        self.path, self.line = path, line
-        self.tags = tags
-
-    def err(self, field: str, expected: str, got: Any = ...) -> DataError:
-        return DataError(self.path, self.line, field, expected, "" if got is ... else _got(got))
-
-
-def message(
-    role: str, content: str, reasoning_content: str | None = None, tool_calls: str | None = None
-) -> dict:
-    """A canonical message (all four keys always present, so Arrow sees one schema)."""
-    return {
-        "role": role,
-        "content": content,
-        "reasoning_content": reasoning_content,
-        "tool_calls": tool_calls,
-    }
-
 
 def parse_json_line(text: str, path: str, line: int | None) -> dict:
     """Parse one JSONL line into a dict or raise a one-line `DataError`."""
@@ -110,7 +79,7 @@ def parse_json_line(text: str, path: str, line: int | None) -> dict:
             path, line, "json", f"must be a valid JSON object ({e.msg} at column {e.colno})"
         ) from None
     if not isinstance(row, dict):
-        raise DataError(path, line, "row", "must be a JSON object", _got(row))
+        raise DataError(path, line, "row", "must be a JSON object", describe(row))
     return row
 
 
@@ -170,7 +139,7 @@ def detect_format(row: dict, kind: str, *, text_column: str | None = None) -> st
     return ""
 
 
-def _no_format_error(row: dict, kind: str, ctx: _Ctx) -> DataError:
+def _no_format_error(row: dict, kind: str, ctx: RowRef) -> DataError:
     hints = {"preference": _PREF_HINTS, "kto": _KTO_HINTS}.get(kind, _FORMAT_HINTS)
     listed = ", ".join(f"{f} {hints[f]}" for f in FORMATS[kind])
     keys = "[" + ", ".join(list(row)[:8]) + "]"
@@ -180,181 +149,10 @@ def _no_format_error(row: dict, kind: str, ctx: _Ctx) -> DataError:
 
 
 # ---------------------------------------------------------------------------------------------
-# messages
-
-
-_MEDIA_PARTS = ("image", "image_url", "input_image", "video", "video_url", "audio", "input_audio")
-
-
-def _text(value: Any, field: str, ctx: _Ctx, *, allow_none: bool = False) -> str:
-    """A string field; OpenAI content-part lists are joined."""
-    if isinstance(value, str):
-        return value
-    if value is None and allow_none:
-        return ""
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        parts = []
-        for p in value:
-            if p.get("type") in _MEDIA_PARTS:  # never drop an image silently
-                raise DataError(
-                    ctx.path,
-                    ctx.line,
-                    field,
-                    'must be text: give images as "<image>" in the text plus an "images" list of '
-                    "paths (videos: <video> and videos)",
-                    f"a content part of type {p['type']}",
-                )
-            if p.get("type", "text") == "text" and isinstance(p.get("text"), str):
-                parts.append(p["text"])
-        return "".join(parts)
-    raise ctx.err(field, "must be a string", value)
-
-
-def _json_str(value: Any, field: str, ctx: _Ctx) -> str | None:
-    """tools / tool_calls: a JSON string (validated) or a list/dict (serialised)."""
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except json.JSONDecodeError:
-            raise ctx.err(field, "must be valid JSON (a list of OpenAI tool specs / calls)", value) from None
-        return value
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    raise ctx.err(field, "must be a JSON string or a list", value)
-
-
-def _role_map(tags: dict) -> dict[str, str]:
-    return {
-        tags["user_tag"]: "user",
-        tags["assistant_tag"]: "assistant",
-        tags["system_tag"]: "system",
-        tags["observation_tag"]: "tool",
-        tags["function_tag"]: "function_call",
-    }
-
-
-def _one_message(turn: Any, field: str, ctx: _Ctx, out: list[dict], tools: list) -> None:
-    """Append the canonical form of one turn (role/content or from/value dict) to `out`."""
-    tags = ctx.tags
-    if not isinstance(turn, dict):
-        raise ctx.err(field, "must be a {role, content} object", turn)
-    if tags is None:
-        tags = _SHAREGPT_TAGS if "from" in turn else None
-    if tags is not None and tags.get("role_tag", "from") in turn:
-        role_key, content_key, roles = tags["role_tag"], tags["content_tag"], _role_map(tags)
-    else:
-        role_key, content_key, roles = "role", "content", {r: r for r in ROLES}
-        roles.update({"function": "tool", "observation": "tool", "human": "user", "gpt": "assistant"})
-    if role_key not in turn:
-        raise ctx.err(f"{field}.{role_key}", "is missing")
-    raw_role = turn[role_key]
-    role = roles.get(raw_role) if isinstance(raw_role, str) else None
-    if role is None:
-        names = ROLES if role_key == "role" else tuple(roles)
-        raise ctx.err(f"{field}.{role_key}", f"must be one of {', '.join(names)}", raw_role)
-    if content_key not in turn and not turn.get("tool_calls"):
-        raise ctx.err(f"{field}.{content_key}", "is missing")
-    content = _text(turn.get(content_key), f"{field}.{content_key}", ctx, allow_none=True)
-    if role == "function_call":  # ShareGPT: the assistant's tool call is a turn of its own
-        calls = _json_str(content, f"{field}.{content_key}", ctx)
-        parsed = json.loads(calls) if calls else []
-        calls = json.dumps(parsed if isinstance(parsed, list) else [parsed], ensure_ascii=False)
-        out.append(message("assistant", "", tool_calls=calls))
-        return
-    if role == "system" and turn.get("tools") is not None:
-        tools.append(_json_str(turn["tools"], f"{field}.tools", ctx))
-    reasoning = turn.get("reasoning_content")
-    if reasoning is not None and not isinstance(reasoning, str):
-        raise ctx.err(f"{field}.reasoning_content", "must be a string", reasoning)
-    calls = _json_str(turn.get("tool_calls"), f"{field}.tool_calls", ctx)
-    out.append(message(role, content, reasoning or None, calls))
-
-
-def parse_messages(value: Any, field: str, ctx: _Ctx, *, tools: list | None = None) -> list[dict]:
-    """A list of turns in any supported dialect → canonical messages (no ordering checks)."""
-    if not isinstance(value, list):
-        raise ctx.err(field, "must be a list of {role, content}", value)
-    out: list[dict] = []
-    sink = tools if tools is not None else []
-    for i, turn in enumerate(value):
-        _one_message(turn, f"{field}[{i}]", ctx, out, sink)
-    return out
-
-
-def _check_order(msgs: list[dict], field: str, ctx: _Ctx, *, strict: bool) -> None:
-    """System first only; user opens; tool follows an assistant/tool; strict → user/assistant alternate."""
-    prev = None
-    for i, m in enumerate(msgs):
-        role = m["role"]
-        where = f"{field}[{i}].role"
-        if role == "system" and i != 0:
-            raise ctx.err(where, "may be system only for the first turn", role)
-        if role == "tool" and prev not in ("assistant", "tool"):
-            raise ctx.err(where, "tool turns must follow an assistant turn", role)
-        if role == "assistant" and prev in (None, "system"):
-            raise ctx.err(where, "must not open the conversation (a user turn comes first)", role)
-        if strict and prev not in (None, "system"):
-            allowed = {"user": ("assistant",), "assistant": ("user", "tool"), "tool": ("assistant", "tool")}
-            ok = allowed.get(role, ())
-            # two assistant turns in a row are fine when the first one is a tool call (ShareGPT function_call)
-            if role == "assistant" and prev == "assistant" and msgs[i - 1]["tool_calls"]:
-                ok = ("assistant",)
-            if prev not in ok:
-                raise DataError(
-                    ctx.path, ctx.line, where, "must alternate user/assistant", f"{prev} then {role}"
-                )
-        prev = role
-
-
-def _with_system(msgs: list[dict], system: str | None) -> list[dict]:
-    if system and not (msgs and msgs[0]["role"] == "system"):
-        return [message("system", system)] + msgs
-    return msgs
-
-
-def _prompt_from(value: Any, field: str, ctx: _Ctx) -> list[dict]:
-    """A prompt given as a string (one user turn) or as messages."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise ctx.err(field, "must not be empty")
-        return [message("user", value)]
-    msgs = parse_messages(value, field, ctx)
-    if not msgs:
-        raise ctx.err(field, "must not be empty")
-    _check_order(msgs, field, ctx, strict=False)
-    return msgs
-
-
-def _completion_from(value: Any, field: str, ctx: _Ctx) -> list[dict]:
-    """A completion given as a string (one assistant turn), a turn dict, or assistant messages."""
-    if isinstance(value, str):
-        return [message("assistant", value)]
-    msgs = parse_messages([value] if isinstance(value, dict) else value, field, ctx)
-    if not msgs:
-        raise ctx.err(field, "must not be empty")
-    for i, m in enumerate(msgs):
-        if m["role"] not in ("assistant", "tool"):
-            raise ctx.err(f"{field}[{i}].role", "must be assistant (the response only)", m["role"])
-    return msgs
-
-
-def _require(row: dict, key: str, ctx: _Ctx) -> Any:
-    if key not in row or row[key] is None:
-        raise ctx.err(key, "is missing")
-    return row[key]
-
-
-def _last_assistant(msgs: list[dict]) -> int:
-    return max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
-
-
-# ---------------------------------------------------------------------------------------------
 # per-kind converters
 
 
-def _chat_messages(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> tuple[list[dict], str | None]:
+def chat_messages(row: dict, fmt: str, ctx: RowRef, opts: dict) -> tuple[list[dict], str | None]:
     """Messages + tools JSON for the chat-like formats (shared by chat, prompt and kto)."""
     tools: list = []
     if fmt in ("minimind", "sharegpt", "openai"):
@@ -363,17 +161,17 @@ def _chat_messages(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> tuple[list[dic
             if fmt == "openai" or ("messages" in row and "conversations" not in row)
             else "conversations"
         )
-        msgs = parse_messages(_require(row, key, ctx), key, ctx, tools=tools)
+        msgs = parse_messages(require(row, key, ctx), key, ctx, tools=tools)
         if not msgs:
             raise ctx.err(key, "must not be an empty conversation")
         system = row.get("system")
         if system and msgs[0]["role"] != "system":
-            msgs = [message("system", _text(system, "system", ctx))] + msgs
-        _check_order(msgs, key, ctx, strict=fmt == "sharegpt")
+            msgs = [message("system", text_field(system, "system", ctx))] + msgs
+        check_order(msgs, key, ctx, strict=fmt == "sharegpt")
     elif fmt == "alpaca":
         msgs = []
         if row.get("system"):
-            msgs.append(message("system", _text(row["system"], "system", ctx)))
+            msgs.append(message("system", text_field(row["system"], "system", ctx)))
         history = row.get("history") or []
         if not isinstance(history, list):
             raise ctx.err("history", "must be a list of [query, response] pairs", history)
@@ -383,52 +181,52 @@ def _chat_messages(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> tuple[list[dic
             ):
                 raise ctx.err(f"history[{i}]", "must be a [query, response] pair of strings", pair)
             msgs += [message("user", pair[0]), message("assistant", pair[1])]
-        instruction = _text(_require(row, "instruction", ctx), "instruction", ctx)
+        instruction = text_field(require(row, "instruction", ctx), "instruction", ctx)
         query = row.get("input") or ""
-        query = _text(query, "input", ctx)
+        query = text_field(query, "input", ctx)
         user = "\n".join(s for s in (instruction, query) if s)
         if not user.strip():
             raise ctx.err("instruction", "must not be empty")
         msgs.append(message("user", user))
         if row.get("output") is not None:
-            msgs.append(message("assistant", _text(row["output"], "output", ctx)))
+            msgs.append(message("assistant", text_field(row["output"], "output", ctx)))
     elif fmt == "csv":
         msgs = []
         system = row.get("system_prompt") or opts.get("system_prompt")
         if system:
-            msgs.append(message("system", _text(system, "system_prompt", ctx)))
+            msgs.append(message("system", text_field(system, "system_prompt", ctx)))
         user = row.get("user_prompt") or opts.get("user_prompt")
         if not user:
             raise ctx.err("user_prompt", "is missing (add the column or pass --user_prompt)")
-        msgs.append(message("user", _text(user, "user_prompt", ctx)))
+        msgs.append(message("user", text_field(user, "user_prompt", ctx)))
         if row.get("prediction") not in (None, ""):
-            msgs.append(message("assistant", _text(row["prediction"], "prediction", ctx)))
+            msgs.append(message("assistant", text_field(row["prediction"], "prediction", ctx)))
     else:
         raise ctx.err("format", f"is not a chat format (expected one of {', '.join(FORMATS['chat'])})", fmt)
-    row_tools = _json_str(row.get("tools"), "tools", ctx)
+    row_tools = json_field(row.get("tools"), "tools", ctx)
     tools_json = row_tools or next((t for t in tools if t), None)
-    return _with_system(msgs, opts.get("system")), tools_json
+    return with_system(msgs, opts.get("system")), tools_json
 
 
-def _to_chat(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
-    msgs, tools = _chat_messages(row, fmt, ctx, opts)
-    if _last_assistant(msgs) < 0:
+def _to_chat(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
+    msgs, tools = chat_messages(row, fmt, ctx, opts)
+    if last_assistant(msgs) < 0:
         field = {"alpaca": "output", "csv": "prediction"}.get(
             fmt, "messages" if fmt == "openai" else "conversations"
         )
         raise ctx.err(field, "must contain an assistant turn (nothing to train on)")
     out = {"messages": msgs, "tools": tools}
     if fmt == "csv" and row.get("audio"):
-        audio = _text(row["audio"], "audio", ctx)
+        audio = text_field(row["audio"], "audio", ctx)
         base_dir = opts.get("base_dir")
         path = os.path.join(base_dir, audio) if base_dir and not os.path.isabs(audio) else audio
         out["audio"] = os.path.abspath(path)  # a converted dataset must not depend on the cwd
     return out
 
 
-def _split_prompt(msgs: list[dict], field: str, ctx: _Ctx) -> tuple[list[dict], list[dict]]:
+def _split_prompt(msgs: list[dict], field: str, ctx: RowRef) -> tuple[list[dict], list[dict]]:
     """(turns before the last assistant turn, the rest) for preference / KTO conversations."""
-    i = _last_assistant(msgs)
+    i = last_assistant(msgs)
     if i < 0:
         raise ctx.err(field, "must contain an assistant turn")
     if i == 0 or not any(m["role"] == "user" for m in msgs[:i]):
@@ -436,24 +234,24 @@ def _split_prompt(msgs: list[dict], field: str, ctx: _Ctx) -> tuple[list[dict], 
     return msgs[:i], msgs[i:]
 
 
-def _swift_pair(row: dict, ctx: _Ctx) -> tuple[list[dict], list[dict], list[dict]]:
+def _swift_pair(row: dict, ctx: RowRef) -> tuple[list[dict], list[dict], list[dict]]:
     """ms-swift's RLHF row: `messages` ending in the chosen answer, `rejected_response` a string."""
-    msgs, _ = _chat_messages(row, "openai", ctx, {})
+    msgs, _ = chat_messages(row, "openai", ctx, {})
     prompt, chosen = _split_prompt(msgs, "messages", ctx)
-    rejected = _require(row, "rejected_response", ctx)
+    rejected = require(row, "rejected_response", ctx)
     if not isinstance(rejected, str) or not rejected.strip():
         raise ctx.err("rejected_response", "must be a non-empty string (the rejected answer)", rejected)
     return prompt, chosen, [message("assistant", rejected)]
 
 
-def _to_preference(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+def _to_preference(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
     if fmt == "minimind":
         sides = {}
         for key in ("chosen", "rejected"):
-            msgs = parse_messages(_require(row, key, ctx), key, ctx)
+            msgs = parse_messages(require(row, key, ctx), key, ctx)
             if not msgs:
                 raise ctx.err(key, "must not be an empty conversation")
-            _check_order(msgs, key, ctx, strict=False)
+            check_order(msgs, key, ctx, strict=False)
             sides[key] = _split_prompt(msgs, key, ctx)
         prompt = sides["chosen"][0]
         if [(m["role"], m["content"]) for m in sides["rejected"][0]] != [
@@ -467,19 +265,19 @@ def _to_preference(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
         prompt, chosen, rejected = _swift_pair(row, ctx)
     else:
         if fmt == "trl":
-            prompt = _prompt_from(_require(row, "prompt", ctx), "prompt", ctx)
+            prompt = prompt_from(require(row, "prompt", ctx), "prompt", ctx)
         elif fmt in ("sharegpt", "alpaca"):
-            prompt, _ = _chat_messages(row, fmt if fmt == "alpaca" else "sharegpt", ctx, {})
+            prompt, _ = chat_messages(row, fmt if fmt == "alpaca" else "sharegpt", ctx, {})
             if prompt[-1]["role"] == "assistant":
                 raise ctx.err("conversations", "must end with the user turn that chosen/rejected answer")
         else:
             raise ctx.err("format", f"is not a preference format ({', '.join(FORMATS['preference'])})", fmt)
-        chosen = _completion_from(_require(row, "chosen", ctx), "chosen", ctx)
-        rejected = _completion_from(_require(row, "rejected", ctx), "rejected", ctx)
-    return {"prompt": _with_system(prompt, opts.get("system")), "chosen": chosen, "rejected": rejected}
+        chosen = completion_from(require(row, "chosen", ctx), "chosen", ctx)
+        rejected = completion_from(require(row, "rejected", ctx), "rejected", ctx)
+    return {"prompt": with_system(prompt, opts.get("system")), "chosen": chosen, "rejected": rejected}
 
 
-def parse_label(value: Any, field: str, ctx: _Ctx) -> bool:
+def parse_label(value: Any, field: str, ctx: RowRef) -> bool:
     """KTO label: a bool, 0/1, or "true"/"false" (also "1"/"0", "yes"/"no")."""
     if isinstance(value, bool):
         return value
@@ -490,24 +288,24 @@ def parse_label(value: Any, field: str, ctx: _Ctx) -> bool:
     raise ctx.err(field, "must be a boolean (true/false or 1/0)", value)
 
 
-def _to_kto(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+def _to_kto(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
     if fmt == "trl":
-        prompt = _prompt_from(_require(row, "prompt", ctx), "prompt", ctx)
-        completion = _completion_from(_require(row, "completion", ctx), "completion", ctx)
-        label = parse_label(_require(row, "label", ctx), "label", ctx)
+        prompt = prompt_from(require(row, "prompt", ctx), "prompt", ctx)
+        completion = completion_from(require(row, "completion", ctx), "completion", ctx)
+        label = parse_label(require(row, "label", ctx), "label", ctx)
     elif fmt == "sharegpt":
-        msgs, _ = _chat_messages(row, "sharegpt", ctx, {})
+        msgs, _ = chat_messages(row, "sharegpt", ctx, {})
         key = "kto_tag" if "kto_tag" in row else "label"
         prompt, completion = _split_prompt(
             msgs, "conversations" if "conversations" in row else "messages", ctx
         )
-        label = parse_label(_require(row, key, ctx), key, ctx)
+        label = parse_label(require(row, key, ctx), key, ctx)
     else:
         raise ctx.err("format", f"is not a kto format ({', '.join(FORMATS['kto'])})", fmt)
-    return {"prompt": _with_system(prompt, opts.get("system")), "completion": completion, "label": label}
+    return {"prompt": with_system(prompt, opts.get("system")), "completion": completion, "label": label}
 
 
-def _answer(row: dict, ctx: _Ctx) -> str | None:
+def _answer(row: dict, ctx: RowRef) -> str | None:
     """Optional ground truth: `answer` or `gt`; a list gives its only element or the elements joined."""
     key = "answer" if row.get("answer") is not None else "gt"
     value = row.get(key)
@@ -522,31 +320,31 @@ def _answer(row: dict, ctx: _Ctx) -> str | None:
     raise ctx.err(key, "must be a string or a list of strings", value)
 
 
-def _to_prompt(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+def _to_prompt(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
     if fmt == "trl":
-        prompt = _prompt_from(_require(row, "prompt", ctx), "prompt", ctx)
+        prompt = prompt_from(require(row, "prompt", ctx), "prompt", ctx)
     elif fmt in ("minimind", "openai"):
         key = "messages" if fmt == "openai" else "conversations"
-        msgs = parse_messages(_require(row, key, ctx), key, ctx)
+        msgs = parse_messages(require(row, key, ctx), key, ctx)
         if not msgs:
             raise ctx.err(key, "must not be an empty conversation")
         if row.get("system") and msgs[0]["role"] != "system":
-            msgs = [message("system", _text(row["system"], "system", ctx))] + msgs
-        _check_order(msgs, key, ctx, strict=False)
+            msgs = [message("system", text_field(row["system"], "system", ctx))] + msgs
+        check_order(msgs, key, ctx, strict=False)
         # RLAIF rows end with an assistant placeholder ("无"); the prompt is everything before it
-        prompt = msgs[: _last_assistant(msgs)] if msgs[-1]["role"] == "assistant" else msgs
+        prompt = msgs[: last_assistant(msgs)] if msgs[-1]["role"] == "assistant" else msgs
         if not prompt or prompt[-1]["role"] not in ("user", "tool"):
             raise ctx.err(
                 key, "must end with a user turn (optionally followed by a placeholder assistant turn)"
             )
     else:
         raise ctx.err("format", f"is not a prompt format ({', '.join(FORMATS['prompt'])})", fmt)
-    return {"prompt": _with_system(prompt, opts.get("system")), "answer": _answer(row, ctx)}
+    return {"prompt": with_system(prompt, opts.get("system")), "answer": _answer(row, ctx)}
 
 
-def _to_pretrain(row: dict, fmt: str, ctx: _Ctx, opts: dict) -> dict:
+def _to_pretrain(row: dict, fmt: str, ctx: RowRef, opts: dict) -> dict:
     column = opts.get("text_column") or "text"
-    value = _require(row, column, ctx)
+    value = require(row, column, ctx)
     if not isinstance(value, str):
         raise ctx.err(column, "must be a string", value)
     if not value.strip():
@@ -593,7 +391,7 @@ def to_canonical(
     """
     if kind not in _CONVERTERS:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(FORMATS)}")
-    ctx = _Ctx(path, line, {**_SHAREGPT_TAGS, **tags} if tags else None)
+    ctx = RowRef(path, line, {**SHAREGPT_TAGS, **tags} if tags else None)
     if not isinstance(row, dict):
         raise ctx.err("row", "must be a JSON object", row)
     fmt = fmt or detect_format(row, kind, text_column=text_column)

@@ -1,42 +1,56 @@
 """Load dataset specifiers into Arrow datasets of canonical rows, streaming from disk.
 
 A specifier is a file (.jsonl, .json, .txt, .csv, .tsv, .parquet, .arrow), a folder (its data
-files, sorted; a `Dataset.save_to_disk` folder reads its .arrow shards), a name in a registry file (``dataset_info.yaml`` / ``.json``, LLaMA-Factory's layout),
-any of these with ``#N`` to sample N rows, or several of them comma-separated and mixed.
+files, sorted; a `Dataset.save_to_disk` folder reads its .arrow shards), a name in a registry file
+(``dataset_info.yaml`` / ``.json``, LLaMA-Factory's layout), any of these with ``#N`` to sample N
+rows, or several of them comma-separated and mixed (`specifier.py`; raw readers: `readers.py`).
 
 Files are read row by row inside `datasets.Dataset.from_generator`, so a multi-GB JSONL never sits
 in a Python list; the Arrow cache is keyed by each file's path, size and mtime, every option, and
-the source of this module and `formats.py`, so editing any of them rebuilds it. A bad row raises
+the code fingerprint of the modules that read and convert rows (`ROW_CODE`), so editing any of
+them rebuilds it. A bad row raises
 its one-line `DataError` (unwrapped from datasets' `DatasetGenerationError`), or with
 ``skip_bad_rows`` is counted in `LoadStats` and skipped.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
 import hashlib
 import json
 import os
-import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lmforge.data import textio
-from lmforge.data.formats import FORMATS, detect_format, parse_json_line, to_canonical
+from lmforge.data.fingerprint import code_fingerprint
+from lmforge.data.formats import FORMATS, detect_format, to_canonical
+from lmforge.data.readers import iter_raw
+from lmforge.data.specifier import (
+    MEDIA_COLUMNS,
+    Part,
+    has_audio,
+    has_media,
+    iter_raw_path,
+    part_fmt,
+    resolve_spec,
+)
 from lmforge.errors import DataError, LmforgeError
 
 if TYPE_CHECKING:
     import datasets
 
-DATA_EXTS = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".arrow")
-REGISTRY_NAMES = ("dataset_info.yaml", "dataset_info.yml", "dataset_info.json")
 MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")
 _MAX_BAD_EXAMPLES = 10
-_CHUNK = 1 << 20
+# the modules whose code shapes the loaded rows (their source keys the Arrow row cache)
+ROW_CODE = (
+    "lmforge.data.readers",
+    "lmforge.data.specifier",
+    "lmforge.data.formats",
+    "lmforge.data.load",
+    "lmforge.data.vision",
+)
+__all__ = ["LoadStats", "iter_raw", "iter_raw_path", "load_rows", "load_val", "resolve_spec", "split_val"]
 
 # LLaMA-Factory registry column names → the field names formats.py reads, per `formatting`
 _COLUMN_TARGETS = {
@@ -105,163 +119,6 @@ def features_for(kind: str, *, audio: bool = False, vision: bool = False) -> dat
     return Features(schema)
 
 
-# ---------------------------------------------------------------------------------------------
-# raw readers: yield (line number, raw row dict | DataError)
-
-
-def _iter_jsonl(path: str, f) -> Iterator[tuple[int, Any]]:
-    for lineno, text in textio.iter_lines(f, path):
-        if not text.strip():
-            continue
-        try:
-            yield lineno, parse_json_line(text, path, lineno)
-        except DataError as e:
-            yield lineno, e
-
-
-def _iter_json_array(path: str, f) -> Iterator[tuple[int, Any]]:
-    """Elements of a top-level JSON list, decoded one at a time (with their line numbers)."""
-    decoder = json.JSONDecoder()
-    buf, pos, line, eof, want = "", 0, 1, False, _CHUNK
-
-    def refill(n: int) -> bool:
-        nonlocal buf, pos
-        more = f.read(n)
-        buf, pos = buf[pos:] + more, 0
-        return not more
-
-    eof = refill(want)
-    pos = buf.index("[") + 1
-    line += buf.count("\n", 0, pos)
-    while True:
-        while True:  # skip whitespace and separators
-            while pos < len(buf) and buf[pos] in " \t\r\n,":
-                line += buf[pos] == "\n"
-                pos += 1
-            if pos < len(buf) or eof:
-                break
-            eof = refill(want)
-        if pos >= len(buf):
-            yield line, DataError(path, line, "json", "must be a JSON list closed by ]")
-            return
-        if buf[pos] == "]":
-            return
-        try:
-            obj, end = decoder.raw_decode(buf, pos)
-        except json.JSONDecodeError as e:
-            if not eof and len(buf) - pos > textio.MAX_LINE_CHARS:  # the rest cannot be read: stop
-                raise _too_long(path, line) from None
-            if not eof:  # the element may just be cut by the chunk boundary: read more, retry
-                want *= 2
-                eof = refill(want)
-                continue
-            yield line, DataError(path, line, "json", f"must be a valid JSON list of objects ({e.msg})")
-            return
-        if end - pos > textio.MAX_LINE_CHARS:
-            raise _too_long(path, line)
-        want = _CHUNK
-        yield line, obj if isinstance(obj, dict) else DataError(path, line, "row", "must be a JSON object")
-        line += buf.count("\n", pos, end)
-        pos = end
-        if pos > _CHUNK and not eof:
-            eof = refill(_CHUNK)
-
-
-def _too_long(path: str, line: int) -> DataError:
-    return DataError(path, line, "row", f"must be at most {textio.MAX_LINE_CHARS} characters of JSON")
-
-
-def _iter_csv(path: str, f, delimiter: str) -> Iterator[tuple[int, Any]]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.DictReader(f, delimiter=delimiter)
-    start = 2  # line 1 is the header
-    for row in reader:
-        yield start, {k: v for k, v in row.items() if k is not None}
-        start = reader.line_num + 1
-
-
-def _iter_parquet(path: str) -> Iterator[tuple[int, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        source = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise LmforgeError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
-    lineno = 0
-    for batch in source.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            lineno += 1
-            yield lineno, row
-
-
-def _iter_arrow(path: str) -> Iterator[tuple[int, Any]]:
-    """Rows of an Arrow IPC file: the stream format `datasets` writes, or the random-access one."""
-    import pyarrow as pa
-
-    with pa.memory_map(path) as source:
-        try:
-            reader = pa.ipc.open_stream(source)
-        except pa.ArrowInvalid:
-            source.seek(0)
-            try:
-                file_reader = pa.ipc.open_file(source)
-            except pa.ArrowInvalid as e:
-                raise LmforgeError(f"{path}: not an Arrow IPC file ({e})") from None
-            reader = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
-        lineno = 0
-        for batch in reader:
-            for row in batch.to_pylist():
-                lineno += 1
-                yield lineno, row
-
-
-def iter_raw(path: str, kind: str) -> Iterator[tuple[int, Any]]:
-    """Raw rows of one file as (line or row number, dict or DataError), read lazily.
-
-    A file that yields no row at all (0 bytes, blank lines only, a bare CSV header, `[]`) is an error."""
-    seen = False
-    for item in _iter_file(path, kind):
-        seen = True
-        yield item
-    if not seen:
-        raise textio.no_rows_error(path)
-
-
-def _iter_file(path: str, kind: str) -> Iterator[tuple[int, Any]]:
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".parquet":
-        yield from _iter_parquet(path)
-        return
-    if ext == ".arrow":
-        yield from _iter_arrow(path)
-        return
-    with textio.open_text(path, encoding="utf-8-sig", newline="" if ext in (".csv", ".tsv") else None) as f:
-        if ext == ".txt":
-            if kind != "pretrain":
-                raise LmforgeError(
-                    f"{path}: .txt files hold pretrain text; {kind} data must be .jsonl/.json/.csv"
-                )
-            for lineno, text in textio.iter_lines(f, path):
-                text = text.rstrip("\r\n")
-                if text.strip():
-                    yield lineno, {"text": text}
-        elif ext in (".csv", ".tsv"):
-            yield from _iter_csv(path, f, "\t" if ext == ".tsv" else ",")
-        elif ext == ".json" and _first_char(f) == "[":
-            yield from _iter_json_array(path, f)
-        else:
-            yield from _iter_jsonl(path, f)
-
-
-def _first_char(f) -> str:
-    while True:
-        c = f.read(1)
-        if not c or not c.isspace() and c != "\ufeff":
-            f.seek(0)
-            return c
-
-
 def _rename(row: dict, columns: dict, formatting: str | None, kind: str = "") -> dict:
     """Apply a registry `columns` mapping (LLaMA-Factory names → our field names). For pretraining
     LLaMA-Factory reads the document from the `prompt` column (`"columns": {"prompt": "text"}`)."""
@@ -325,206 +182,22 @@ def _count_media(stats: LoadStats, row: dict) -> None:
     stats.videos += len(videos)
 
 
-# ---------------------------------------------------------------------------------------------
-# specifiers
-
-
-@dataclass
-class _Part:
-    """One comma-separated piece of a specifier: its files, sample size and registry options."""
-
-    files: tuple
-    sample: int | None = None
-    columns: dict | None = None
-    formatting: str | None = None
-    tags: dict | None = None
-    media_dir: str | None = None  # registry parts: the registry's folder (LLaMA-Factory's dataset_dir)
-
-
-def _find_registry(dataset_dir: str | None) -> str | None:
-    for folder in (dataset_dir, os.getcwd()):
-        for name in REGISTRY_NAMES:
-            if folder and os.path.isfile(os.path.join(folder, name)):
-                return os.path.join(folder, name)
-    return None
-
-
-def _read_registry(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".json"):
-            return json.load(f)
-        import yaml
-
-        return yaml.safe_load(f) or {}
-
-
-def _data_files(path: str) -> tuple:
-    """(path, size, mtime_ns) of a file, or of every data file in a folder (sorted)."""
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "lmforge_cache.json")):
-            raise LmforgeError(
-                f"{path}: a tokenised folder from `lmforge data convert`; pass it to `lmforge train "
-                "STAGE --dataset`, which trains on it as it is (raw rows are needed here)"
-            )
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith(DATA_EXTS) and not n.startswith("."))
-        if os.path.isfile(os.path.join(path, "state.json")):  # Dataset.save_to_disk: its .arrow shards
-            names = [n for n in names if n.lower().endswith(".arrow")]
-        paths = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
-        if not paths:
-            raise LmforgeError(f"{path}: folder holds no data files ({', '.join(DATA_EXTS)})")
-    else:
-        if not path.lower().endswith(DATA_EXTS):
-            raise LmforgeError(f"{path}: unsupported data file type; expected one of {', '.join(DATA_EXTS)}")
-        paths = [path]
-    return tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
-
-
-def iter_raw_path(path: str, kind: str) -> Iterator[tuple[str, int, Any]]:
-    """(file, line, raw row) of a file, or of every data file of a folder (sorted; none is an error)."""
-    files = [p for p, _, _ in _data_files(path)] if os.path.isdir(path) else [path]
-    for file in files:
-        for line, row in iter_raw(file, kind):
-            yield file, line, row
-
-
-def resolve_spec(spec: str, dataset_dir: str | None = None) -> list[_Part]:
-    """Split a specifier into parts: paths, folders, registry names, each with an optional #N."""
-    parts = []
-    for piece in (p.strip() for p in spec.split(",")):
-        if not piece:
-            continue
-        name, sample = piece, None
-        head, sep, tail = piece.rpartition("#")
-        if sep and tail.isdigit() and not os.path.exists(piece):
-            name, sample = head, int(tail)
-            if sample <= 0:
-                raise LmforgeError(f"{piece}: the sample size after # must be a positive number of rows")
-        if os.path.exists(name):
-            parts.append(_Part(_data_files(name), sample))
-            continue
-        registry = _find_registry(dataset_dir)
-        entries = _read_registry(registry) if registry else {}
-        if name not in entries:
-            where = (
-                f"and no entry {name!r} in {registry}"
-                if registry
-                else "and no dataset_info.yaml registry found"
-            )
-            raise LmforgeError(f"dataset {name!r} not found: no such file or folder, {where}")
-        entry = entries[name]
-        file_name = entry.get("file_name") if isinstance(entry, dict) else None
-        if not file_name:
-            raise LmforgeError(f'{registry}: entry {name!r} needs a "file_name"')
-        file_path = os.path.join(os.path.dirname(registry), file_name)
-        if not os.path.exists(file_path):
-            raise LmforgeError(f"{registry}: entry {name!r}: file {file_path} does not exist")
-        parts.append(
-            _Part(
-                _data_files(file_path),
-                sample or entry.get("num_samples"),
-                entry.get("columns") or None,
-                entry.get("formatting"),
-                entry.get("tags") or None,
-                os.path.dirname(os.path.abspath(registry)),
-            )
-        )
-    if not parts:
-        raise LmforgeError(f"empty dataset specifier {spec!r}")
-    return parts
-
-
-def _part_fmt(part: _Part, kind: str, fmt: str | None) -> str | None:
-    """The format a registry `formatting` implies for `kind` (None → detect per row)."""
-    if fmt or not part.formatting:
-        return fmt
-    if part.formatting in FORMATS[kind]:
-        return part.formatting
-    if part.formatting == "sharegpt" and kind == "prompt":
-        return "minimind"  # the message parser reads from/value turns with the registry's tags
-    return None
-
-
-def _has_audio(files: tuple) -> bool:
-    for path, _, _ in files:
-        if path.lower().endswith((".csv", ".tsv")):
-            with textio.open_text(path, encoding="utf-8-sig", newline="") as f:
-                header = next(csv.reader(f, delimiter="\t" if path.lower().endswith(".tsv") else ","), [])
-            if "audio" in header:
-                return True
-    return False
-
-
-_MEDIA_KEY = re.compile(rb'"(?:images|videos)"\s*:')
-_MEDIA_COLUMNS = ("images", "videos")
-
-
-def _has_media(files: tuple, columns: dict | None) -> bool:
-    """Whether a part is a vision dataset: its registry maps an `images` / `videos` column, or a
-    file holds such a key (JSON text scanned for `"images":`, Parquet / Arrow / CSV column names)."""
-    if columns and any(k in columns for k in _MEDIA_COLUMNS):
-        return True
-    return any(_file_has_media(*f) for f in files)
-
-
-@functools.lru_cache(maxsize=256)
-def _file_has_media(path: str, size: int, mtime: int) -> bool:
-    ext = os.path.splitext(path)[1].lower()
-    if ext in (".csv", ".tsv"):
-        with textio.open_text(path, encoding="utf-8-sig", newline="") as f:
-            header = next(csv.reader(f, delimiter="\t" if ext == ".tsv" else ","), [])
-        return any(c in header for c in _MEDIA_COLUMNS)
-    if ext in (".parquet", ".arrow"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            if ext == ".parquet":
-                names = pq.read_schema(path).names
-            else:
-                with pa.memory_map(path) as source:
-                    try:
-                        names = pa.ipc.open_stream(source).schema.names
-                    except pa.ArrowInvalid:
-                        names = pa.ipc.open_file(source).schema.names
-        except (pa.ArrowInvalid, OSError):
-            return False  # the reader names the problem when it reads the file
-        return any(c in names for c in _MEDIA_COLUMNS)
-    if ext not in (".json", ".jsonl"):
-        return False
-    tail = b""
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            if _MEDIA_KEY.search(tail + chunk):
-                return True
-            tail = chunk[-64:]
-    return False
-
-
-@functools.lru_cache(maxsize=1)
-def _code_hash() -> str:
-    h = hashlib.sha256()
-    for mod in ("formats.py", "load.py", "vision.py"):
-        with open(os.path.join(os.path.dirname(__file__), mod), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
-
-
-def _gen_kwargs(part: _Part, kind: str, fmt: str | None, opts: dict, skip: bool, stats_dir: str) -> dict:
+def _gen_kwargs(part: Part, kind: str, fmt: str | None, opts: dict, skip: bool, stats_dir: str) -> dict:
     if kind not in FORMATS:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(FORMATS)}")
     if fmt and fmt not in FORMATS[kind]:
         raise LmforgeError(
             f"--format {fmt!r} is not a {kind} format; expected one of {', '.join(FORMATS[kind])}"
         )
-    audio = kind == "chat" and _has_audio(part.files)
-    media = kind != "pretrain" and _has_media(part.files, part.columns)
-    options = dict(opts, skip_bad_rows=skip, columns=part.columns, fmt=_part_fmt(part, kind, fmt))
+    audio = kind == "chat" and has_audio(part.files)
+    media = kind != "pretrain" and has_media(part.files, part.columns)
+    options = dict(opts, skip_bad_rows=skip, columns=part.columns, fmt=part_fmt(part, kind, fmt))
     options.update(formatting=part.formatting, audio=audio, tags=part.tags)
     options.update(media=media, media_dir=part.media_dir if media else None)
     if not media:  # a text dataset's options (and so its cache) stay as they were
         options.pop("image_dir", None)
     options_json = json.dumps(options, sort_keys=True, ensure_ascii=False)
-    key = json.dumps([part.files, kind, options_json, _code_hash()])
+    key = json.dumps([part.files, kind, options_json, code_fingerprint(ROW_CODE)])
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
     stats_path = os.path.join(stats_dir, f"{fingerprint}.json") if stats_dir else ""
     return {"files": part.files, "kind": kind, "options": options_json, "stats_path": stats_path}
@@ -581,7 +254,7 @@ def _add_missing_columns(ds, columns: set):
 
     missing = {
         name: (Value("string"), None) if name == "audio" else (List(Value("string")), [])
-        for name in ("audio", *_MEDIA_COLUMNS)
+        for name in ("audio", *MEDIA_COLUMNS)
         if name in columns and name not in ds.column_names
     }
     if not missing:

@@ -22,21 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.formats import chat_messages
+from lmforge.data.messages import RowRef, parse_messages, prompt_from, with_system
 from lmforge.errors import DataError, LmforgeError
 from lmforge.infer.args import EngineArgs, GenerationArgs
 
 logger = logging.getLogger("lmforge")
 
-_SHAREGPT_ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-    "observation": "tool",
-    "tool": "tool",
-    "function_call": "assistant",
-}
 _REFERENCE_KEYS = ("reference", "answer", "output", "completion", "response", "prediction", "gt")
 _FORMS = "conversations/messages, prompt, instruction(+input), user_prompt(+system_prompt) or text"
 _WAVE = 16  # batches generated per wave; each wave is written before the next starts
@@ -180,56 +172,41 @@ def _read_raw(path: str) -> Iterator[tuple[int, Any]]:
                     raise DataError(path, n, "line", "must be one JSON object", e.msg) from None
 
 
-def _messages(value: Any, key: str, path: str, line: int) -> list[dict]:
-    if not isinstance(value, list) or not value:
-        raise DataError(path, line, key, "expected a non-empty list of messages", type(value).__name__)
-    msgs = []
-    for i, turn in enumerate(value):
-        if not isinstance(turn, dict):
-            raise DataError(path, line, f"{key}[{i}]", "expected an object with role and content")
-        role = turn.get("role", turn.get("from"))
-        content = turn.get("content", turn.get("value"))
-        role = _SHAREGPT_ROLES.get(role, role) if isinstance(role, str) else role
-        if role not in ("system", "user", "assistant", "tool") or not isinstance(content, str):
-            raise DataError(
-                path,
-                line,
-                f"{key}[{i}]",
-                "expected role system/user/assistant/tool and a string content",
-                json.dumps(turn, ensure_ascii=False)[:80],
-            )
-        msgs.append({"role": role, "content": content})
-    return msgs
+def _plain(msgs: list[dict]) -> list[dict]:
+    """Canonical messages without their empty fields (what the chat template is given)."""
+    return [{k: v for k, v in m.items() if v is not None} for m in msgs]
 
 
 def parse_row(row: Any, path: str, line: int) -> tuple[list[dict] | str, str, str | None]:
-    """An input row → (messages or raw text, prompt shown in the output, reference or None)."""
+    """An input row → (messages or raw text, prompt shown in the output, reference or None).
+
+    Turns, Alpaca and mdl-toolkit CSV rows are parsed by the data layer (`data/messages.py`,
+    `data/formats.py`), as for training; a final assistant turn is the reference, not the prompt."""
     if not isinstance(row, dict):
         raise DataError(path, line, "row", "expected a JSON object", type(row).__name__)
+    ctx = RowRef(path, line)
     reference = next((row[k] for k in _REFERENCE_KEYS if isinstance(row.get(k), str) and row[k] != ""), None)
     key = next((k for k in ("conversations", "messages") if k in row), None)
     if key or isinstance(row.get("prompt"), list):
         key = key or "prompt"
-        msgs = _messages(row[key], key, path, line)
+        msgs = _plain(parse_messages(row[key], key, ctx))
+        if not msgs:
+            raise DataError(path, line, key, "expected a non-empty list of messages")
         if msgs[-1]["role"] == "assistant":
             reference = msgs.pop()["content"]
         if not msgs or msgs[-1]["role"] not in ("user", "tool"):
             raise DataError(path, line, key, "expected a conversation ending with a user turn")
-        if isinstance(row.get("system"), str) and row["system"] and msgs[0]["role"] != "system":
-            msgs.insert(0, {"role": "system", "content": row["system"]})
+        system = row.get("system") if isinstance(row.get("system"), str) else None
+        return _plain(with_system(msgs, system)), msgs[-1]["content"], reference
+    if "prompt" in row:
+        system = row.get("system") or row.get("system_prompt") or None
+        msgs = _plain(with_system(prompt_from(row["prompt"], "prompt", ctx), system and str(system)))
         return msgs, msgs[-1]["content"], reference
-    system = row.get("system") or row.get("system_prompt") or None
-    if "prompt" in row or "instruction" in row or "user_prompt" in row:
-        name = next(k for k in ("prompt", "instruction", "user_prompt") if k in row)
-        user = row[name]
-        if name == "instruction" and row.get("input"):
-            user = f"{user}\n{row['input']}" if isinstance(row["input"], str) else user
-        if not isinstance(user, str) or not user.strip():
-            raise DataError(path, line, name, "expected a non-empty string", repr(user)[:40])
-        msgs = ([{"role": "system", "content": str(system)}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
-        return msgs, user, reference
+    fmt = "alpaca" if "instruction" in row else "csv" if "user_prompt" in row else None
+    if fmt:  # its `output` / `prediction` turn is the reference (one of _REFERENCE_KEYS)
+        msgs, _ = chat_messages(row, fmt, ctx, {})
+        msgs = _plain(msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs)
+        return msgs, msgs[-1]["content"], reference
     if "text" in row:
         if not isinstance(row["text"], str) or not row["text"]:
             raise DataError(path, line, "text", "expected a non-empty string", repr(row["text"])[:40])

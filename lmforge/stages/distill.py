@@ -116,7 +116,7 @@ def prepare(ctx, rows):
             lambda r: len(r["prompt"]) > 0
         )
         return drop_long_prompts(ctx, prompts)
-    from lmforge.training.features import tokenize_chat
+    from lmforge.data.tokenize import tokenize_chat
 
     return tokenize_chat(ctx, rows)
 

@@ -114,8 +114,8 @@ def trainer_config(cfg):
 def prepare(ctx, rows):
     import datasets
 
+    from lmforge.data.tokenize import is_streamed
     from lmforge.training import distill_api as api
-    from lmforge.training.features import is_streamed
 
     cfg = ctx.cfg
     if is_streamed(rows):

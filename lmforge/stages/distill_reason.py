@@ -43,7 +43,7 @@ def trainer_config(cfg):
 
 
 def prepare(ctx, rows):
-    from lmforge.training.features import add_marker_weights, tokenize_chat
+    from lmforge.data.tokenize import add_marker_weights, tokenize_chat
 
     ds = tokenize_chat(ctx, rows)
     weight = ctx.cfg["marker_weight"]

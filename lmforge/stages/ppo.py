@@ -55,8 +55,8 @@ class Args(RLArgs):
 
 
 def validate(cfg) -> None:
-    from lmforge.training.ppo import check_rollout_flags
     from lmforge.training.rl import check_reward_flags
+    from lmforge.training.rollout_trainer import check_rollout_flags
 
     check_reward_flags(cfg)
     check_rollout_flags(cfg)

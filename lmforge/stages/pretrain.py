@@ -36,7 +36,7 @@ def trainer_config(cfg):
 
 
 def prepare(ctx, rows):
-    from lmforge.training.features import tokenize_pretrain
+    from lmforge.data.tokenize import tokenize_pretrain
 
     return tokenize_pretrain(ctx, rows)
 

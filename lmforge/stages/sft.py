@@ -58,7 +58,7 @@ def prepare(ctx, rows):
         if ctx.cfg["packing"]:
             raise LmforgeError("--packing is not supported for audio models (one clip per row)")
         return tokenize_audio_chat(ctx, rows)
-    from lmforge.training.features import tokenize_chat
+    from lmforge.data.tokenize import tokenize_chat
 
     return tokenize_chat(ctx, rows)
 

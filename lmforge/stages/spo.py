@@ -3,7 +3,7 @@ runs it: one answer per prompt, no critic and no group; the baseline of each pro
 moving average of its past rewards (`--spo_ema`; an unseen prompt starts at the global mean), and the
 advantage r − b, whitened over the batch, weighs every response token in the clipped policy loss
 (`--clip_epsilon`) plus `--beta` · KL to the reference (k3; `--beta 0`: no reference kept). On lmforge's
-own trainer (lmforge/training/ppo.py); the baseline tracker is saved in each checkpoint
+own trainer (lmforge/training/spo.py); the baseline tracker is saved in each checkpoint
 (`spo_value_tracker.json`) so a resumed run continues exactly.
 
 Rewards as in `grpo`/`ppo`: `--reward_funcs`, `--reward_model_path`, `--reward_weights`, `--reasoning 1`.
@@ -41,8 +41,8 @@ class Args(RLArgs):
 
 
 def validate(cfg) -> None:
-    from lmforge.training.ppo import check_rollout_flags
     from lmforge.training.rl import check_reward_flags
+    from lmforge.training.rollout_trainer import check_rollout_flags
 
     check_reward_flags(cfg)
     check_rollout_flags(cfg)
@@ -63,7 +63,7 @@ def prepare(ctx, rows):
 
 
 def build_trainer(ctx):
-    from lmforge.training.ppo import spo_trainer
+    from lmforge.training.spo import spo_trainer
 
     return spo_trainer(ctx)
 

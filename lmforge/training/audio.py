@@ -44,8 +44,8 @@ def tokenize_audio_chat(ctx, rows):
     """Chat rows with an `audio` path column → input_ids, labels, audio (path kept for the collator)."""
     from lmforge.data.audio import load_audio
     from lmforge.data.chat import encode_chat_batch
+    from lmforge.data.tokenize import map_rows
     from lmforge.models.audio import audio_placeholder, num_audio_tokens, sampling_rate
-    from lmforge.training.features import _map
 
     proc, cfg = ctx.processor, ctx.cfg
     tok, max_len = proc.tokenizer, cfg["max_length"]
@@ -90,7 +90,7 @@ def tokenize_audio_chat(ctx, rows):
             out["labels"].append(labels)
         return out
 
-    ds = _map(
+    ds = map_rows(
         rows,
         encode,
         ctx,

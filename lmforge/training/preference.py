@@ -72,7 +72,7 @@ def guard_pairs(ctx, rows, sides: tuple[str, ...], n: int = 4) -> None:
     """The template guard on the first `n` rows: each side's prompt, rendered for inference, must
     tokenise as the start of the whole conversation (data/chat.py `encode_completion`)."""
     from lmforge.data.chat import encode_completion
-    from lmforge.training.features import first_rows
+    from lmforge.data.tokenize import first_rows
 
     if rows is None:
         return

@@ -88,8 +88,8 @@ def truncate_image_row(ids, labels, image_id: int, max_len: int | None, cfg, row
 def tokenize_vision_chat(ctx, rows):
     """Canonical vision rows → input_ids, labels, images (paths kept for the collator)."""
     from lmforge.data.chat import encode_chat_batch
+    from lmforge.data.tokenize import map_rows
     from lmforge.data.vision import load_image
-    from lmforge.training.features import _map
 
     proc, cfg = ctx.processor, ctx.cfg
     tok, max_len, where = proc.tokenizer, cfg["max_length"], cfg.get("dataset")
@@ -130,7 +130,7 @@ def tokenize_vision_chat(ctx, rows):
             out["labels"].append(labels)
         return out
 
-    ds = _map(
+    ds = map_rows(
         rows,
         encode,
         ctx,

@@ -43,13 +43,13 @@ def tokenize_vision_pairs(ctx, rows):
     `rejected_input_ids` / `rejected_labels` (labels on the answer only) and `images` (paths)."""
     if rows is None:
         return None
-    from lmforge.training.features import _map
+    from lmforge.data.tokenize import map_rows
 
     where, max_len = ctx.cfg.get("dataset"), ctx.cfg["max_length"]
     encode_row = _pair_encoder(
         ctx, has_images="images" in rows.column_names, has_videos="videos" in rows.column_names
     )
-    ds = _map(
+    ds = map_rows(
         rows,
         encode_row,
         ctx,

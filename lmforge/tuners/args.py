@@ -1,7 +1,7 @@
 """Tuner flags: what is trained (`--tuner`) and the options of each tuner family (SPEC §7).
 
 Names follow LLaMA-Factory (lora_rank, lora_target, freeze_trainable_layers, use_galore, use_badam…);
-ms-swift and MiniMind spellings are aliases (lmforge/config/aliases.py).
+ms-swift and MiniMind spellings are aliases (lmforge/config/aliases/).
 """
 
 from __future__ import annotations
