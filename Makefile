@@ -54,6 +54,7 @@ format:
 # docs/options.md from the config fields' help (tests/test_docs.py checks it is current).
 docs:
 	$(PY) scripts/gen_options.py
+	$(PY) scripts/gen_modules.py
 
 bench: install
 	$(PY) bench/pretrain.py

@@ -102,6 +102,16 @@ def test_options_page_is_generated_and_current():
     assert current == expected, f"docs/options.md is out of date; run: {gen_options().REGENERATE}"
 
 
+def test_modules_page_is_generated_and_current():
+    """docs/modules.md (every module and its docstring's first sentence) matches the code."""
+    spec = importlib.util.spec_from_file_location("gen_modules", ROOT / "scripts" / "gen_modules.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    current = (DOCS / "modules.md").read_text(encoding="utf-8")
+    assert current == mod.render(), f"docs/modules.md is out of date; run: {mod.REGENERATE}"
+    assert "(no docstring)" not in current, "every module starts with a docstring (STYLE.md)"
+
+
 def test_options_page_lists_every_group_field():
     from lmforge.config.schema import DataArgs
 
