@@ -259,27 +259,66 @@ def _distill(task, *, alpha: str, name: str) -> str:
     return str(task / "out" / f"{name}_48")
 
 
+def teacher_kl(student_dir, teacher_dir, prompts_file) -> float:
+    """Mean per-token KL(teacher ‖ student) along the teacher's own greedy answers to the prompts
+    (teacher-forced): how closely the student reproduces the teacher's distributions, a smooth
+    measure that does not hinge on which side of an argmax a near-tie falls on a given CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.data.load import load_rows
+    from lmforge.infer.args import GenerationArgs
+    from lmforge.infer.engine import Engine
+
+    rows, _ = load_rows(str(prompts_file), "prompt")
+    engine = Engine.from_path(str(teacher_dir), device="cpu")
+    gen = GenerationArgs(temperature=0, do_sample=False, max_new_tokens=12)
+    answers = engine.generate_batch([r["prompt"] for r in rows], gen, batch_size=100)
+    teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir)).eval()
+    student = AutoModelForCausalLM.from_pretrained(str(student_dir)).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row, answer in zip(rows, answers):
+            prompt = engine.encode(row["prompt"], gen)
+            ids = torch.tensor([prompt + answer.token_ids])
+            cut = slice(len(prompt) - 1, ids.shape[1] - 1)  # positions that predict the answer tokens
+            t_logits, s_logits = teacher(ids).logits[0, cut].float(), student(ids).logits[0, cut].float()
+            vocab = min(t_logits.shape[-1], s_logits.shape[-1])  # the student's vocabulary may be smaller
+            t = torch.log_softmax(t_logits[:, :vocab], -1)
+            s_ = torch.log_softmax(s_logits[:, :vocab], -1)
+            total += float((t.exp() * (t - s_)).sum())
+            count += cut.stop - cut.start
+    return total / max(count, 1)
+
+
 def test_distilled_student_gives_the_teachers_answers(task, tokenizer, tmp_path, one_thread):
     """On held-out problems (in no training file: the teacher's answers there are its own guesses,
-    often wrong) the KD student agrees with the teacher far more than a student of the same size,
-    seed and data trained with the cross-entropy alone (alpha 1: no teacher signal)."""
+    often wrong) the KD student reproduces the teacher's distributions far more closely than a student
+    of the same size, seed and data trained with the cross-entropy alone (alpha 1: no teacher signal),
+    and gives the teacher's answers far more often than before training."""
     held_out = task / "data" / "math1_heldout.jsonl"
-    teacher = greedy_answers(task / "out" / "full_sft_64", held_out)
+    teacher_dir = task / "out" / "full_sft_64"
+    teacher = greedy_answers(teacher_dir, held_out)
     fresh = tmp_path / "fresh"
     init_model(tokenizer, seed=42, hidden_size=48, num_hidden_layers=1, **_small()).save_pretrained(fresh)
     before = agreement(greedy_answers(fresh, held_out), teacher)
     distilled = _distill(task, alpha="0", name="full_dist")  # alpha 0: the teacher is the only signal
+    ce_run = _distill(task, alpha="1", name="full_ce")
     after = agreement(greedy_answers(distilled, held_out), teacher)
-    ce_only = agreement(greedy_answers(_distill(task, alpha="1", name="full_ce"), held_out), teacher)
+    ce_only = agreement(greedy_answers(ce_run, held_out), teacher)
+    kl_kd, kl_ce = teacher_kl(distilled, teacher_dir, held_out), teacher_kl(ce_run, teacher_dir, held_out)
     truth = [json.loads(line)["gt"][0] for line in open(held_out, encoding="utf-8")]
     print(
         f"agreement with the teacher's greedy answers: before {before:.3f}, KD {after:.3f}, CE only "
-        f"{ce_only:.3f}; the teacher is right on {agreement(teacher, truth):.3f}"
+        f"{ce_only:.3f}; the teacher is right on {agreement(teacher, truth):.3f}; per-token "
+        f"KL(teacher ‖ student) on its answers: KD {kl_kd:.4f}, CE only {kl_ce:.4f}"
     )
-    # Measured (seeded, 200 held-out prompts): before 0.000, KD 0.540, CE only 0.440; the teacher
-    # itself is right on 0.185 of them. A trainer that drops the teacher signal is the CE-only run.
-    assert before <= 0.1
-    assert after >= 0.4 and after >= ce_only + 0.05, (after, ce_only)
+    # Measured (seeded, 200 held-out prompts) on two CPUs: agreement before 0.000, KD 0.540 / 0.380,
+    # CE only 0.440 / 0.400 — which of KD and CE agrees more flips with the CPU's float kernels;
+    # KL(teacher ‖ student) on the second CPU: KD 0.051, CE only 0.598 (×0.085). A trainer that drops
+    # the teacher signal is the CE-only run (×1).
+    assert before <= 0.1 and after >= 0.3
+    assert kl_kd <= 0.5 * kl_ce, (kl_kd, kl_ce)
     records = [json.loads(line) for line in open(f"{distilled}/metrics.jsonl")]
     assert records[-1]["step"] == 400 and records[-1]["kl"] < records[0]["kl"] / 5
     assert records[-1]["loss"] == pytest.approx(records[-1]["kl"], rel=1e-5)  # alpha 0, T 1: loss = KL
