@@ -196,6 +196,40 @@ def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp_min(0)
 
 
+def next_token_logits(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    keep: int | None = None,
+) -> torch.Tensor:
+    """(B, W, V) float logits / temperature that predict tokens L − W … L − 1 of ``input_ids`` (W = L − 1,
+    or ``keep`` when given: the model is then asked for ``logits_to_keep = keep + 1``, sparing the
+    prompt's vocab-sized logits). Position ids restart at each row's first real token (left padding)."""
+    length = input_ids.shape[1]
+    kwargs = {"logits_to_keep": keep + 1} if keep is not None and keep + 1 < length else {}
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from(attention_mask),
+        use_cache=False,
+        **kwargs,
+    ).logits
+    return logits[:, :-1].float() / temperature
+
+
+def logprobs_from_logits(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L − 1) log softmax(logits)[next token] from `next_token_logits`' (B, W, V) output, 0 in the
+    L − 1 − W columns it did not compute and wherever ``mask`` (B, L − 1) is 0."""
+    length, width = input_ids.shape[1], logits.shape[1]
+    targets = input_ids[:, length - width :]
+    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    if width < length - 1:
+        logp = torch.cat([logp.new_zeros(logp.shape[0], length - 1 - width), logp], dim=1)
+    return torch.where(mask.bool(), logp, torch.zeros((), dtype=logp.dtype, device=logp.device))
+
+
 def sequence_logprobs(
     model,
     input_ids: torch.Tensor,
@@ -207,27 +241,12 @@ def sequence_logprobs(
     """(B, L − 1) log-probs of the next tokens, log softmax(logits_j / temperature)[input_ids_{j+1}].
 
     Positions whose target is padding (``attention_mask[:, 1:] == 0``) are 0. With ``keep`` only the
-    last ``keep`` columns are computed (the model is asked for ``logits_to_keep = keep + 1``, saving the
-    prompt's vocab-sized logits) and the earlier columns are 0. Differentiable unless called under
-    ``no_grad``; the model's mode is left as it is.
+    last ``keep`` columns are computed and the earlier columns are 0. Differentiable unless called
+    under ``no_grad``; the model's mode is left as it is. The one log-prob helper of lmforge's RL
+    (rollouts, reference, the PPO / SPO policy update).
     """
-    length = input_ids.shape[1]
-    kwargs = {"logits_to_keep": keep + 1} if keep is not None and keep + 1 < length else {}
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from(attention_mask),
-        use_cache=False,
-        **kwargs,
-    ).logits
-    logits = logits[:, :-1].float() / temperature
-    targets = input_ids[:, length - logits.shape[1] :]
-    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    if logp.shape[1] < length - 1:
-        logp = torch.cat([logp.new_zeros(logp.shape[0], length - 1 - logp.shape[1]), logp], dim=1)
-    return torch.where(
-        attention_mask[:, 1:].bool(), logp, torch.zeros((), dtype=logp.dtype, device=logp.device)
-    )
+    logits = next_token_logits(model, input_ids, attention_mask, temperature=temperature, keep=keep)
+    return logprobs_from_logits(logits, input_ids, attention_mask[:, 1:])
 
 
 def _batched_logprobs(model, rollout: Rollout, batch_size: int | None) -> torch.Tensor:

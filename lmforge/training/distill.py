@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
 from lmforge.training.loss import IGNORE_INDEX
-from lmforge.training.trainer import LmforgeMixin, LmforgeTrainer
+from lmforge.training.trainer import LmforgeMixin, LmforgeTrainer, stage_trainer_kwargs
 
 log = logging.getLogger("lmforge")
 
@@ -385,12 +385,6 @@ def on_policy_trainer(ctx, teacher):
         )
     trainer_cls = _on_policy_trainer_class()
     return trainer_cls(
-        model=ctx.model,
         teacher_model=teacher,
-        args=ctx.training_args,
-        train_dataset=ctx.train_dataset,
-        eval_dataset=ctx.eval_dataset,
-        processing_class=ctx.tokenizer,
-        nan_policy=ctx.cfg["nan_policy"],
-        max_nan_skips=ctx.cfg["max_nan_skips"],
+        **stage_trainer_kwargs(ctx),
     )

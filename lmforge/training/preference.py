@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import trl.trainer.dpo_trainer as _dpo_module
 import trl.trainer.kto_trainer as _kto_module
@@ -20,7 +19,7 @@ import trl.trainer.reward_trainer as _rm_module
 from trl import DPOTrainer, KTOTrainer, RewardTrainer
 
 from lmforge.errors import LmforgeError
-from lmforge.training.trainer import LmforgeMixin
+from lmforge.training.trainer import LmforgeMixin, stage_trainer_kwargs
 
 
 @contextlib.contextmanager
@@ -83,18 +82,6 @@ def guard_pairs(ctx, rows, sides: tuple[str, ...], n: int = 4) -> None:
             )
 
 
-def _common(ctx) -> dict[str, Any]:
-    return {
-        "model": ctx.model,
-        "args": ctx.training_args,
-        "train_dataset": ctx.train_dataset,
-        "eval_dataset": ctx.eval_dataset,
-        "processing_class": ctx.tokenizer,
-        "nan_policy": ctx.cfg["nan_policy"],
-        "max_nan_skips": ctx.cfg["max_nan_skips"],
-    }
-
-
 def reference_model(ctx):
     """`--ref_model PATH`, else None: TRL then uses the adapter-disabled base under PEFT, the
     precomputed log-probs with --precompute_ref_log_probs, or a frozen copy of the starting model."""
@@ -116,15 +103,15 @@ def reference_model(ctx):
 
 
 def dpo_trainer(ctx):
-    return LmforgeDPOTrainer(ref_model=reference_model(ctx), **_common(ctx))
+    return LmforgeDPOTrainer(ref_model=reference_model(ctx), **stage_trainer_kwargs(ctx))
 
 
 def kto_trainer(ctx):  # its batch-size rule is checked up front (lmforge/stages/kto.py validate)
-    return LmforgeKTOTrainer(ref_model=reference_model(ctx), **_common(ctx))
+    return LmforgeKTOTrainer(ref_model=reference_model(ctx), **stage_trainer_kwargs(ctx))
 
 
 def reward_trainer(ctx):
-    return LmforgeRewardTrainer(**_common(ctx))
+    return LmforgeRewardTrainer(**stage_trainer_kwargs(ctx))
 
 
 def check_ref_free_flags(cfg) -> None:
@@ -146,7 +133,7 @@ def ref_free_trainer(ctx, kind: str, collator=None):
     from lmforge.training.ref_free import RefFreePreferenceTrainer
 
     cfg = ctx.cfg
-    common = _common(ctx)
+    common = stage_trainer_kwargs(ctx)
     common.pop("processing_class")
     if collator is None:
         collator = DataCollatorForPreference(

@@ -8,7 +8,7 @@ import logging
 from trl import GRPOTrainer
 
 from lmforge.errors import LmforgeError
-from lmforge.training.trainer import LmforgeMixin
+from lmforge.training.trainer import LmforgeMixin, stage_trainer_kwargs
 
 log = logging.getLogger("lmforge")
 
@@ -117,12 +117,6 @@ def grpo_trainer(ctx):
     funcs, weights = reward_functions(ctx)
     ctx.training_args.reward_weights = weights
     return LmforgeGRPOTrainer(
-        model=ctx.model,
         reward_funcs=funcs,
-        args=ctx.training_args,
-        train_dataset=ctx.train_dataset,
-        eval_dataset=ctx.eval_dataset,
-        processing_class=ctx.tokenizer,
-        nan_policy=ctx.cfg["nan_policy"],
-        max_nan_skips=ctx.cfg["max_nan_skips"],
+        **stage_trainer_kwargs(ctx),
     )

@@ -37,10 +37,11 @@ from lmforge.rl.rollout import (
     eval_mode,
     fill_logprobs,
     generate,
-    position_ids_from,
+    logprobs_from_logits,
+    next_token_logits,
     sequence_logprobs,
 )
-from lmforge.training.trainer import LmforgeTrainer
+from lmforge.training.trainer import LmforgeTrainer, stage_trainer_kwargs
 
 log = logging.getLogger("lmforge")
 
@@ -226,25 +227,13 @@ class RolloutTrainer(LmforgeTrainer):
         the mean token entropy of the sampling distribution (no grad)."""
         ids, attn = rollout.input_ids, rollout.attention_mask
         length = ids.shape[1]
-        keep = length - rollout.prompt_length
-        kwargs = {"logits_to_keep": keep + 1} if keep + 1 < length else {}
-        logits = model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=position_ids_from(attn),
-            use_cache=False,
-            **kwargs,
-        ).logits
-        logits = logits[:, :-1].float() / rollout.temperature
-        width = logits.shape[1]
-        targets = ids[:, length - width :]
-        logp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        logits = next_token_logits(
+            model, ids, attn, temperature=rollout.temperature, keep=length - rollout.prompt_length
+        )
         mask = rollout.logprob_mask
         with torch.no_grad():
-            entropy = pm.entropy_from_logits(logits, mask[:, length - 1 - width :])
-        if width < length - 1:
-            logp = torch.cat([logp.new_zeros(logp.shape[0], length - 1 - width), logp], dim=1)
-        logp = torch.where(mask.bool(), logp, torch.zeros((), dtype=logp.dtype, device=logp.device))
+            entropy = pm.entropy_from_logits(logits, mask[:, length - 1 - logits.shape[1] :])
+        logp = logprobs_from_logits(logits, ids, mask)
         return logp, entropy
 
     def _log_policy(self, stats: dict[str, float], entropy: torch.Tensor, loss: torch.Tensor) -> None:
@@ -291,11 +280,7 @@ def rollout_trainer_kwargs(ctx, kl_coef: float, clip_epsilon: float) -> dict[str
     cfg = ctx.cfg
     funcs, weights = reward_functions(ctx)
     return {
-        "model": ctx.model,
-        "args": ctx.training_args,
-        "train_dataset": ctx.train_dataset,
-        "eval_dataset": ctx.eval_dataset,
-        "processing_class": ctx.tokenizer,
+        **stage_trainer_kwargs(ctx),
         "reward_funcs": funcs,
         "reward_weights": weights,
         "max_gen_len": cfg["max_gen_len"],
@@ -305,8 +290,6 @@ def rollout_trainer_kwargs(ctx, kl_coef: float, clip_epsilon: float) -> dict[str
         "max_prompt_length": cfg["max_length"],
         "clip_epsilon": clip_epsilon,
         "kl_coef": kl_coef,
-        "nan_policy": cfg["nan_policy"],
-        "max_nan_skips": cfg["max_nan_skips"],
     }
 
 

@@ -381,6 +381,20 @@ def _target_tokens(inputs: dict[str, Any]) -> int:
     return 0
 
 
+def stage_trainer_kwargs(ctx) -> dict[str, Any]:
+    """The keyword arguments every stage's trainer takes from the run (pipeline.StageContext): the
+    model, TrainingArguments, datasets, tokenizer and the NaN policy of `LmforgeMixin`."""
+    return {
+        "model": ctx.model,
+        "args": ctx.training_args,
+        "train_dataset": ctx.train_dataset,
+        "eval_dataset": ctx.eval_dataset,
+        "processing_class": ctx.tokenizer,
+        "nan_policy": ctx.cfg["nan_policy"],
+        "max_nan_skips": ctx.cfg["max_nan_skips"],
+    }
+
+
 class LmforgeTrainer(LmforgeMixin, Trainer):
     """transformers' Trainer with lmforge's features (pretrain, SFT, distill-reason, ...)."""
 

@@ -255,7 +255,8 @@ class VisionDPOTrainer(PairTrainer):
 
 def vision_dpo_trainer(ctx, losses: list[str], weights: list[float] | None) -> VisionDPOTrainer:
     """DPO on image pairs; `losses` / `weights` as the dpo stage resolved them (its `dpo_losses`)."""
-    from lmforge.training.preference import _common, reference_model
+    from lmforge.training.preference import reference_model
+    from lmforge.training.trainer import stage_trainer_kwargs
 
     return VisionDPOTrainer(
         ref_model=reference_model(ctx),
@@ -264,5 +265,5 @@ def vision_dpo_trainer(ctx, losses: list[str], weights: list[float] | None) -> V
         weights=weights,
         beta=ctx.cfg["beta"],
         label_smoothing=ctx.cfg["label_smoothing"],
-        **_common(ctx),
+        **stage_trainer_kwargs(ctx),
     )
