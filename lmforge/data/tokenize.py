@@ -5,6 +5,7 @@ these functions only tokenise. `ctx` is the stage context (its `cfg`, `tokenizer
 
 from __future__ import annotations
 
+from lmforge.data.chat import IGNORE_INDEX
 from lmforge.errors import LmforgeError
 
 
@@ -27,6 +28,29 @@ def map_rows(ds, fn, ctx, **kw):
         kw.pop("desc", None)
         return ds.map(fn, **kw)
     return ds.map(fn, num_proc=_num_proc(ctx), **kw)
+
+
+def encode_media_rows(rows, encode, ctx, *, kind: str, where: str):
+    """Batched `encode(batch, indices)` over audio / image rows → `input_ids` / `labels` (and what else
+    `encode` returns); rows left with no answer token are dropped and counted in
+    ctx.stats["rows_without_targets"]; none left is one line naming the data and the limit."""
+    ds = map_rows(
+        rows,
+        encode,
+        ctx,
+        batched=True,
+        with_indices=True,
+        remove_columns=list(rows.column_names),
+        desc=f"tokenising {kind} rows",
+    )
+    before = len(ds)
+    ds = ds.filter(lambda b: [any(x != IGNORE_INDEX for x in lab) for lab in b["labels"]], batched=True)
+    ctx.stats["rows_without_targets"] = before - len(ds)
+    if len(ds) == 0:
+        raise LmforgeError(
+            f"{where}: no {kind} row has an answer left within --max_length {ctx.cfg['max_length']}"
+        )
+    return ds
 
 
 def tokenize_pretrain(ctx, rows):

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.data.chat import IGNORE_INDEX
 from lmforge.errors import LmforgeError
-
-IGNORE_INDEX = -100
 
 
 def _with_audio(messages: list[dict], placeholder: str) -> list[dict]:
@@ -44,7 +43,7 @@ def tokenize_audio_chat(ctx, rows):
     """Chat rows with an `audio` path column → input_ids, labels, audio (path kept for the collator)."""
     from lmforge.data.audio import load_audio
     from lmforge.data.chat import encode_chat_batch
-    from lmforge.data.tokenize import map_rows
+    from lmforge.data.tokenize import encode_media_rows
     from lmforge.models.audio import audio_placeholder, num_audio_tokens, sampling_rate
 
     proc, cfg = ctx.processor, ctx.cfg
@@ -90,21 +89,7 @@ def tokenize_audio_chat(ctx, rows):
             out["labels"].append(labels)
         return out
 
-    ds = map_rows(
-        rows,
-        encode,
-        ctx,
-        batched=True,
-        with_indices=True,
-        remove_columns=list(rows.column_names),
-        desc="tokenising audio rows",
-    )
-    before = len(ds)
-    ds = ds.filter(lambda b: [any(x != IGNORE_INDEX for x in lab) for lab in b["labels"]], batched=True)
-    ctx.stats["rows_without_targets"] = before - len(ds)
-    if len(ds) == 0:
-        raise LmforgeError(f"{where}: no audio row has an answer left within --max_length {max_len}")
-    return ds
+    return encode_media_rows(rows, encode, ctx, kind="audio", where=where)
 
 
 class AudioCollator:

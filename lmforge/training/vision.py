@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.data.chat import IGNORE_INDEX
 from lmforge.data.vision import IMAGE_PLACEHOLDER as PLACEHOLDER
 from lmforge.errors import LmforgeError
 from lmforge.models.vision import expand_image_tokens, image_inputs, image_markup
-
-IGNORE_INDEX = -100
 
 
 def pixel_bounds(cfg) -> dict[str, int | None]:
@@ -88,7 +87,7 @@ def truncate_image_row(ids, labels, image_id: int, max_len: int | None, cfg, row
 def tokenize_vision_chat(ctx, rows):
     """Canonical vision rows → input_ids, labels, images (paths kept for the collator)."""
     from lmforge.data.chat import encode_chat_batch
-    from lmforge.data.tokenize import map_rows
+    from lmforge.data.tokenize import encode_media_rows
     from lmforge.data.vision import load_image
 
     proc, cfg = ctx.processor, ctx.cfg
@@ -130,21 +129,7 @@ def tokenize_vision_chat(ctx, rows):
             out["labels"].append(labels)
         return out
 
-    ds = map_rows(
-        rows,
-        encode,
-        ctx,
-        batched=True,
-        with_indices=True,
-        remove_columns=list(rows.column_names),
-        desc="tokenising image rows",
-    )
-    before = len(ds)
-    ds = ds.filter(lambda b: [any(x != IGNORE_INDEX for x in lab) for lab in b["labels"]], batched=True)
-    ctx.stats["rows_without_targets"] = before - len(ds)
-    if len(ds) == 0:
-        raise LmforgeError(f"{where}: no image row has an answer left within --max_length {max_len}")
-    return ds
+    return encode_media_rows(rows, encode, ctx, kind="image", where=where)
 
 
 def accepts_mm_token_types(model) -> bool:
