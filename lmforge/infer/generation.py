@@ -94,15 +94,14 @@ class GenerationEngine:
 
     # ------------------------------------------------------------------ generation
     def _generation_config(self, gen: GenerationArgs):
-        from transformers import GenerationConfig
+        from lmforge.models.generation import generation_config
 
-        sample = not gen.greedy
-        return GenerationConfig(
+        return generation_config(
             max_new_tokens=gen.max_new_tokens,
-            do_sample=sample,
-            temperature=gen.temperature if sample else 1.0,
-            top_p=gen.top_p if sample else 1.0,
-            top_k=gen.top_k if sample else 50,
+            do_sample=not gen.greedy,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            top_k=gen.top_k,
             repetition_penalty=gen.repetition_penalty,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
@@ -122,20 +121,19 @@ class GenerationEngine:
         import torch
         from transformers import StoppingCriteriaList
 
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, ids in enumerate(batch):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask[i, width - len(ids) :] = 1
+        from lmforge.models.generation import generate_padded
+
         if gen.seed is not None:
             torch.manual_seed(gen.seed)
+        width = max(len(ids) for ids in batch)
         criteria = StoppingCriteriaList([StopCriteria(self.tokenizer, list(gen.stop or []), width, cancel)])
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=self._generation_config(gen),
+            out, _, _, width = generate_padded(
+                self.model,
+                batch,
+                self.pad_id,
+                self._generation_config(gen),
+                self.device,
                 stopping_criteria=criteria,
                 streamer=streamer,
                 **{k: v.to(self.device) for k, v in (extra or {}).items()},

@@ -142,7 +142,7 @@ def generate(
     """
     if num_samples < 1:
         raise ValueError("num_samples must be ≥ 1")
-    from transformers import GenerationConfig
+    from lmforge.models.generation import generate_padded, generation_config
 
     texts, encoded = [], []
     for prompt in prompts:
@@ -153,27 +153,20 @@ def generate(
         encoded += [ids] * num_samples
     stops = stop_ids(tokenizer, policy, stop_token_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    width = max(len(ids) for ids in encoded)
-    prompt_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for i, ids in enumerate(encoded):
-        prompt_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        prompt_mask[i, width - len(ids) :] = 1
-    device = _device(policy)
-    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    config = GenerationConfig(
+    config = generation_config(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
-        temperature=temperature if do_sample else 1.0,
-        top_p=top_p if do_sample else 1.0,
-        top_k=top_k if do_sample else 50,
-        repetition_penalty=1.0,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
         eos_token_id=stops,
         pad_token_id=pad_id,
         bos_token_id=tokenizer.bos_token_id,
     )
     with torch.no_grad(), eval_mode(policy):
-        out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+        out, prompt_ids, prompt_mask, width = generate_padded(
+            policy, encoded, pad_id, config, _device(policy)
+        )
     generated = out[:, width:]
     gen_mask = response_mask_from(generated, stops)
     generated = generated.masked_fill(gen_mask == 0, pad_id)
