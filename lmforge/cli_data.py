@@ -82,30 +82,9 @@ def do_init(cfg) -> int:
         from lmforge.errors import LmforgeError
 
         raise LmforgeError("init: --audio and --vision build different models; give one of them")
-    if cfg["vision"]:
-        from lmforge.models.tokenizer import load_tokenizer
-        from lmforge.models.vision import build_tiny_vision_model, load_vision_model
-
-        sizes = {k: cfg[k] for k in ("hidden_size", "num_hidden_layers") if k in cfg.explicit}
-        build_tiny_vision_model(
-            cfg["output_dir"], load_tokenizer(cfg.get("tokenizer_path")), seed=cfg["seed"], **sizes
-        )
-        mark_finished(cfg["output_dir"], {"command": "init --vision"})
-        n = count_parameters(load_vision_model(cfg["output_dir"]))
-        print(f"Qwen2VLForConditionalGeneration with {n / 1e6:.2f}M parameters → {cfg['output_dir']}")
-        return 0
-    if cfg["audio"]:
-        from lmforge.models.audio import build_tiny_audio_model, load_audio_model
-        from lmforge.models.tokenizer import load_tokenizer
-
-        sizes = {k: cfg[k] for k in ("hidden_size", "num_hidden_layers") if k in cfg.explicit}
-        build_tiny_audio_model(
-            cfg["output_dir"], load_tokenizer(cfg.get("tokenizer_path")), seed=cfg["seed"], **sizes
-        )
-        mark_finished(cfg["output_dir"], {"command": "init --audio"})
-        n = count_parameters(load_audio_model(cfg["output_dir"]))
-        print(f"Qwen2AudioForConditionalGeneration with {n / 1e6:.2f}M parameters → {cfg['output_dir']}")
-        return 0
+    for kind in ("vision", "audio"):
+        if cfg[kind]:
+            return _init_media(cfg, kind)
     tokenizer, model, _ = load_tokenizer_and_model(cfg)
     model.save_pretrained(cfg["output_dir"])
     tokenizer.save_pretrained(cfg["output_dir"])
@@ -113,6 +92,29 @@ def do_init(cfg) -> int:
     print(
         f"{type(model).__name__} with {count_parameters(model) / 1e6:.2f}M parameters → {cfg['output_dir']}"
     )
+    return 0
+
+
+def _init_media(cfg, kind: str) -> int:
+    """`init --vision` / `init --audio`: the tiny Qwen2-VL / Qwen2-Audio layout with lmforge's tokenizer."""
+    from lmforge.models import audio, vision
+    from lmforge.models.presets import count_parameters
+    from lmforge.models.tokenizer import load_tokenizer
+    from lmforge.runs import mark_finished
+
+    build, load, name = {
+        "vision": (
+            vision.build_tiny_vision_model,
+            vision.load_vision_model,
+            "Qwen2VLForConditionalGeneration",
+        ),
+        "audio": (audio.build_tiny_audio_model, audio.load_audio_model, "Qwen2AudioForConditionalGeneration"),
+    }[kind]
+    sizes = {k: cfg[k] for k in ("hidden_size", "num_hidden_layers") if k in cfg.explicit}
+    build(cfg["output_dir"], load_tokenizer(cfg.get("tokenizer_path")), seed=cfg["seed"], **sizes)
+    mark_finished(cfg["output_dir"], {"command": f"init --{kind}"})
+    n = count_parameters(load(cfg["output_dir"]))
+    print(f"{name} with {n / 1e6:.2f}M parameters → {cfg['output_dir']}")
     return 0
 
 
