@@ -61,12 +61,29 @@ def _chat_file(path: Path) -> Path:
     return path
 
 
-def _save_model(folder: Path, seed: int) -> Path:
+# At temperature 1 a random model gives an empty answer about once in 300 (measured: 12 of 4000):
+# it opens with <|im_end|> or a think tag, or samples only ids past the tokenizer's 2289 (the
+# model's vocabulary is padded), which decode to nothing. distill-api rightly refuses an empty
+# answer; the teacher here never samples those ids, so no test depends on that luck.
+NEVER_SAMPLED = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "<think>", "</think>", "<tool_call>", "</tool_call>")
+
+
+def _save_model(folder: Path, seed: int, teacher: bool = False) -> Path:
     from lmforge.models.scratch import init_model
     from lmforge.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
-    init_model(tok, preset="tiny", seed=seed).save_pretrained(folder)
+    model = init_model(tok, preset="tiny", seed=seed)
+    if teacher:
+        # tied embeddings: one hidden dimension that every token embeds as 1 stays positive through
+        # the (near-zero) random layers, so the logit of a token whose entry there is -10 sits ~80
+        # below the others; the other tokens all gain the same amount, their distribution unchanged
+        with torch.no_grad():
+            emb = model.get_input_embeddings().weight
+            emb[:, 0] = 1.0
+            emb[tok.convert_tokens_to_ids(list(NEVER_SAMPLED)), 0] = -10.0
+            emb[len(tok) :, 0] = -10.0
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
@@ -74,7 +91,7 @@ def _save_model(folder: Path, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distill_api")
-    teacher = _save_model(tmp / "teacher", seed=1)
+    teacher = _save_model(tmp / "teacher", seed=1, teacher=True)
     student = _save_model(tmp / "student", seed=2)
     argv = [str(teacher), "--served_model_name", TEACHER, "--max_new_tokens", "16"]
     proc, url = start_server(argv, tmp / "serve.log")
