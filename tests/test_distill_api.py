@@ -65,7 +65,15 @@ def _chat_file(path: Path) -> Path:
 # it opens with <|im_end|> or a think tag, or samples only ids past the tokenizer's 2289 (the
 # model's vocabulary is padded), which decode to nothing. distill-api rightly refuses an empty
 # answer; the teacher here never samples those ids, so no test depends on that luck.
-NEVER_SAMPLED = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "<think>", "</think>", "<tool_call>", "</tool_call>")
+NEVER_SAMPLED = (
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+)
 
 
 def _save_model(folder: Path, seed: int, teacher: bool = False) -> Path:

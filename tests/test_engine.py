@@ -113,6 +113,49 @@ def test_batch_equals_single_in_input_order(engine):
     assert len({c.raw_text for c in single}) > 2  # rows really differ, so order is checked
 
 
+def _plain_generate(engine, messages, **kwargs) -> list[int]:
+    """transformers' own `generate` on the engine's model, cut after its first end-of-answer token."""
+    ids = torch.tensor([engine.encode(messages, GREEDY)])
+    with torch.no_grad():
+        out = engine.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            eos_token_id=engine.eos_ids,
+            pad_token_id=engine.pad_id,
+            **kwargs,
+        )[0, ids.shape[1] :].tolist()
+    ends = [i for i, t in enumerate(out) if t in engine.eos_ids]
+    return out[: ends[0] + 1] if ends else out
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_equals_plain_transformers_generate(engine, penalty):
+    """The decode loop (batched, left-padded, KV cache joined per row) gives transformers' greedy tokens,
+    with its repetition penalty too."""
+    prompts = [user(u) for u, _, _ in CONVS] + [user("the quick brown fox jumps over"), user("x")]
+    gen = GenerationArgs(temperature=0, max_new_tokens=20, repetition_penalty=penalty)
+    ours = [c.token_ids for c in engine.generate_batch(prompts, gen, batch_size=4)]
+    theirs = [
+        _plain_generate(engine, p, do_sample=False, max_new_tokens=20, repetition_penalty=penalty)
+        for p in prompts
+    ]
+    assert ours == theirs
+    assert len({tuple(t) for t in theirs}) > 2
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(engine):
+    """Row i samples with --seed + i: the same answers one by one and batched; another seed differs."""
+    prompts = [user("hi"), user("fox"), user("the quick brown fox")]
+    gen = GenerationArgs(temperature=1.5, top_k=0, top_p=1.0, seed=11, max_new_tokens=16)
+    batched = [c.token_ids for c in engine.generate_batch(prompts, gen, batch_size=3)]
+    alone = [engine.generate_batch(prompts, gen, batch_size=1)[i].token_ids for i in range(3)]
+    assert batched == alone
+    other = [
+        c.token_ids for c in engine.generate_batch(prompts, GenerationArgs(**{**gen.__dict__, "seed": 12}))
+    ]
+    assert other != batched
+
+
 def test_stream_concatenation_equals_chat(engine):
     for u, _, _ in CONVS:
         whole = engine.chat(user(u), GREEDY)

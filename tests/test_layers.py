@@ -15,6 +15,7 @@ LAYERS = {
     "config": 1,
     "data": 2,
     "models": 2,
+    "decode": 2,
     "runs": 2,
     "teacher": 2,
     "training": 3,

@@ -112,10 +112,10 @@ def test_harness_local_completions_against_lmforge_serve(model_dir, tasks, lmfor
     import uvicorn
     from lm_eval.tasks import TaskManager
 
+    from lmforge.decode.batch import Runner
     from lmforge.infer.args import GenerationArgs
     from lmforge.infer.engine import Engine
     from lmforge.serve.app import create_app
-    from lmforge.serve.batch import Runner
     from lmforge.serve.scheduler import Scheduler
     from lmforge.serve.server import bind
     from lmforge.serve.service import Service

@@ -123,6 +123,25 @@ def test_greedy_batch_equals_single(tokenizer, model):
         assert alone.responses[0] == batch.responses[i]
 
 
+def test_greedy_rollout_equals_plain_transformers_generate(tokenizer, model):
+    """Rollouts decode with lmforge's loop (lmforge/decode/); greedy, they give transformers' tokens."""
+    stops = stop_ids(tokenizer, model)
+    ro = generate(model, tokenizer, PROMPTS, max_new_tokens=9, do_sample=False)
+    for prompt, ours in zip(PROMPTS, _responses(ro)):
+        ids = torch.tensor([_prompt_ids(tokenizer, prompt)])
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=9,
+                eos_token_id=stops,
+                pad_token_id=stops[0],
+            )[0, ids.shape[1] :].tolist()
+        ends = [i for i, t in enumerate(out) if t in stops]
+        assert ours == (out[: ends[0] + 1] if ends else out)
+
+
 def test_sequence_logprobs_left_padding_invariant(tokenizer, model):
     ro = generate(model, tokenizer, PROMPTS, max_new_tokens=6, do_sample=False)
     with torch.no_grad():

@@ -211,7 +211,7 @@ def stream_text(stream):
 def test_chat_answer_reasoning_and_usage_match_the_engine(client, engine):
     for u, reasoning, answer, _ in CONVS[:3]:
         r = client.chat.completions.create(model="tiny", messages=user(u))
-        done = engine.chat(user(u), GREEDY)  # transformers generate, in this process
+        done = engine.chat(user(u), GREEDY)  # the engine, in this process
         msg = r.choices[0].message
         assert (msg.content, r.choices[0].finish_reason) == (answer, "stop")
         assert getattr(msg, "reasoning_content", None) == reasoning
@@ -223,6 +223,29 @@ def test_chat_answer_reasoning_and_usage_match_the_engine(client, engine):
         assert r.usage.completion_tokens == len(engine.tokenizer(done.raw_text)["input_ids"]) + 1
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
         assert r.model == "tiny" and r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+
+
+def test_seeded_sample_equals_chat_with_the_same_seed(client, engine):
+    """serve and chat decode with the one loop (lmforge/decode/): the same sampling settings and seed
+    give the same sampled answer; other seeds give other answers."""
+    answers = set()
+    for seed in (5, 6, 7):
+        gen = GenerationArgs(temperature=2.0, top_p=0.95, top_k=50, seed=seed, max_new_tokens=24)
+        done = engine.chat(user("hi"), gen)
+        r = client.chat.completions.create(
+            model="tiny",
+            messages=user("hi"),
+            temperature=2.0,
+            top_p=0.95,
+            seed=seed,
+            max_tokens=24,
+            extra_body={"top_k": 50},
+        )
+        msg = r.choices[0].message
+        assert (msg.content, getattr(msg, "reasoning_content", None)) == (done.text, done.reasoning_content)
+        assert r.usage.completion_tokens == len(done.token_ids)
+        answers.add(done.raw_text)
+    assert len(answers) == 3
 
 
 def test_stream_concatenates_to_the_answer_and_ends_with_done(client, server):
@@ -754,7 +777,7 @@ def test_64_concurrent_text_completions_are_all_answered(client, server):
 
 
 def _scheduler(engine, **kw):
-    from lmforge.serve.batch import Runner
+    from lmforge.decode.batch import Runner
     from lmforge.serve.scheduler import Scheduler
 
     return Scheduler(Runner(engine.model, engine.pad_id), engine.decode, engine.eos_ids, **kw)
@@ -763,9 +786,9 @@ def _scheduler(engine, **kw):
 def test_full_queue_is_503(engine):
     from fastapi.testclient import TestClient
 
+    from lmforge.decode.loop import Job
+    from lmforge.decode.sampling import SamplingParams
     from lmforge.serve.app import create_app
-    from lmforge.serve.sampling import SamplingParams
-    from lmforge.serve.scheduler import Job
     from lmforge.serve.service import Service
 
     sched = _scheduler(engine, max_queue=2)  # never started: whatever is queued stays queued
@@ -802,8 +825,8 @@ def test_constrained_output_without_llguidance_is_a_400_not_free_text(engine, mo
 
 
 def test_a_cancelled_row_leaves_the_batch(engine):
-    from lmforge.serve.sampling import SamplingParams
-    from lmforge.serve.scheduler import Job
+    from lmforge.decode.loop import Job
+    from lmforge.decode.sampling import SamplingParams
 
     sched = _scheduler(engine)
     sched.start()
@@ -910,7 +933,7 @@ def test_adapters_spec_api_key_env_and_vllm_command(models, monkeypatch):
 
 
 def test_row_text_streams_utf8_and_cuts_at_stop_strings(tokenizer):
-    from lmforge.infer.text import RowText
+    from lmforge.decode.text import RowText
 
     def decode(ids):
         return tokenizer.decode(ids, skip_special_tokens=True)
@@ -963,7 +986,7 @@ def test_chat_deltas_do_not_depend_on_how_text_is_cut():
 def test_sampling_rows_are_independent():
     from types import SimpleNamespace
 
-    from lmforge.serve.sampling import SamplingParams, next_tokens
+    from lmforge.decode.sampling import SamplingParams, next_tokens
 
     def row(**kw):
         params = SamplingParams(max_tokens=1, **kw)

@@ -360,8 +360,8 @@ def test_serve_default_policy_refuses_local_paths_and_text_models_refuse_images(
     openai = pytest.importorskip("openai")
     from starlette.testclient import TestClient
 
+    from lmforge.decode.batch import Runner
     from lmforge.serve.app import create_app
-    from lmforge.serve.batch import Runner
     from lmforge.serve.protocol import ApiError
     from lmforge.serve.scheduler import Scheduler
     from lmforge.serve.service import Service

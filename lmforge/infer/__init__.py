@@ -1,4 +1,5 @@
-"""Inference: one `Engine` (generate, stream, batch) used by chat, infer, serve, webui and eval.
+"""Inference: one `Engine` (generate, stream, batch) used by chat, infer, serve, webui and eval; its
+tokens come from the one decode loop (lmforge/decode/).
 
 Submodules: `args` (GenerationArgs), `engine` (Engine, Completion), `chat` (terminal chat),
 `batch` (file inference). Importing this package stays cheap: torch and transformers load only

@@ -20,7 +20,6 @@ from lmforge.infer.text import (  # noqa: F401  (re-exported)
     THINK_OPEN,
     VISIBLE_SPECIAL,
     ChatDeltas,
-    partial_suffix,
     split_thinking,
 )
 

@@ -2,21 +2,21 @@
 webui and eval (`infer/engine.py`'s `Engine.from_path` loads one; audio and vision LLMs subclass it).
 
 It offers single answers (`chat`, `complete`), streamed answers (`stream`) and batched answers
-(`generate_batch`, left padding, results in input order). Everything runs on `model.generate`;
-stop strings, `<think>` splitting and finish reasons (`infer/stream.py`, `infer/text.py`) are handled the same way
-for every front end.
+(`generate_batch`, left padding, results in input order). Everything runs on the one decode loop
+(decode/loop.py, also serve's and RL rollouts'): each row samples with its own generator (seeded
+`--seed + i` for input i, so a seeded answer does not depend on the batch it ran in) and stops at its
+own eos, stop string or token budget; `<think>` splitting and finish reasons (infer/text.py) are the
+same for every front end.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.infer.args import GenerationArgs
-from lmforge.infer.stream import Completion, StopCriteria, TextStream
+from lmforge.infer.stream import Completion, TextStream
 from lmforge.infer.text import VISIBLE_SPECIAL, split_thinking
 
 
@@ -93,70 +93,42 @@ class GenerationEngine:
             raise LmforgeError(f"{where} has {len(ids)} tokens, more than --max_length {self.max_length}")
 
     # ------------------------------------------------------------------ generation
-    def _generation_config(self, gen: GenerationArgs):
-        from lmforge.models.generation import generation_config
+    def sampling(self, gen: GenerationArgs, max_tokens: int, seed: int | None):
+        """The decode loop's `SamplingParams` for `gen` (greedy when it says so)."""
+        from lmforge.decode.sampling import SamplingParams
 
-        return generation_config(
-            max_new_tokens=gen.max_new_tokens,
-            do_sample=not gen.greedy,
-            temperature=gen.temperature,
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=0.0 if gen.greedy else gen.temperature,
             top_p=gen.top_p,
-            top_k=gen.top_k,
+            top_k=max(gen.top_k or 0, 0),
+            seed=seed,
+            stop=list(gen.stop or []),
             repetition_penalty=gen.repetition_penalty,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id,
-            bos_token_id=self.tokenizer.bos_token_id,
         )
 
-    def _generate(
-        self,
-        batch: list[list[int]],
-        gen: GenerationArgs,
-        streamer=None,
-        cancel: threading.Event | None = None,
-        extra: dict | None = None,
-    ):
-        """Left-pad `batch`, run `model.generate` (`extra`: more model inputs, e.g. audio features);
-        returns (sequences, padded prompt length)."""
+    def run_jobs(self, jobs: list, extra: dict | None = None) -> list:
+        """Decode `jobs` (decode/loop.py `Job`s) together; their rows in job order. `extra`: more model
+        inputs for the prefill (image or audio features of these rows)."""
         import torch
-        from transformers import StoppingCriteriaList
 
-        from lmforge.models.generation import generate_padded
+        from lmforge.decode.batch import Runner
+        from lmforge.decode.loop import Decoder
 
-        if gen.seed is not None:
-            torch.manual_seed(gen.seed)
-        width = max(len(ids) for ids in batch)
-        criteria = StoppingCriteriaList([StopCriteria(self.tokenizer, list(gen.stop or []), width, cancel)])
+        runner = Runner(self.model, self.pad_id, switch_adapters=False)  # the model as it is set now
         with torch.inference_mode():
-            out, _, _, width = generate_padded(
-                self.model,
-                batch,
-                self.pad_id,
-                self._generation_config(gen),
-                self.device,
-                stopping_criteria=criteria,
-                streamer=streamer,
-                **{k: v.to(self.device) for k, v in (extra or {}).items()},
-            )
-        return out, width
+            return Decoder(self.decode, self.eos_ids).run(runner, jobs, extra)
 
     def decode(self, ids: list[int]) -> str:
         """Text of generated ids, keeping `<think>`/tool tags and dropping other special tokens."""
         return self.tokenizer.decode([i for i in ids if i not in self._hidden_ids], skip_special_tokens=False)
 
-    def _finish(self, gen_ids: list[int], prompt_tokens: int, gen: GenerationArgs) -> Completion:
-        """Cut generated ids at the first eos / stop string and build the `Completion`."""
-        reason = "length"
-        for n, tid in enumerate(gen_ids):
-            if tid in self.eos_ids:
-                gen_ids, reason = gen_ids[: n + 1], "stop"
-                break
+    def _finish(self, gen_ids: list[int], prompt_tokens: int, gen: GenerationArgs, reason: str) -> Completion:
+        """The `Completion` of a finished row: its text cut at the first stop string."""
         text = self.decode(gen_ids)
         hits = [text.find(s) for s in gen.stop or [] if s and s in text]
         if hits:
-            text, reason = text[: min(hits)], "stop"
-        if reason == "length" and len(gen_ids) < gen.max_new_tokens:
-            reason = "stop"
+            text = text[: min(hits)]
         reasoning, content = split_thinking(text)
         return Completion(
             text=content,
@@ -201,16 +173,19 @@ class GenerationEngine:
     ) -> list[Completion]:
         """`generate_batch` on already encoded (and length-checked) prompts; `extra_inputs(rows)`
         gives more model inputs for the rows (indices into `encoded`) of one batch."""
+        from lmforge.decode.loop import Job
+
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
         for start in range(0, len(order), max(1, batch_size)):
             chunk = order[start : start + max(1, batch_size)]
             extra = extra_inputs(chunk) if extra_inputs else None
-            caps = [self._answer_cap(len(encoded[i]), gen) for i in chunk]
-            out, width = self._generate([encoded[i] for i in chunk], _capped(gen, max(caps)), extra=extra)
-            for row, i in enumerate(chunk):  # each row stops at its own cap (--max_length counts the prompt)
-                ids = out[row, width:].tolist()[: caps[row]]
-                results[i] = self._finish(ids, len(encoded[i]), _capped(gen, caps[row]))
+            jobs = [  # each row stops at its own cap (--max_length counts the prompt)
+                Job(encoded[i], self.sampling(gen, self._answer_cap(len(encoded[i]), gen), _seed(gen, i)))
+                for i in chunk
+            ]
+            for i, row in zip(chunk, self.run_jobs(jobs, extra)):
+                results[i] = self._finish(row.generated, len(encoded[i]), gen, row.finish_reason or "stop")
         return results  # type: ignore[return-value]
 
     def _answer_cap(self, prompt_tokens: int, gen: GenerationArgs) -> int:
@@ -229,6 +204,6 @@ class GenerationEngine:
         return TextStream(self, ids, gen)
 
 
-def _capped(gen: GenerationArgs, max_new_tokens: int) -> GenerationArgs:
-    """`gen` with a smaller answer budget (the same object when nothing changes)."""
-    return gen if max_new_tokens == gen.max_new_tokens else replace(gen, max_new_tokens=max_new_tokens)
+def _seed(gen: GenerationArgs, i: int) -> int | None:
+    """Row i's sampling seed: --seed + i (None: from the OS)."""
+    return None if gen.seed is None else gen.seed + i

@@ -142,7 +142,9 @@ def generate(
     """
     if num_samples < 1:
         raise ValueError("num_samples must be ≥ 1")
-    from lmforge.models.generation import generate_padded, generation_config
+    from lmforge.decode.batch import Runner, left_pad
+    from lmforge.decode.loop import Decoder, Job
+    from lmforge.decode.sampling import SamplingParams
 
     texts, encoded = [], []
     for prompt in prompts:
@@ -153,21 +155,31 @@ def generate(
         encoded += [ids] * num_samples
     stops = stop_ids(tokenizer, policy, stop_token_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    config = generation_config(
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        eos_token_id=stops,
-        pad_token_id=pad_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    with torch.no_grad(), eval_mode(policy):
-        out, prompt_ids, prompt_mask, width = generate_padded(
-            policy, encoded, pad_id, config, _device(policy)
+    # each row samples with its own generator, seeded from torch's RNG: the run's --seed (and a
+    # resumed run's restored RNG state) still decides every rollout
+    seeds = torch.randint(0, 2**62, (len(encoded),)).tolist() if do_sample else [None] * len(encoded)
+    jobs = [
+        Job(
+            ids,
+            SamplingParams(
+                max_tokens=max_new_tokens,
+                temperature=temperature if do_sample else 0.0,
+                top_p=top_p,
+                top_k=max(top_k, 0),
+                seed=seed,
+            ),
         )
-    generated = out[:, width:]
+        for ids, seed in zip(encoded, seeds)
+    ]
+    with torch.no_grad(), eval_mode(policy):
+        rows = Decoder(None, stops).run(Runner(policy, pad_id, switch_adapters=False), jobs)
+    prompt_ids, prompt_mask, width = left_pad(encoded, pad_id)
+    longest = max(len(r.generated) for r in rows)
+    generated = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        generated[i, : len(r.generated)] = torch.tensor(r.generated, dtype=torch.long)
+    device = _device(policy)  # where the rollout's tensors live, as `generate` left them
+    prompt_ids, prompt_mask, generated = prompt_ids.to(device), prompt_mask.to(device), generated.to(device)
     gen_mask = response_mask_from(generated, stops)
     generated = generated.masked_fill(gen_mask == 0, pad_id)
     responses = tokenizer.batch_decode(

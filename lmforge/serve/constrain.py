@@ -159,6 +159,10 @@ class Grammars:
     def matcher(self, grammar: str):
         return _llguidance().LLMatcher(self.info, grammar, log_level=0)
 
+    # the decode loop's grammar hooks (decode/loop.py)
+    mask = staticmethod(lambda logits, rows: mask_rows(logits, rows))
+    advance = staticmethod(lambda row, token: advance(row, token))
+
 
 def allowed(matcher, vocab: int) -> torch.Tensor:
     """Boolean (V,) mask of the tokens `matcher` accepts next."""

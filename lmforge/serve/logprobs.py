@@ -18,22 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
+from lmforge.decode.sampling import Entry
 
-Entry = tuple[int, float, list[tuple[int, float]]]
 MAX_TOP = 20  # OpenAI's limit for chat top_logprobs (vLLM's default max_logprobs is 20 too)
-
-
-def top_entries(logits: torch.Tensor, chosen: list[int], top: int) -> list[Entry]:
-    """Entries for (N, V) logits whose sampled/actual next tokens are `chosen` (N,)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, torch.tensor(chosen, device=logp.device)[:, None])[:, 0].tolist()
-    if top > 0:
-        values, ids = logp.topk(min(top, logp.shape[-1]), dim=-1)
-        tops = [list(zip(i, v)) for i, v in zip(ids.tolist(), values.tolist())]
-    else:
-        tops = [[] for _ in chosen]
-    return [(t, p, k) for t, p, k in zip(chosen, picked, tops)]
 
 
 class Formatter:

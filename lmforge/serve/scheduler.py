@@ -10,7 +10,9 @@ the batch has drained, through the `solo` function, and the queue behind it wait
 token is handed to its request's `sink` as text as soon as it is final; rows leave the batch the
 moment they finish.
 
-Hand-written: see `batch.py` for why transformers' continuous batching does not fit.
+Only the queueing and batching are here; tokens are chosen and rows finished by the one decode loop
+(decode/loop.py), which the engines and RL rollouts use too. Hand-written: see decode/batch.py for
+why transformers' continuous batching does not fit.
 """
 
 from __future__ import annotations
@@ -20,38 +22,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
-from lmforge.serve.batch import Batch, Row, Runner
-from lmforge.serve.constrain import advance, mask_rows
-from lmforge.serve.logprobs import Entry, top_entries
-from lmforge.serve.sampling import SamplingParams, next_tokens
+from lmforge.decode.batch import Batch, Runner
+from lmforge.decode.loop import Decoder, Job
 
 logger = logging.getLogger("lmforge")
-
-# What a sink receives: ("text", piece, [logprob entries of the tokens since the last event]),
-# ("done", finish_reason, completion_tokens), ("error", message)
-Event = tuple
 
 
 class Overloaded(Exception):
     """The waiting queue is full."""
-
-
-@dataclass(eq=False)
-class Job:
-    """One sequence to generate (a request with n choices is n jobs)."""
-
-    prompt: list[int]
-    params: SamplingParams
-    adapter: str | None
-    sink: Callable[[Event], None]
-    cancelled: bool = False
-    prompt_logprobs: list | None = None  # set once the prompt is prefilled (params.prompt_logprobs)
-    extra: dict | None = None  # image inputs: the job runs alone through Scheduler.solo
-    arrived: float = field(default_factory=time.monotonic)
 
 
 class Scheduler:
@@ -70,10 +51,9 @@ class Scheduler:
         solo: Callable[[Job], None] | None = None,
     ):
         """`solo(job)`: generates a job with image inputs by itself (serve/vision.py)."""
-        self.runner, self.decode, self.eos = runner, decode, set(eos_ids)
-        self.solo = solo
+        self.runner, self.solo = runner, solo
+        self.decoder = Decoder(decode, eos_ids, grammars)
         self.max_batch_size, self.max_queue, self.batch_wait_s = max_batch_size, max_queue, batch_wait_s
-        self.grammars = grammars  # constrain.Grammars, for rows with a grammar
         self.waiting: deque[Job] = deque()
         self.cond = threading.Condition()
         self.batch = Batch(runner)
@@ -155,66 +135,13 @@ class Scheduler:
                     if jobs:
                         if not self.batch.rows:
                             self.batch = Batch(self.runner, jobs[0].adapter)
-                        rows = [Row(j, self.decode, self.grammars) for j in jobs]
-                        logits = self.batch.add(rows)
-                        for row in rows:
-                            row.job.prompt_logprobs = row.prompt_logprobs
-                        self.peak_batch = max(self.peak_batch, len(self.batch.rows))
-                        self._accept(rows, *self._choose(logits, rows))
+                        self.peak_batch = max(self.peak_batch, len(self.batch.rows) + len(jobs))
+                        self.decoder.start(self.batch, jobs)
                     if self.batch.rows:
-                        rows = list(self.batch.rows)
-                        self._accept(rows, *self._choose(self.batch.step(), rows))
+                        self.decoder.step(self.batch)
                 except Exception as e:  # a failed forward fails its batch, not the server
                     logger.exception("serve: generation failed")
                     failed = {id(j): j for j in [*(r.job for r in self.batch.rows), *(jobs or [])]}
                     for job in failed.values():
                         job.sink(("error", f"generation failed: {type(e).__name__}: {e}"))
                     self.batch = Batch(self.runner)
-
-    @staticmethod
-    def _choose(logits, rows: list[Row]) -> tuple[list[int], list[list[Entry]]]:
-        """Each row's next token (grammar masks applied) and, for rows that asked, its log-prob entry."""
-        wanted = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
-        raw = logits[wanted].clone() if wanted else None  # before penalties and masks modify logits
-        mask_rows(logits, rows)
-        tokens = next_tokens(logits, rows)
-        entries: list[list[Entry]] = [[] for _ in rows]
-        for j, i in enumerate(wanted):
-            entries[i] = top_entries(raw[j : j + 1], [tokens[i]], rows[i].params.logprobs)
-        return tokens, entries
-
-    def _accept(self, rows: list[Row], tokens: list[int], entries: list[list[Entry]]) -> None:
-        """Record each row's new token, hand out its text, finish rows that are done, drop them."""
-        for row, tok, entry in zip(rows, tokens, entries):
-            if row.params.max_tokens == 0:  # echo only: the prompt was scored, nothing is generated
-                self._finish(row, "length")
-                continue
-            row.generated.append(tok)
-            row.next = tok
-            broken = advance(row, tok)
-            if row.job.cancelled:
-                row.done = True
-            elif broken:
-                row.job.sink(("error", broken))
-                row.done = True
-            elif tok in self.eos and not row.params.ignore_eos:
-                if entry:
-                    row.job.sink(("text", "", entry))
-                self._finish(row, "stop")
-            else:
-                piece = row.text.feed(tok)
-                if piece or entry:
-                    row.job.sink(("text", piece, entry))
-                if row.text.stopped:
-                    self._finish(row, "stop")
-                elif len(row.generated) >= row.params.max_tokens:
-                    self._finish(row, "length")
-        self.batch.keep()
-
-    @staticmethod
-    def _finish(row: Row, reason: str) -> None:
-        piece = row.text.finish()
-        if piece:
-            row.job.sink(("text", piece, []))
-        row.job.sink(("done", reason, len(row.generated)))
-        row.done = True

@@ -96,8 +96,8 @@ def _loopback(host: str) -> bool:
 
 def build_service(args: ServeArgs, gen: GenerationArgs, adapters: dict[str, str]):
     """Load the model and its adapters; returns the `Service` (its scheduler not started yet)."""
+    from lmforge.decode.batch import Runner
     from lmforge.infer.chat import load_engine
-    from lmforge.serve.batch import Runner
     from lmforge.serve.scheduler import Scheduler
     from lmforge.serve.service import Service, grammars_for
 

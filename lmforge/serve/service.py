@@ -12,10 +12,11 @@ import dataclasses
 import time
 from typing import Any
 
+from lmforge.decode.loop import Job
+from lmforge.decode.sampling import SamplingParams
 from lmforge.infer.args import GenerationArgs
 from lmforge.serve.protocol import ApiError, ChatRequest, Message, Sampling, bad_request
-from lmforge.serve.sampling import SamplingParams
-from lmforge.serve.scheduler import Job, Overloaded, Scheduler
+from lmforge.serve.scheduler import Overloaded, Scheduler
 
 
 class Service:
@@ -38,8 +39,8 @@ class Service:
         from lmforge.serve.vision import MediaPolicy
 
         self.engine, self.scheduler, self.models, self.gen = engine, scheduler, models, gen
-        self.grammars = scheduler.grammars or grammars_for(engine)
-        scheduler.grammars = self.grammars
+        self.grammars = scheduler.decoder.grammars or grammars_for(engine)
+        scheduler.decoder.grammars = self.grammars
         self.formatter = Formatter(lambda ids: engine.tokenizer.decode(ids, skip_special_tokens=False))
         self.api_key = api_key
         self.roots = roots or {}

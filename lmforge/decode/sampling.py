@@ -1,5 +1,5 @@
-"""Per-request sampling for rows that decode in one batch: every row has its own temperature, top-k,
-top-p, penalties and random generator.
+"""Per-row sampling for rows that decode in one batch: every row has its own temperature, top-k,
+top-p, penalties and random generator; `top_entries` gives the log-prob entries serve reports.
 
 Hand-written because `model.generate`'s logits processors (and transformers' continuous batching)
 apply one generation config and one global RNG to the whole batch, and a served request must get
@@ -95,3 +95,20 @@ def next_tokens(logits: torch.Tensor, rows: list) -> list[int]:
         for j, i in enumerate(sampled):
             out[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].rng))
     return out
+
+
+# A token's log-prob entry: (token id, log-prob, [(id, log-prob), ...the top n]); computed on the
+# model's raw float32 logits, before penalties, temperature and grammar masks (serve/logprobs.py).
+Entry = tuple[int, float, list[tuple[int, float]]]
+
+
+def top_entries(logits: torch.Tensor, chosen: list[int], top: int) -> list[Entry]:
+    """Entries for (N, V) logits whose sampled/actual next tokens are `chosen` (N,)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, torch.tensor(chosen, device=logp.device)[:, None])[:, 0].tolist()
+    if top > 0:
+        values, ids = logp.topk(min(top, logp.shape[-1]), dim=-1)
+        tops = [list(zip(i, v)) for i, v in zip(ids.tolist(), values.tolist())]
+    else:
+        tops = [[] for _ in chosen]
+    return [(t, p, k) for t, p, k in zip(chosen, picked, tops)]
