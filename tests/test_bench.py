@@ -77,10 +77,11 @@ def test_bench_server_reports_batched_and_sequential():
 SFT_BENCH = Path(__file__).resolve().parents[1] / "bench" / "sft.py"
 
 
-def test_bench_sft_reports_lmforge_and_hf_trainer():
-    """bench/sft.py --quick: both modes train, one JSON line with the figures (no timing asserts)."""
+def test_bench_sft_reports_lmforge_trl_and_hf_trainer():
+    """bench/sft.py --quick: lmforge, TRL SFTTrainer (padding-free, fused LM head) and a plain
+    Trainer train the same steps; one JSON line with the figures (no timing asserts)."""
     proc = subprocess.run(
-        [sys.executable, str(SFT_BENCH), "--quick", "--steps", "4"],
+        [sys.executable, str(SFT_BENCH), "--quick", "--steps", "4", "--threads", "1"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -89,22 +90,35 @@ def test_bench_sft_reports_lmforge_and_hf_trainer():
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     report = json.loads(lines[0])
-    for mode in ("lmforge", "hf"):
+    for mode in ("lmforge", "trl", "hf"):
         r = report[mode]
-        assert r["steps"] == 4, mode
+        assert r["steps"] == 4 and len(r["step_tokens"]) == 4, mode
         assert 0 < r["tokens_per_s"] < r["positions_per_s"], mode  # assistant tokens only carry loss
         assert 0 < r["waste"] < 1 and r["peak_rss_mb"] > 0, mode
         # waste is the share of positions without a loss token: timing-free, the span cancels
         assert r["waste"] == pytest.approx(1 - r["tokens_per_s"] / r["positions_per_s"], rel=1e-9), mode
-        assert r["last_loss"] < r["first_loss"], mode  # both really trained
-    # packing whole conversations into full rows wastes fewer positions than padding each batch
-    assert report["lmforge"]["waste"] < report["hf"]["waste"]
-    # the figure memory_ratio compares (peak_rss_mb, or training memory such as train_rss_mb)
-    lm, hf, mem = report["lmforge"], report["hf"], report["memory_measure"]
-    assert mem in lm and mem in hf
-    assert report["memory_ratio"] == pytest.approx(lm[mem] / hf[mem], rel=1e-9)
-    assert report["speedup_tokens_per_s"] == pytest.approx(lm["tokens_per_s"] / hf["tokens_per_s"], rel=1e-9)
-    assert report["peak_rss_ratio"] == pytest.approx(lm["peak_rss_mb"] / hf["peak_rss_mb"], rel=1e-9)
+        assert r["last_loss"] < r["first_loss"], mode  # all really trained
+    lm, trl, hf = report["lmforge"], report["trl"], report["hf"]
+    # same rows, same tokenisation, same seeded order: every step trains the same assistant tokens,
+    # from the same model, so the first step's loss agrees too
+    assert lm["step_tokens"] == trl["step_tokens"] == hf["step_tokens"]
+    assert trl["first_loss"] == pytest.approx(lm["first_loss"], rel=1e-4)
+    assert hf["first_loss"] == pytest.approx(lm["first_loss"], rel=1e-4)
+    # lmforge and TRL are both padding-free (TRL: one row; lmforge: rows of <= max_length, which may
+    # carry a little padding), so both waste fewer positions than the padded batches
+    assert lm["waste"] < hf["waste"] and trl["waste"] < hf["waste"]
+    # TRL SFTTrainer is the baseline; the plain Trainer is reported next to it
+    assert report["baseline"] == "trl" and report["baseline_vs_hf"] == "hf"
+    assert report["goal"].startswith("lmforge >= 1.5x") and report["goal"].endswith(("met", "not met"))
+    for suffix, ref in (("", trl), ("_vs_hf", hf)):
+        mem = report["memory_measure" + suffix]
+        assert mem in lm and mem in ref
+        assert report["memory_ratio" + suffix] == pytest.approx(lm[mem] / ref[mem], rel=1e-9)
+        speedup = report["speedup_tokens_per_s" + suffix]
+        assert speedup == pytest.approx(lm["tokens_per_s"] / ref["tokens_per_s"], rel=1e-9)
+        assert report["peak_rss_ratio" + suffix] == pytest.approx(
+            lm["peak_rss_mb"] / ref["peak_rss_mb"], rel=1e-9
+        )
 
 
 DPO_BENCH = Path(__file__).resolve().parents[1] / "bench" / "dpo.py"
