@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,12 @@ class _PackStatsCatcher:
                 self.stats = arg
 
 
-def run_lmforge(args: argparse.Namespace) -> dict[str, Any]:
+def train_lmforge(
+    args: argparse.Namespace, extra_argv: list[str] = (), watch: Callable[[str], Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run lmforge pretrain (`extra_argv` appended: later flags win); returns its metrics.jsonl step
+    records {step, loss, tokens, time (s since the training loop began), ...} and the dataset
+    figures + argv. `watch(output_dir)` is called before training (bench/time_to_loss.py's stopper)."""
     import logging
     import shutil
 
@@ -209,17 +215,24 @@ def run_lmforge(args: argparse.Namespace) -> dict[str, Any]:
     logger.setLevel(logging.INFO)
     output_dir = tempfile.mkdtemp(prefix="lmforge-bench-")
     try:
-        argv = lmforge_argv(args, output_dir)
+        argv = lmforge_argv(args, output_dir) + list(extra_argv)
+        if watch is not None:
+            watch(output_dir)
         run_dir = run_train("pretrain", argv)
         records = [r for r in MetricsLog(run_dir).read() if "loss" in r and "tokens" in r]
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
-    result = summarise(records, args.batch_size, args.seq_len)
     stats = catcher.stats
-    result["data_padding_waste"] = stats.padding_waste if stats is not None else None
-    result["num_train_rows"] = stats.num_sequences if stats is not None else None
-    result["argv"] = argv
-    return result
+    return records, {
+        "data_padding_waste": stats.padding_waste if stats is not None else None,
+        "num_train_rows": stats.num_sequences if stats is not None else None,
+        "argv": argv,
+    }
+
+
+def run_lmforge(args: argparse.Namespace) -> dict[str, Any]:
+    records, extra = train_lmforge(args)
+    return {**summarise(records, args.batch_size, args.seq_len), **extra}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +278,11 @@ def cosine_min_lr(step: int, total: int, min_rate: float = 0.1) -> float:
     return min_rate + (1 - min_rate) * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-def run_reference(args: argparse.Namespace) -> dict[str, Any]:
+def train_reference(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The MiniMind-style loop for `args.steps` steps (a new epoch starts when the data runs out);
+    returns per-step records {step, loss, tokens, time (s since the loop began)} and the dataset
+    figures + `train_start` (time.time() when the loop began: imports, tokenising and model init
+    happened before it)."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -322,10 +339,17 @@ def run_reference(args: argparse.Namespace) -> dict[str, Any]:
                 "time": time.time() - t0,
             }
         )
-    result = summarise(records, args.batch_size, args.seq_len)
-    result["data_padding_waste"] = padding_waste_unpacked(lengths, args.seq_len)
-    result["num_train_rows"] = len(dataset)
-    return result
+    return records, {
+        "data_padding_waste": padding_waste_unpacked(lengths, args.seq_len),
+        "num_train_rows": len(dataset),
+        "train_start": t0,
+    }
+
+
+def run_reference(args: argparse.Namespace) -> dict[str, Any]:
+    records, extra = train_reference(args)
+    extra.pop("train_start")
+    return {**summarise(records, args.batch_size, args.seq_len), **extra}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -194,3 +194,50 @@ def test_bench_inference_same_tokens_as_plain_generate():
     for a, b in (("lmforge_batched", "hf_sequential"), ("lmforge_b1", "hf_sequential")):
         expected = report[a]["new_tokens_per_s"] / report[b]["new_tokens_per_s"]
         assert report[f"speedup_{a}_vs_{b}"] == pytest.approx(expected), (a, b)
+
+
+TTL_BENCH = Path(__file__).resolve().parents[1] / "bench" / "time_to_loss.py"
+
+
+def test_bench_time_to_loss_reports_time_to_target():
+    """bench/time_to_loss.py --quick: the reference trains, its target is the mean of its last 10
+    losses, both modes report when their 10-step moving average first reached it (or an explicit
+    not-reached), and the ratios are those of the reported figures (no timing asserts)."""
+    proc = subprocess.run(
+        [sys.executable, str(TTL_BENCH), "--quick", "--lmforge_flags", "--weight_decay 0.0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    window, target = report["window"], report["target"]
+    assert window == 10
+    ref, lm = report["reference"], report["lmforge"]
+    assert ref["steps"] == len(ref["losses"]) == 20  # --quick: 20 reference steps
+    assert target == pytest.approx(sum(ref["losses"][-window:]) / window, rel=1e-12)
+    assert lm["target"] == target
+    assert lm["argv"][-2:] == ["--weight_decay", "0.0"]  # --lmforge_flags reached lmforge
+    for mode, r in (("reference", ref), ("lmforge", lm)):
+        losses, times = r["losses"], r["times"]
+        assert len(losses) == len(times) == r["steps"], mode
+        assert times == sorted(times) and times[0] > 0, mode
+        avgs = [sum(losses[i - window : i]) / window for i in range(window, len(losses) + 1)]
+        reached = [i for i, a in zip(range(window, len(losses) + 1), avgs) if a <= target + 1e-12]
+        if reached:
+            assert r["reached"] and r["steps_to_target"] == reached[0], mode
+            assert r["time_to_target_s"] == times[reached[0] - 1], mode
+        else:
+            assert not r["reached"] and r["time_to_target_s"] is None, mode
+            assert r["best_smoothed_loss"] == pytest.approx(min(avgs), rel=1e-12), mode
+        assert r["loss_tokens_per_s"] > 0 and r["peak_rss_mb"] > 0 and r["setup_s"] > 0, mode
+    assert ref["reached"]  # its own last window averages exactly the target
+    if lm["reached"]:
+        assert report["sooner"] == pytest.approx(ref["time_to_target_s"] / lm["time_to_target_s"], rel=1e-9)
+        assert lm["stopped_by"] in ("target", "max_steps") and "sooner" in proc.stderr  # cap: 40
+    else:
+        assert report["sooner"] is None and "did NOT reach" in proc.stderr
+    assert report["peak_rss_ratio"] == pytest.approx(lm["peak_rss_mb"] / ref["peak_rss_mb"], rel=1e-9)
+    assert report["machine"]["usable_cores"] >= 1 and report["command"] and report["date"]

@@ -418,6 +418,9 @@ class MetricsCallback(TrainerCallback):
         if trainer.args.should_save:
             self.log.truncate_after(resumed_step) if resumed_step else self.log.path.unlink(missing_ok=True)
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0 = time.time()  # a record's "time": seconds since the training loop began (this process)
+
     def on_step_end(self, args, state, control, **kwargs):
         rec = self.trainer.end_step()
         rec["time"] = round(time.time() - self.t0, 3)
