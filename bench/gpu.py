@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry_run", action="store_true", help="CPU, tiny model, 3 steps: test the plumbing")
     p.add_argument("--only", default="", help="comma-separated substrings of configuration names to run")
     p.add_argument(
-        "--budget_s", type=float, default=540, help="skip what would start after this many s (%(default)s)"
+        "--budget_s", type=float, default=500, help="skip what would start after this many s (%(default)s)"
     )
     p.add_argument("--timeout_s", type=float, default=180, help="per configuration (%(default)s)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write all results to this JSON file")
