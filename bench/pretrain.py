@@ -38,7 +38,9 @@ Below the table: each mode's dataset-level padding (lmforge: its PackStats; refe
 machine other processes slow runs down, never up: `--repeats 3` alternates the modes and keeps each
 mode's fastest run, and a warning is printed when the load average exceeded the core count.
 
-Run `python bench/pretrain.py --help` for the flags; bench/README.md has measured results.
+`--lmforge_flags "..."` passes extra `lmforge train pretrain` flags to the lmforge mode (compile, Liger,
+the attention kernel); bench/gpu.sh uses it. Run `python bench/pretrain.py --help` for the flags;
+bench/README.md has measured results.
 """
 
 from __future__ import annotations
@@ -92,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: lmforge's shipped one)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run (%(default)s)")
+    p.add_argument(
+        "--lmforge_flags",
+        default="",
+        help="extra `lmforge train pretrain` flags for the lmforge mode (later flags win), e.g. "
+        '"--torch_compile true --use_liger_kernel true --attn_implementation flash_attention_2"',
+    )
     p.add_argument(
         "--repeats",
         type=int,
@@ -178,7 +186,8 @@ def lmforge_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
         "report_to": "none", "disable_tqdm": "true", "plot": "false", "seed": SEED, "dtype": "auto",
         "preset": args.preset, "tokenizer_path": args.tokenizer, **model_sizes(args),
     }  # fmt: skip
-    return [x for k, v in flags.items() if v is not None for x in (f"--{k}", str(v))]
+    argv = [x for k, v in flags.items() if v is not None for x in (f"--{k}", str(v))]
+    return argv + shlex.split(args.lmforge_flags)  # later flags win
 
 
 class _PackStatsCatcher:
@@ -377,6 +386,8 @@ def child_command(args: argparse.Namespace, mode: str) -> list[str]:
         cmd += ["--preset", args.preset]
     if args.tokenizer:
         cmd += ["--tokenizer", args.tokenizer]
+    if args.lmforge_flags and mode == "lmforge":
+        cmd += [f"--lmforge_flags={args.lmforge_flags}"]
     for k in SIZE_FLAGS:
         if getattr(args, k) is not None:
             cmd += [f"--{k}", str(getattr(args, k))]
@@ -432,12 +443,13 @@ def header(args: argparse.Namespace, info: dict[str, Any]) -> list[str]:
     sizes = " ".join(f"{k}={v}" for k, v in model_sizes(args).items())
     gpu = f" | {info['gpu']}" if "gpu" in info else ""
     repeats = f"fastest of {args.repeats} runs per mode | " if args.repeats > 1 else ""
+    flags = f" | lmforge flags: {args.lmforge_flags}" if args.lmforge_flags else ""
     return [
         f"machine: {info['platform']} | {info['usable_cores']} usable cores ({info['cpu_count']} total) | "
         f"python {info['python']} | torch {info['torch']} ({info['torch_threads']} threads){gpu}",
         f"command: {shlex.join([sys.executable, *sys.argv])}",
         f"model: preset={args.preset} {sizes} | seq_len {args.seq_len} | batch {args.batch_size} | "
-        f"steps {args.steps} (first {WARMUP_STEPS} untimed) | lr {args.lr} | {repeats}data {args.data_label}",
+        f"steps {args.steps} (first {WARMUP_STEPS} untimed) | lr {args.lr} | {repeats}data {args.data_label}{flags}",
     ]
 
 

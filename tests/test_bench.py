@@ -241,3 +241,74 @@ def test_bench_time_to_loss_reports_time_to_target():
         assert report["sooner"] is None and "did NOT reach" in proc.stderr
     assert report["peak_rss_ratio"] == pytest.approx(lm["peak_rss_mb"] / ref["peak_rss_mb"], rel=1e-9)
     assert report["machine"]["usable_cores"] >= 1 and report["command"] and report["date"]
+
+
+GPU_BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu.sh"
+
+
+def test_bench_gpu_dry_run_reports_every_configuration():
+    """bench/gpu.sh --dry_run: every configuration of the GPU bench runs on the CPU with a tiny model
+    (or says why it is skipped); its JSON lines parse, MFU is (6 N + 12 L d T) x tok/s / PEAK_FLOPS
+    with N counted here from the real model and PEAK_FLOPS from the environment, and the table
+    names every configuration. A failing configuration is recorded with its error, not raised."""
+    import os
+
+    import torch
+
+    from lmforge.models.scratch import init_model
+    from lmforge.models.tokenizer import load_tokenizer
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "PEAK_FLOPS": "1e12"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    proc = subprocess.run(
+        ["bash", str(GPU_BENCH), "--dry_run"], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            results[r["name"]] = r
+    levers = ("base", "compile", "liger", "compile+liger", "reference")
+    names = [f"{model} {lever}" for model in ("26M", "104M") for lever in levers]
+    assert sorted(results) == sorted(names)
+    table = proc.stdout[proc.stdout.index("config") :]
+    tokenizer = load_tokenizer()
+    for name in names:
+        r = results[name]
+        assert r["dry_run"] is True and r["peak_flops"] == 1e12, name
+        assert name in table, name
+        if r["lever"] in ("base", "reference"):  # these always run on a CPU
+            assert r["status"] == "ok", (name, r["reason"])
+        if r["status"] != "ok":
+            assert r["status"] in ("skipped", "failed") and r["reason"], name
+            assert f"{name}: {r['status']}: {r['reason']}" in table
+            continue
+        assert r["loss_tokens_per_s"] > 0 and r["all_tokens_per_s"] >= r["loss_tokens_per_s"], name
+        # N: every parameter that does a matmul per token (the tied LM head, not the embedding lookup)
+        with torch.device("meta"):
+            model = init_model(tokenizer, hidden_size=64, num_hidden_layers=1 + (r["model"] == "104M"),
+                               num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+        n = sum(p.numel() for k, p in model.named_parameters() if "embed_tokens" not in k)
+        n += model.lm_head.weight.numel() * model.config.tie_word_embeddings
+        assert r["n_params"] == n, name
+        c = model.config
+        assert r["flops_per_token"] == 6 * n + 12 * c.num_hidden_layers * c.hidden_size * r["seq_len"], name
+        assert r["mfu"] == pytest.approx(r["flops_per_token"] * r["loss_tokens_per_s"] / 1e12), name
+        assert r["mfu_all_positions"] == pytest.approx(r["flops_per_token"] * r["all_tokens_per_s"] / 1e12)
+        assert f"{100 * r['mfu']:.3g}" in table.split(name)[1].splitlines()[0], name
+    # the levers reached lmforge: compile ran in the dry run with its flag
+    assert "--torch_compile true" in results["26M compile"]["lmforge_flags"]
+    assert results["26M compile"]["status"] == "ok", results["26M compile"]["reason"]
+
+    # a configuration that fails is recorded as failed with its last error line
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import gpu
+    finally:
+        sys.path.remove(str(root / "bench"))
+    cfg = {"mode": "lmforge", "preset": None, "sizes": {}, "batch_size": 2, "steps": 3, "seq_len": 32}
+    cfg["lmforge_flags"] = "--no_such_flag 1"
+    failed = gpu.run_one(cfg, "unused.jsonl", 120, 1e12, {"flops_per_token": 1})
+    assert failed["status"] == "failed" and "no_such_flag" in failed["reason"], failed
