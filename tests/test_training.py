@@ -160,6 +160,13 @@ def _cli(args, env_extra=None, **kw):
     [
         # (name, extra flags, kill at step, expected checkpoint, total steps)
         ("within-epoch", ["--max_steps", "9", "--save_steps", "3", "--max_samples", "400"], 5, 3, 9),
+        (  # two optimizers' states in one checkpoint (lmforge/tuners/muon.py)
+            "muon",
+            ["--optim", "muon", "--max_steps", "9", "--save_steps", "3", "--max_samples", "400"],
+            5,
+            3,
+            9,
+        ),
         (
             "across-epochs",
             ["--num_train_epochs", "3", "--save_steps", "4", "--max_samples", "40"],

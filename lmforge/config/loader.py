@@ -78,6 +78,8 @@ def hf_training_specs() -> dict[str, Spec]:
         specs = specs_of(TrainingArguments, "Hugging Face TrainingArguments")
         for spec in specs.values():
             spec.help = spec.help.split(". ")[0][:160]
+        # a value lmforge adds to transformers' list (lmforge/tuners/muon.py)
+        specs["optim"].help += "; or muon: Muon for the decoder blocks' matrices, AdamW for the rest"
         _HF_SPECS = {k: v for k, v in specs.items() if k not in _HF_HIDDEN}
     return _HF_SPECS
 

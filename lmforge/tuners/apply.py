@@ -19,6 +19,7 @@ from typing import Any
 from lmforge.errors import LmforgeError
 from lmforge.models.parts import decoder_layers
 from lmforge.tuners.args import PEFT_TUNERS
+from lmforge.tuners.optim import check_muon, is_muon, optimizer_factory
 
 log = logging.getLogger("lmforge")
 
@@ -82,6 +83,7 @@ def check_tuner_config(cfg, *, has_base: bool) -> None:
         raise LmforgeError(f"choose one of --{', --'.join(optims)}")
     if optims and name != "full":
         raise LmforgeError(f"--{optims[0]} trains the whole model: use it with --tuner full, not {name}")
+    check_muon(cfg, name)
     if cfg.get("loraplus_lr_ratio") and name not in ("lora", "dora", "pissa", "qlora"):
         raise LmforgeError(f"--loraplus_lr_ratio applies to LoRA adapters, not --tuner {name}")
     if cfg["pissa_init"] or name == "pissa":
@@ -157,13 +159,13 @@ def apply_tuner(model, cfg, *, run_dir: str, num_training_steps: int) -> Tuned:
         tuned.report["expanded layers"] = ",".join(map(str, new))
     elif name in PEFT_TUNERS:
         tuned = _apply_peft(model, cfg, name, run_dir, num_training_steps)
-    from lmforge.tuners.optim import optimizer_factory
-
     tuned.optimizer_factory = optimizer_factory(cfg, name)
     tuned.report.update(trainable_report(tuned.model))
     tuned.report["tuner"] = name + "".join(
         f" + {k[4:]}" for k in ("use_galore", "use_apollo", "use_badam") if cfg[k]
     )
+    if is_muon(cfg):
+        tuned.report["tuner"] += " + Muon (AdamW outside the blocks' matrices)"
     if cfg.get("loraplus_lr_ratio"):
         tuned.report["tuner"] += f" + LoRA+ (ratio {cfg['loraplus_lr_ratio']:g})"
     return tuned

@@ -1,6 +1,7 @@
 """Optimisers tied to tuners: LoRA+ (peft), GaLore and APOLLO (transformers' `optim` with the
-galore-torch / apollo-torch packages), BAdam (the badam package). Each needs its package; a
-missing one is a one-line error naming what to install."""
+galore-torch / apollo-torch packages), BAdam (the badam package), and `--optim muon` (torch's
+Muon + AdamW, lmforge/tuners/muon.py). Each needs its package; a missing one is a one-line error
+naming what to install."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def _need(module: str, flag: str, package: str) -> None:
 
 def training_overrides(cfg) -> dict[str, Any]:
     """TrainingArguments fields that select GaLore / APOLLO (transformers builds those optimisers)."""
+    if is_muon(cfg):  # transformers has no "muon": lmforge builds it (optimizer_factory), the field
+        return {"optim": "adamw_torch"}  # only has to pass TrainingArguments' check
     for kind, module, package in (
         ("galore", "galore_torch", "galore-torch"),
         ("apollo", "apollo_torch", "apollo-torch"),
@@ -55,13 +58,44 @@ def training_overrides(cfg) -> dict[str, Any]:
 
 
 def optimizer_factory(cfg, tuner: str) -> Callable[[Any, Any], Any] | None:
-    """A `(model, training_args) -> optimizer` for LoRA+ or BAdam; None: the Trainer's default."""
+    """A `(model, training_args) -> optimizer` for LoRA+, BAdam or Muon; None: the Trainer's default."""
+    if is_muon(cfg):
+        from lmforge.tuners.muon import muon_optimizer
+
+        return muon_optimizer
     if cfg.get("loraplus_lr_ratio"):
         return _loraplus(cfg)
     if cfg["use_badam"]:
         _need("badam", "use_badam", "badam")
         return _badam(cfg)
     return None
+
+
+def is_muon(cfg) -> bool:
+    return str(cfg.get("optim") or "").strip().lower() == "muon"
+
+
+def check_muon(cfg, tuner: str) -> None:
+    """`--optim muon` where it cannot work: one line saying why."""
+    if not is_muon(cfg):
+        return
+    others = [k for k in ("use_galore", "use_apollo", "use_badam") if cfg[k]]
+    if others:
+        raise LmforgeError(f"--optim muon and --{others[0]} are two optimisers: choose one")
+    if tuner not in ("full", "freeze", "llama_pro"):
+        raise LmforgeError(
+            f"--optim muon orthogonalises the updates of whole weight matrices; --tuner {tuner} trains "
+            "adapters instead: use --tuner full (or freeze / llama_pro)"
+        )
+    fsdp = cfg.get("fsdp")
+    sharded = "--deepspeed" if cfg.get("deepspeed") else None
+    if fsdp and str(fsdp).strip().lower() not in ("false", "no", "0", ""):
+        sharded = "--fsdp"
+    if sharded:
+        raise LmforgeError(
+            f"--optim muon needs each weight matrix whole on every rank (its Newton-Schulz step works on "
+            f"the full matrix) and {sharded} shards them: train with plain DDP (NPROC_PER_NODE=N) instead"
+        )
 
 
 def _adamw_kwargs(args) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""`--optim muon` (lmforge/tuners/muon.py) on the tiny preset: pretraining learns, every parameter
+moves, the decoder blocks' matrices are stepped by Muon and the rest by AdamW, the LR schedule
+drives both, and the flag is refused where it cannot work. Exact resume after kill -9 with
+`--optim muon` is a case of tests/test_training.py's kill-9 test."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.pipeline import resolve_train_config, run_train
+from lmforge.training.trainer import LmforgeTrainer
+from lmforge.tuners.apply import check_tuner_config
+from lmforge.tuners.muon import USE_MUON, MuonAdamW
+
+QUIET = ["--report_to", "none", "--dataloader_num_workers", "0", "--plot", "false"]
+
+
+@pytest.fixture(scope="module")
+def muon_run(synth_dir, tmp_path_factory, one_thread):
+    seen: dict = {}
+    original = LmforgeTrainer.train
+
+    def train(self, *args, **kwargs):
+        seen["before"] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        result = original(self, *args, **kwargs)
+        seen["names"] = {id(p): n for n, p in self.model.named_parameters()}
+        seen["after"] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        seen["optimizer"] = getattr(self.optimizer, "optimizer", self.optimizer)  # under accelerate's wrapper
+        return result
+
+    out = tmp_path_factory.mktemp("muon") / "pretrain"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LmforgeTrainer, "train", train)
+        run_train(
+            "pretrain",
+            [
+                *("--dataset", str(synth_dir / "pretrain.jsonl"), "--output_dir", str(out)),
+                *("--preset", "tiny", "--max_length", "64", "--per_device_train_batch_size", "4"),
+                *("--gradient_accumulation_steps", "1", "--learning_rate", "3e-3", "--max_steps", "40"),
+                *("--save_steps", "100", "--logging_steps", "5", "--optim", "muon", *QUIET),
+            ],
+        )
+    seen["out"] = out
+    seen["losses"] = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return seen
+
+
+def test_muon_pretrain_learns_and_moves_every_parameter(muon_run):
+    losses = muon_run["losses"]
+    assert len(losses) == 40 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0  # clearly learning
+    unchanged = [n for n, p in muon_run["before"].items() if torch.equal(p, muon_run["after"][n])]
+    assert not unchanged, unchanged
+
+
+def test_muon_steps_the_block_matrices_and_adamw_the_rest(muon_run):
+    opt, names = muon_run["optimizer"], muon_run["names"]
+    assert isinstance(opt, MuonAdamW)
+    by_engine: dict[bool, set[str]] = {True: set(), False: set()}
+    for group in opt.param_groups:
+        by_engine[group[USE_MUON]] |= {names[id(p)] for p in group["params"]}
+    muon, adamw = by_engine[True], by_engine[False]
+    expected = {n for n, p in muon_run["after"].items() if ".layers." in n and p.ndim == 2}
+    assert muon == expected and any("self_attn.q_proj" in n for n in muon) and any("mlp." in n for n in muon)
+    assert any("embed_tokens" in n for n in adamw) and any("norm" in n for n in adamw)
+    assert muon.isdisjoint(adamw) and muon | adamw == set(muon_run["after"])
+    # what each engine left in the shared state: Muon a momentum buffer, AdamW its two moments
+    for group in opt.param_groups:
+        for p in group["params"]:
+            keys = set(opt.state[p])
+            assert keys == ({"momentum_buffer"} if group[USE_MUON] else {"step", "exp_avg", "exp_avg_sq"})
+    # the schedule drove both engines: every group ends at the cosine floor (0.1 x lr)
+    assert all(g["lr"] == pytest.approx(3e-4) for g in opt.param_groups)
+    assert all(g["adjust_lr_fn"] == "match_rms_adamw" for g in opt.param_groups if g[USE_MUON])
+
+
+def test_muon_state_dict_round_trips():
+    """load_state_dict replaces the groups and the state; the engines must step the new ones."""
+    torch.manual_seed(0)
+    w, b = torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(4))
+
+    def make():
+        return MuonAdamW([{"params": [w]}], [{"params": [b]}], lr=0.01)
+
+    def step(opt):
+        opt.zero_grad()
+        ((torch.ones(3, 8) @ w) @ b).pow(2).sum().backward()
+        opt.step()
+
+    first = make()
+    step(first)
+    saved = copy.deepcopy(first.state_dict())  # state_dict() holds the live tensors
+    start = (w.detach().clone(), b.detach().clone())
+    step(first)
+    after_two = (w.detach().clone(), b.detach().clone())
+    with torch.no_grad():
+        w.copy_(start[0])
+        b.copy_(start[1])
+    second = make()
+    second.load_state_dict(saved)
+    step(second)
+    assert torch.equal(w, after_two[0]) and torch.equal(b, after_two[1])
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--tuner", "lora"], "--tuner full"),
+        (["--use_galore", "true"], "choose one"),
+        (["--deepspeed", "zero2"], "plain DDP"),
+        (["--fsdp", "full_shard"], "plain DDP"),
+    ],
+)
+def test_muon_is_refused_where_it_cannot_work(flags, needle):
+    _, cfg = resolve_train_config("sft", ["--optim", "muon", *flags])
+    with pytest.raises(LmforgeError) as err:
+        check_tuner_config(cfg, has_base=True)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_muon_is_recorded_for_rerun_and_resume(muon_run):
+    from lmforge.tuners.optim import optimizer_factory, training_overrides
+
+    _, cfg = resolve_train_config("pretrain", [str(muon_run["out"] / "lmforge_args.yaml")])
+    assert cfg["optim"] == "muon"
+    assert training_overrides(cfg) == {"optim": "adamw_torch"}  # the value TrainingArguments accepts
+    assert optimizer_factory(cfg, "full").__name__ == "muon_optimizer"
+
+
+def test_a_group_added_later_is_stepped_by_adamw():
+    """PPO adds its critic as a param group after the optimizer is built."""
+    w, c = torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(4, 4))
+    opt = MuonAdamW([{"params": [w]}], [], lr=0.01)
+    opt.add_param_group({"params": [c], "lr": 0.1})
+    assert opt.param_groups[-1][USE_MUON] is False and opt.param_groups[-1]["betas"] == (0.9, 0.999)
+    (w.sum() + c.sum()).backward()
+    opt.step()
+    assert set(opt.state[w]) == {"momentum_buffer"} and set(opt.state[c]) == {"step", "exp_avg", "exp_avg_sq"}
