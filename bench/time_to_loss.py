@@ -197,7 +197,9 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
         stopper = Stopper(args)
         # a SIGTERM that lands after lmforge restored the previous handler must not kill the run
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        records, extra = pretrain.train_lmforge(args, watch=stopper.watch)  # lmforge_argv adds --lmforge_flags
+        records, extra = pretrain.train_lmforge(
+            args, watch=stopper.watch
+        )  # lmforge_argv adds --lmforge_flags
         stopper.done.set()
         train_start, stopped_by, target = stopper.train_start, stopper.stopped_by or "max_steps", args.target
     return {
