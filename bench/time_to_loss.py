@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop lmforge once it reaches the target (%(default)s)",
     )
     p.add_argument("--window", type=int, default=10, help="moving-average window, steps (%(default)s)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="JSON",
+        help="reuse the reference mode of an earlier run's JSON line (same sizes, seq_len, batch, lr, data)",
+    )
     p.add_argument("--lmforge_flags", default="", help='extra lmforge flags, e.g. "--learning_rate 3e-3"')
     p.add_argument("--quick", action="store_true", help="tiny model, small data, a few steps (tests)")
     p.add_argument("--mode", choices=MODES, default=None, help=argparse.SUPPRESS)  # child process
@@ -281,6 +287,20 @@ def summary_line(report: dict[str, Any]) -> str:
     )
 
 
+def earlier_reference(args: argparse.Namespace, data_label: str, ref_steps: int) -> dict[str, Any]:
+    """The reference mode of an earlier run (`--reference FILE`, its JSON line), when its settings are
+    these: the reference is deterministic, so levers are measured against it without re-running it."""
+    earlier = json.loads(Path(args.reference).read_text().strip().splitlines()[-1])
+    mine = {"sizes": pretrain.model_sizes(args), "seq_len": args.seq_len, "batch_size": args.batch_size,
+            "lr": args.lr, "data": data_label, "window": args.window}  # fmt: skip
+    differ = [k for k, v in mine.items() if earlier.get(k) != v]
+    if differ or len(earlier["reference"]["losses"]) != ref_steps:
+        raise SystemExit(
+            f"bench: --reference {args.reference} was run with other settings ({differ or 'ref_steps'})"
+        )
+    return earlier["reference"] | {"reused_from": args.reference}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.mode:
@@ -300,10 +320,13 @@ def main(argv: list[str] | None = None) -> None:
         if ref_steps < max(args.window, pretrain.WARMUP_STEPS + 1):
             raise SystemExit(f"bench: one epoch is only {ref_steps} steps; pass --ref_steps")
         results = {}
-        ref_cmd = child_command(args, "reference", ref_steps, None)
-        results["reference"] = common.run_child(ref_cmd, "reference", RESULT_PREFIX) | {
-            "command": shlex.join(ref_cmd)
-        }
+        if args.reference:
+            results["reference"] = earlier_reference(args, data_label, ref_steps)
+        else:
+            ref_cmd = child_command(args, "reference", ref_steps, None)
+            results["reference"] = common.run_child(ref_cmd, "reference", RESULT_PREFIX) | {
+                "command": shlex.join(ref_cmd)
+            }
         target = results["reference"]["target"]
         lm_cmd = child_command(args, "lmforge", args.max_steps or ref_steps, target)
         results["lmforge"] = common.run_child(lm_cmd, "lmforge", RESULT_PREFIX) | {
