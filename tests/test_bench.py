@@ -27,6 +27,16 @@ TINY = [
 ]
 
 
+def run_bench(script: Path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run a bench script in a subprocess; it must succeed and print exactly ONE JSON line: that
+    report, and the finished process (its stderr holds the table)."""
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0]), proc
+
+
 def test_bench_pretrain_reports_both_modes(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -54,13 +64,7 @@ SERVER_BENCH = Path(__file__).resolve().parents[1] / "bench" / "server.py"
 
 def test_bench_server_reports_batched_and_sequential():
     """bench/server.py --quick: both servers answer every request; one JSON line (no timing asserts)."""
-    proc = subprocess.run(
-        [sys.executable, str(SERVER_BENCH), "--quick"], capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
+    report, _ = run_bench(SERVER_BENCH, "--quick")
     for mode, size in (("batched", 4), ("sequential", 1)):
         r = report[mode]
         assert r["max_batch_size"] == size and r["requests"] == 8, mode
@@ -80,16 +84,7 @@ SFT_BENCH = Path(__file__).resolve().parents[1] / "bench" / "sft.py"
 def test_bench_sft_reports_lmforge_trl_and_hf_trainer():
     """bench/sft.py --quick: lmforge, TRL SFTTrainer (padding-free, fused LM head) and a plain
     Trainer train the same steps; one JSON line with the figures (no timing asserts)."""
-    proc = subprocess.run(
-        [sys.executable, str(SFT_BENCH), "--quick", "--steps", "4", "--threads", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
+    report, _ = run_bench(SFT_BENCH, "--quick", "--steps", "4", "--threads", "1")
     for mode in ("lmforge", "trl", "hf"):
         r = report[mode]
         assert r["steps"] == 4 and len(r["step_tokens"]) == 4, mode
@@ -133,16 +128,7 @@ def test_bench_dpo_reports_lmforge_and_trl(tmp_path):
     rows = Path(synth(str(tmp_path / "synth"), scale=0.01)["dpo"]).read_text().splitlines()[:8]
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(rows * 8) + "\n")
-    proc = subprocess.run(
-        [sys.executable, str(DPO_BENCH), "--quick", "--threads", "1", "--data", str(data)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
+    report, _ = run_bench(DPO_BENCH, "--quick", "--threads", "1", "--data", str(data))
     for mode in ("lmforge", "lmforge_precompute", "trl"):
         r = report[mode]
         assert r["steps"] == 5, mode
@@ -170,16 +156,7 @@ INFERENCE_BENCH = Path(__file__).resolve().parents[1] / "bench" / "inference.py"
 def test_bench_inference_same_tokens_as_plain_generate():
     """bench/inference.py --quick: lmforge's engine (batch 1 and batched) and plain model.generate
     (one at a time and left-padded batches) answer the same prompts greedily with identical tokens."""
-    proc = subprocess.run(
-        [sys.executable, str(INFERENCE_BENCH), "--quick", "--threads", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
+    report, _ = run_bench(INFERENCE_BENCH, "--quick", "--threads", "1")
     for mode, size in (("lmforge_b1", 1), ("lmforge_batched", 4), ("hf_sequential", 1), ("hf_batched", 4)):
         r = report[mode]
         assert r["batch_size"] == size and r["prompts"] == 8, mode
@@ -203,16 +180,7 @@ def test_bench_time_to_loss_reports_time_to_target():
     """bench/time_to_loss.py --quick: the reference trains, its target is the mean of its last 10
     losses, both modes report when their 10-step moving average first reached it (or an explicit
     not-reached), and the ratios are those of the reported figures (no timing asserts)."""
-    proc = subprocess.run(
-        [sys.executable, str(TTL_BENCH), "--quick", "--lmforge_flags", "--weight_decay 0.0"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
+    report, proc = run_bench(TTL_BENCH, "--quick", "--lmforge_flags", "--weight_decay 0.0")
     window, target = report["window"], report["target"]
     assert window == 10
     ref, lm = report["reference"], report["lmforge"]
