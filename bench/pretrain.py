@@ -182,7 +182,7 @@ def lmforge_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
     flags = {
         "dataset": args.data, "output_dir": output_dir, "max_length": args.seq_len,
         "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": 1,
-        "learning_rate": args.lr, "max_steps": args.steps, "save_steps": 1_000_000, "packing": "true",
+        "learning_rate": None if getattr(args, "lmforge_lr", None) == "default" else args.lr, "max_steps": args.steps, "save_steps": 1_000_000, "packing": "true",
         "report_to": "none", "disable_tqdm": "true", "plot": "false", "seed": SEED, "dtype": "auto",
         "preset": args.preset, "tokenizer_path": args.tokenizer, **model_sizes(args),
     }  # fmt: skip
@@ -216,7 +216,7 @@ def train_lmforge(
     import shutil
 
     from lmforge.pipeline import run_train
-    from lmforge.runs import MetricsLog
+    from lmforge.runs import MetricsLog, read_run_args
 
     catcher = _PackStatsCatcher()
     logger = logging.getLogger("lmforge")
@@ -229,6 +229,7 @@ def train_lmforge(
             watch(output_dir)
         run_dir = run_train("pretrain", argv)
         records = [r for r in MetricsLog(run_dir).read() if "loss" in r and "tokens" in r]
+        resolved = read_run_args(run_dir)  # what trained: the optimiser and rate lmforge chose
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
     stats = catcher.stats
@@ -236,6 +237,8 @@ def train_lmforge(
         "data_padding_waste": stats.padding_waste if stats is not None else None,
         "num_train_rows": stats.num_sequences if stats is not None else None,
         "argv": argv,
+        "optim": resolved.get("optim"),  # None: transformers' default AdamW
+        "learning_rate": resolved.get("learning_rate"),
     }
 
 

@@ -24,6 +24,8 @@ a shorter `--max_steps` decays sooner and may reach the target sooner still.
 
 `--lmforge_flags "..."` appends flags to lmforge's command line (later flags win), so a lever is
 measured with the same script: `--lmforge_flags "--learning_rate 3e-3"`, `"--torch_compile true"`.
+`--lmforge_lr default` passes lmforge no `--learning_rate`: its own defaults train (from-scratch
+pretraining: Muon at 8e-3), against the reference at `--lr`.
 
 Output: ONE JSON line on stdout (both modes' figures, per-step losses and times, the target, the
 ratios, machine and command); a table and progress on stderr. `--quick`: a tiny model and a few
@@ -87,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="JSON",
         help="reuse the reference mode of an earlier run's JSON line (same sizes, seq_len, batch, lr, data)",
+    )
+    p.add_argument(
+        "--lmforge_lr",
+        choices=("reference", "default"),
+        default="reference",
+        help="lmforge's learning rate: --lr as the reference's (%(default)s), or default: no "
+        "--learning_rate passed, so lmforge's own default optimiser and rate train",
     )
     p.add_argument("--lmforge_flags", default="", help='extra lmforge flags, e.g. "--learning_rate 3e-3"')
     p.add_argument("--quick", action="store_true", help="tiny model, small data, a few steps (tests)")
@@ -232,6 +241,8 @@ def child_command(args: argparse.Namespace, mode: str, steps: int, target: float
         str(steps),
         "--target",
         repr(target),
+        "--lmforge_lr",
+        args.lmforge_lr,
         f"--lmforge_flags={args.lmforge_flags}",
     ]
 
@@ -341,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         "sooner": ref["time_to_target_s"] / lm["time_to_target_s"] if lm["reached"] else None,
         "peak_rss_ratio": lm["peak_rss_mb"] / ref["peak_rss_mb"],
         "lmforge_flags": args.lmforge_flags,
+        "lmforge_lr": args.lmforge_lr,
         "data": data_label,
         "sizes": pretrain.model_sizes(args),
         "preset": args.preset,

@@ -86,10 +86,12 @@ def resolve_train_config(
     apply_minimind_defaults(stage, cfg, argv)
     from lmforge.training.checks import scheduler_kwargs
     from lmforge.tuners.apply import is_peft
+    from lmforge.tuners.optim import apply_scratch_optimizer
 
     if is_peft(cfg) and "learning_rate" not in cfg.explicit:
         cfg.values["learning_rate"] = ADAPTER_LEARNING_RATE
         cfg.layered.add("learning_rate")
+    apply_scratch_optimizer(stage, cfg)
     if stage == "sft":  # audio LLMs train with mdl-toolkit's defaults (training/audio.py)
         from lmforge.training.audio import apply_audio_defaults
 
@@ -123,13 +125,20 @@ def run_train(stage: str, argv: list[str] | None = None, *, cfg: Config | None =
 
     from lmforge.stages.contract import optional
     from lmforge.training.checks import validate_config
-    from lmforge.training.lifecycle import checkpoint_step, finish_run, log_start, num_training_steps
+    from lmforge.training.lifecycle import (
+        checkpoint_step,
+        finish_run,
+        keep_checkpoint_optimizer,
+        log_start,
+        num_training_steps,
+    )
     from lmforge.training.trainer import MetricsCallback, SigtermCallback
     from lmforge.tuners.apply import apply_tuner
 
     module, cfg = resolve_train_config(stage, argv or []) if cfg is None else (_module(stage), cfg)
     stage = cfg["stage"]  # a MiniMind script name (`lora`) runs as its lmforge stage
     run_dir, ckpt = resolve_run_dir(stage, cfg)
+    keep_checkpoint_optimizer(cfg, ckpt)
     ctx = StageContext(stage=stage, cfg=cfg, run_dir=run_dir)
     ctx.training_args = validate_config(module, cfg, run_dir)  # before any model or data is loaded
     flush_denormals()

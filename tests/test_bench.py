@@ -180,7 +180,9 @@ def test_bench_time_to_loss_reports_time_to_target():
     """bench/time_to_loss.py --quick: the reference trains, its target is the mean of its last 10
     losses, both modes report when their 10-step moving average first reached it (or an explicit
     not-reached), and the ratios are those of the reported figures (no timing asserts)."""
-    report, proc = run_bench(TTL_BENCH, "--quick", "--lmforge_flags", "--weight_decay 0.0")
+    report, proc = run_bench(
+        TTL_BENCH, "--quick", "--lmforge_flags", "--weight_decay 0.0", "--lmforge_lr", "default"
+    )
     window, target = report["window"], report["target"]
     assert window == 10
     ref, lm = report["reference"], report["lmforge"]
@@ -188,6 +190,9 @@ def test_bench_time_to_loss_reports_time_to_target():
     assert target == pytest.approx(sum(ref["losses"][-window:]) / window, rel=1e-12)
     assert lm["target"] == target
     assert lm["argv"][-2:] == ["--weight_decay", "0.0"]  # --lmforge_flags reached lmforge
+    # --lmforge_lr default: no rate passed, so from-scratch pretraining's own default trained
+    assert "--learning_rate" not in lm["argv"] and report["lmforge_lr"] == "default"
+    assert (lm["optim"], lm["learning_rate"]) == ("muon", 8e-3)
     for mode, r in (("reference", ref), ("lmforge", lm)):
         losses, times = r["losses"], r["times"]
         assert len(losses) == len(times) == r["steps"], mode

@@ -204,9 +204,11 @@ def test_bad_launch_variable_is_one_line_from_the_cli(monkeypatch, capsys):
 def _training_args(tmp_path, *flags):
     from lmforge.pipeline import resolve_train_config
     from lmforge.training.build import build_training_args
+    from lmforge.tuners.optim import training_overrides
 
     _, cfg = resolve_train_config("pretrain", ["--dataset", "x.jsonl", "--device", "cpu", *flags])
-    return build_training_args(cfg, str(tmp_path / "run"))
+    # as training/checks.py: the optimiser fields (Muon, from-scratch pretraining's default) first
+    return build_training_args(cfg, str(tmp_path / "run"), overrides=training_overrides(cfg))
 
 
 @pytest.mark.parametrize("name", ["zero2", "zero2_offload", "zero3", "zero3_offload"])

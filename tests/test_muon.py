@@ -140,3 +140,108 @@ def test_a_group_added_later_is_stepped_by_adamw():
     (w.sum() + c.sum()).backward()
     opt.step()
     assert set(opt.state[w]) == {"momentum_buffer"} and set(opt.state[c]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def _tiny_pretrain(synth_dir, out, *flags):
+    return [
+        *("--dataset", str(synth_dir / "pretrain.jsonl"), "--output_dir", str(out)),
+        *("--preset", "tiny", "--max_length", "64", "--per_device_train_batch_size", "4"),
+        *("--gradient_accumulation_steps", "1", "--logging_steps", "1", *QUIET, *flags),
+    ]
+
+
+@pytest.mark.parametrize(
+    "stage,flags,muon",
+    [
+        ("pretrain", [], True),  # from scratch, nothing said: Muon at its rate
+        ("pretrain", ["--learning_rate", "5e-4"], False),  # a rate the user gave is AdamW's
+        ("pretrain", ["--optim", "adamw_torch"], False),
+        ("pretrain", ["--optim", "muon"], True),  # asked for: at Muon's rate too
+        ("pretrain", ["--model_name_or_path", "some/model"], False),  # continued pretraining
+        ("pretrain", ["--tuner", "lora"], False),
+        ("pretrain", ["--use_galore", "true"], False),
+        ("pretrain", ["--deepspeed", "zero2"], False),
+        ("pretrain", ["--fsdp", "full_shard"], False),
+        ("sft", [], False),
+    ],
+)
+def test_from_scratch_pretraining_defaults_to_muon(stage, flags, muon):
+    from lmforge.tuners.optim import SCRATCH_MUON_LEARNING_RATE
+
+    _, cfg = resolve_train_config(stage, flags)
+    assert (cfg["optim"] == "muon") is muon
+    if muon:
+        assert cfg["learning_rate"] == SCRATCH_MUON_LEARNING_RATE
+        assert {"optim", "learning_rate"} <= set(cfg.to_yaml_dict())  # recorded for rerun and resume
+    elif "--learning_rate" not in flags and "--tuner" not in flags:
+        assert cfg["learning_rate"] != SCRATCH_MUON_LEARNING_RATE  # the stage's own default stays
+
+
+def test_the_web_form_shows_and_sends_the_default_optimiser():
+    from lmforge.tuners.optim import SCRATCH_MUON_LEARNING_RATE
+    from lmforge.webui.forms import form_flags, form_values, stage_defaults
+
+    shown = stage_defaults("pretrain")
+    assert shown["optim"] == "muon" and shown["learning_rate"] == SCRATCH_MUON_LEARNING_RATE
+    assert stage_defaults("pretrain", "lora")["optim"] != "muon"
+    # an untouched form adds no optimiser flag: the command line resolves the same default
+    flags = form_flags("pretrain", form_values("pretrain"))
+    assert "--optim" not in flags and "--learning_rate" not in flags
+
+
+def test_default_pretraining_trains_with_muon(synth_dir, tmp_path, one_thread):
+    seen = {}
+    original = LmforgeTrainer.train
+
+    def train(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        seen["optimizer"] = getattr(self.optimizer, "optimizer", self.optimizer)
+        return result
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LmforgeTrainer, "train", train)
+        run_train("pretrain", _tiny_pretrain(synth_dir, tmp_path / "run", "--max_steps", "20"))
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert isinstance(seen["optimizer"], MuonAdamW)
+    assert all(g["lr"] == pytest.approx(8e-4) for g in seen["optimizer"].param_groups)  # cosine floor
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
+
+
+def test_a_run_started_with_adamw_resumes_with_adamw(synth_dir, tmp_path, one_thread):
+    """A from-scratch run recorded before Muon became the default (no `optim` in its args file)
+    resumes under the bare command with its own optimiser and rate; its AdamW state would not load
+    into Muon's groups."""
+    import yaml
+
+    out = tmp_path / "run"
+    first = ["--max_steps", "6", "--save_steps", "3"]
+    run_train(
+        "pretrain",
+        _tiny_pretrain(synth_dir, out, *first, "--optim", "adamw_torch", "--learning_rate", "1e-3"),
+    )
+    args_file = out / "lmforge_args.yaml"
+    recorded = yaml.safe_load(args_file.read_text())
+    recorded.pop("optim")
+    args_file.write_text(yaml.safe_dump(recorded))
+    (out / "checkpoint-6").rename(out / "later")  # resume from step 3
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    _, cfg = resolve_train_config("pretrain", _tiny_pretrain(synth_dir, out, *first))
+    assert cfg["optim"] == "muon"  # what the bare command alone would train with
+    seen = {}
+    original = LmforgeTrainer.train
+
+    def train(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        seen["optimizer"] = getattr(self.optimizer, "optimizer", self.optimizer)
+        return result
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LmforgeTrainer, "train", train)
+        run_train(
+            "pretrain",
+            _tiny_pretrain(synth_dir, out, *first, "--resume_from_checkpoint", str(out / "checkpoint-3")),
+        )
+    assert type(seen["optimizer"]) is not MuonAdamW
+    assert seen["optimizer"].param_groups[0]["initial_lr"] == pytest.approx(1e-3)
+    resumed = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert resumed[3:6] == losses[3:6]  # the same steps 4-6 as the uninterrupted run

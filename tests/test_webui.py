@@ -72,9 +72,10 @@ def test_form_fields_come_from_the_config_dataclasses():
 
 def test_only_values_that_differ_from_the_stage_default_become_flags():
     values = form_values("pretrain")
-    assert values["learning_rate"] == 5e-4 and values["packing"] == "true"  # pretrain's own defaults
+    assert values["packing"] == "true"  # pretrain's own defaults: from scratch, Muon at its rate
+    assert (values["optim"], values["learning_rate"]) == ("muon", 8e-3)
     assert form_flags("pretrain", values) == []
-    values.update(preset="tiny", max_steps=20.0, packing="false", learning_rate=5e-4)
+    values.update(preset="tiny", max_steps=20.0, packing="false", learning_rate=8e-3)
     assert form_flags("pretrain", values, "--warmup_steps 2") == [
         "--preset", "tiny", "--packing", "false", "--max_steps", "20", "--warmup_steps", "2",
     ]  # fmt: skip
@@ -430,7 +431,8 @@ STATUS = "() => document.querySelector('#train-status textarea, #train-status in
 def test_training_run_from_the_form(page, webui, synth_dir, tmp_path):
     page.get_by_role("tab", name="Training").click()
     page.wait_for_selector("#field-dataset textarea")
-    assert page.input_value("#field-learning_rate input") == "0.0005"  # pretrain's default shown
+    # pretrain's default shown: from scratch, Muon at its rate (test_only_values_... checks the optim)
+    assert page.input_value("#field-learning_rate input") == "0.008"
     form = {
         "preset": "tiny",
         "dataset": f"{synth_dir / 'pretrain.jsonl'}#200",

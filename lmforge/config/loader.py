@@ -79,7 +79,10 @@ def hf_training_specs() -> dict[str, Spec]:
         for spec in specs.values():
             spec.help = spec.help.split(". ")[0][:160]
         # a value lmforge adds to transformers' list (lmforge/tuners/muon.py)
-        specs["optim"].help += "; or muon: Muon for the decoder blocks' matrices, AdamW for the rest"
+        specs["optim"].help += (
+            "; or muon: Muon for the decoder blocks' matrices, AdamW for the rest (from-scratch "
+            "pretraining's default, at lr 8e-3, when neither --optim nor --learning_rate is given)"
+        )
         _HF_SPECS = {k: v for k, v in specs.items() if k not in _HF_HIDDEN}
     return _HF_SPECS
 

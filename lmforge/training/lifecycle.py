@@ -57,6 +57,31 @@ def resolve_run_dir(stage: str, cfg: Any) -> tuple[str, str | None]:
     return run_dir, ckpt
 
 
+def keep_checkpoint_optimizer(cfg: Any, ckpt: str | None) -> None:
+    """A checkpoint resumes under the optimiser and learning rate it was trained with: where this
+    command gives neither, the run's recorded ones replace the defaults (a from-scratch pretraining
+    run started with AdamW, before Muon became the default there, resumes with AdamW; its optimizer
+    state would not load into Muon's groups)."""
+    from lmforge.runs import read_run_args
+
+    if not ckpt or cfg.explicit & {"optim", "learning_rate"}:
+        return
+    recorded = read_run_args(ckpt)
+    if not recorded or "learning_rate" not in recorded:
+        return
+    optim = recorded.get("optim") or cfg.specs["optim"].default
+    if (optim == "muon") == (cfg.get("optim") == "muon"):
+        return
+    log.info(
+        "resuming %s: with its own optimiser %s at learning rate %g (pass --optim to change it)",
+        ckpt,
+        optim,
+        recorded["learning_rate"],
+    )
+    cfg.values.update(optim=optim, learning_rate=recorded["learning_rate"])
+    cfg.layered |= {"optim", "learning_rate"}
+
+
 def num_training_steps(ctx) -> int:
     """Optimizer steps the run will take (AdaLoRA schedules its rank budget over them)."""
     args = ctx.training_args

@@ -139,6 +139,7 @@ def stage_defaults(stage: str, tuner: str | None = None) -> dict[str, Any]:
     from lmforge.pipeline import stage_defaults as command_defaults
     from lmforge.stages import get_stage
     from lmforge.tuners.args import PEFT_TUNERS
+    from lmforge.tuners.optim import scratch_optimizer
 
     module = get_stage(stage)
     specs: dict[str, Spec] = {}
@@ -152,6 +153,7 @@ def stage_defaults(stage: str, tuner: str | None = None) -> dict[str, Any]:
     out.update({k: v for k, v in command_defaults(module).items() if k in out})
     if (tuner or out["tuner"]) in PEFT_TUNERS:
         out["learning_rate"] = ADAPTER_LEARNING_RATE
+    out.update(scratch_optimizer(stage, {**out, "tuner": tuner or out["tuner"]}))
     return out
 
 
