@@ -239,14 +239,45 @@ def test_flattening_collator_layout(tokenizer):
     assert got == sorted(flat["input_ids"][flat["labels"] != -100].tolist())
 
 
+def test_narrower_rows_where_attention_costs_more_than_padding():
+    """`attention_weight`: the cap halves while the estimated cost falls, never below the longest
+    row; without it the fewest rows of at most max_row_tokens, as before."""
+    from lmforge.training.build import row_attention_weight
+
+    def layout(lengths, weight):
+        rows = FlatteningCollator(256, 0, weight).bins(lengths)
+        assert sorted(i for r in rows for i in r) == list(range(len(lengths)))  # each row once
+        return len(rows), max(sum(lengths[i] for i in r) for r in rows)
+
+    short = [30] * 16  # 480 tokens of short conversations, as SFT on chat data
+    assert layout(short, 0.0) == (2, 240)
+    weight = 1 / (6 * 192)
+    assert layout(short, weight) == (16, 30)  # no padding either way: the narrowest rows win
+    uneven = [100, *[20] * 8]  # 2 rows of 140 (280 positions) or 3 of 100 (300: more padding)
+    assert layout(uneven, weight) == (2, 140)  # 280 x (1 + 140/1152) < 300 x (1 + 100/1152)
+    assert layout(uneven, 1 / (6 * 32)) == (3, 100)  # a narrow model: attention outweighs padding
+    assert layout([200, *[20] * 10], weight)[1] >= 200  # never narrower than the longest
+    assert layout([40, 40], weight) == (2, 40)  # under the cap: split when that is cheaper
+    assert layout([40, 40], 0.0) == (1, 80)
+    model = init_model(tokenizer_for_weight(), preset="tiny", seed=0)
+    assert row_attention_weight(model) == pytest.approx(1 / (6 * model.config.hidden_size))
+    assert row_attention_weight(torch.nn.Linear(2, 2)) == 0.0  # size unknown: no narrower rows
+
+
+def tokenizer_for_weight():
+    from lmforge.models.tokenizer import load_tokenizer
+
+    return load_tokenizer(None)
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("max_row_tokens", [None, 20])
-def test_padding_free_rows_do_not_attend_to_each_other(tokenizer, attn, max_row_tokens):
+@pytest.mark.parametrize("max_row_tokens,weight", [(None, 0.0), (20, 0.0), (20, 0.05)])
+def test_padding_free_rows_do_not_attend_to_each_other(tokenizer, attn, max_row_tokens, weight):
     """Every row's logits in a padding-free batch equal its logits alone (no cross-row attention),
     and the batch loss equals the padded batch's."""
     model = init_model(tokenizer, preset="tiny", seed=0, attn_implementation=attn).float()
     rows = _rows(tokenizer)
-    collator = FlatteningCollator(max_row_tokens, tokenizer.pad_token_id)
+    collator = FlatteningCollator(max_row_tokens, tokenizer.pad_token_id, weight)
     flat = collator(rows)
     trainer = _trainer(model, 0)
     model.train()

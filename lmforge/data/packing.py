@@ -265,26 +265,32 @@ class FlatteningCollator:
     position run): attention then costs no more per token than a packed row of that length.
     """
 
-    def __init__(self, max_row_tokens: int | None = None, pad_id: int = 0):
+    def __init__(self, max_row_tokens: int | None = None, pad_id: int = 0, attention_weight: float = 0.0):
         self.max_row_tokens, self.pad_id = max_row_tokens, pad_id
+        self.attention_weight = attention_weight
 
     def bins(self, lengths: list[int]) -> list[list[int]]:
-        """Indices of the batch rows that share each output row (batch order kept within one)."""
-        total = sum(lengths)
-        if self.max_row_tokens is None or total <= self.max_row_tokens:
+        """Indices of the batch rows that share each output row (batch order kept within one).
+
+        With `attention_weight` (a position's attention cost per token of row width, relative to the
+        rest of its cost) narrower rows are tried too, halving the cap down to the longest row, and
+        the layout with the least estimated cost, rows x width x (1 + width x attention_weight), is
+        taken: a masked row's attention is quadratic in its width, padding is linear."""
+        if self.max_row_tokens is None or sum(lengths) <= self.max_row_tokens and not self.attention_weight:
             return [list(range(len(lengths)))]
-        cap = max(self.max_row_tokens, max(lengths))
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        k = -(-total // cap)
-        while True:
-            loads, members = [0] * k, [[] for _ in range(k)]
-            for i in order:  # longest first onto the least-loaded row
-                j = min(range(k), key=loads.__getitem__)
-                loads[j] += lengths[i]
-                members[j].append(i)
-            if max(loads) <= cap:
-                return [sorted(m) for m in members if m]
-            k += 1
+        longest = max(lengths)
+        cap = max(self.max_row_tokens, longest)
+        best = _balanced_bins(lengths, cap)
+        while self.attention_weight and cap // 2 >= longest:
+            cap //= 2
+            layout = _balanced_bins(lengths, cap)
+            if self._cost(lengths, layout) < self._cost(lengths, best):
+                best = layout
+        return best
+
+    def _cost(self, lengths: list[int], layout: list[list[int]]) -> float:
+        width = max(sum(lengths[i] for i in row) for row in layout)
+        return len(layout) * width * (1.0 + width * self.attention_weight)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         import torch
@@ -316,11 +322,35 @@ class FlatteningCollator:
         return out
 
 
+def _balanced_bins(lengths: list[int], cap: int) -> list[list[int]]:
+    """The fewest rows of at most `cap` tokens (cap >= the longest), longest first onto the
+    least-loaded row; indices in batch order within a row."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    k = -(-sum(lengths) // cap)
+    while True:
+        loads, members = [0] * k, [[] for _ in range(k)]
+        for i in order:
+            j = min(range(k), key=loads.__getitem__)
+            loads[j] += lengths[i]
+            members[j].append(i)
+        if max(loads) <= cap:
+            return [sorted(m) for m in members if m]
+        k += 1
+
+
 def collator_for(
-    columns: Sequence[str], pad_id: int, *, padding_free: bool = False, max_row_tokens: int | None = None
+    columns: Sequence[str],
+    pad_id: int,
+    *,
+    padding_free: bool = False,
+    max_row_tokens: int | None = None,
+    attention_weight: float = 0.0,
 ) -> PackedCollator | PaddingCollator | FlatteningCollator:
     """Packed rows (position_ids present) are stacked as they are; anything else is laid end to
-    end without padding (`padding_free`, rows of at most `max_row_tokens`) or right-padded."""
+    end without padding (`padding_free`, rows of at most `max_row_tokens`, narrower where
+    `attention_weight` says they cost less) or right-padded."""
     if "position_ids" in columns:
         return PackedCollator()
-    return FlatteningCollator(max_row_tokens, pad_id) if padding_free else PaddingCollator(pad_id)
+    if padding_free:
+        return FlatteningCollator(max_row_tokens, pad_id, attention_weight)
+    return PaddingCollator(pad_id)
