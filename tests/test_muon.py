@@ -189,7 +189,8 @@ def test_the_web_form_shows_and_sends_the_default_optimiser():
     assert "--optim" not in flags and "--learning_rate" not in flags
 
 
-def test_default_pretraining_trains_with_muon(synth_dir, tmp_path, one_thread):
+def _train_seeing_optimizer(argv: list[str]):
+    """run_train("pretrain", argv) and the optimizer it trained with (under accelerate's wrapper)."""
     seen = {}
     original = LmforgeTrainer.train
 
@@ -200,10 +201,15 @@ def test_default_pretraining_trains_with_muon(synth_dir, tmp_path, one_thread):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LmforgeTrainer, "train", train)
-        run_train("pretrain", _tiny_pretrain(synth_dir, tmp_path / "run", "--max_steps", "20"))
+        run_train("pretrain", argv)
+    return seen["optimizer"]
+
+
+def test_default_pretraining_trains_with_muon(synth_dir, tmp_path, one_thread):
+    optimizer = _train_seeing_optimizer(_tiny_pretrain(synth_dir, tmp_path / "run", "--max_steps", "20"))
     losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert isinstance(seen["optimizer"], MuonAdamW)
-    assert all(g["lr"] == pytest.approx(8e-4) for g in seen["optimizer"].param_groups)  # cosine floor
+    assert isinstance(optimizer, MuonAdamW)
+    assert all(g["lr"] == pytest.approx(8e-4) for g in optimizer.param_groups)  # cosine floor
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
 
 
@@ -227,21 +233,10 @@ def test_a_run_started_with_adamw_resumes_with_adamw(synth_dir, tmp_path, one_th
     losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     _, cfg = resolve_train_config("pretrain", _tiny_pretrain(synth_dir, out, *first))
     assert cfg["optim"] == "muon"  # what the bare command alone would train with
-    seen = {}
-    original = LmforgeTrainer.train
-
-    def train(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        seen["optimizer"] = getattr(self.optimizer, "optimizer", self.optimizer)
-        return result
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(LmforgeTrainer, "train", train)
-        run_train(
-            "pretrain",
-            _tiny_pretrain(synth_dir, out, *first, "--resume_from_checkpoint", str(out / "checkpoint-3")),
-        )
-    assert type(seen["optimizer"]) is not MuonAdamW
-    assert seen["optimizer"].param_groups[0]["initial_lr"] == pytest.approx(1e-3)
+    optimizer = _train_seeing_optimizer(
+        _tiny_pretrain(synth_dir, out, *first, "--resume_from_checkpoint", str(out / "checkpoint-3"))
+    )
+    assert type(optimizer) is not MuonAdamW
+    assert optimizer.param_groups[0]["initial_lr"] == pytest.approx(1e-3)
     resumed = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert resumed[3:6] == losses[3:6]  # the same steps 4-6 as the uninterrupted run

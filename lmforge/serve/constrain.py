@@ -160,8 +160,11 @@ class Grammars:
         return _llguidance().LLMatcher(self.info, grammar, log_level=0)
 
     # the decode loop's grammar hooks (decode/loop.py)
-    mask = staticmethod(lambda logits, rows: mask_rows(logits, rows))
-    advance = staticmethod(lambda row, token: advance(row, token))
+    def mask(self, logits: torch.Tensor, rows: list) -> None:
+        mask_rows(logits, rows)
+
+    def advance(self, row, token: int) -> str | None:
+        return advance(row, token)
 
 
 def allowed(matcher, vocab: int) -> torch.Tensor:
