@@ -83,6 +83,10 @@ def hf_training_specs() -> dict[str, Spec]:
             "; or muon: Muon for the decoder blocks' matrices, AdamW for the rest (from-scratch "
             "pretraining's default, at lr 8e-3, when neither --optim nor --learning_rate is given)"
         )
+        specs["learning_rate"].help = (
+            specs["learning_rate"].help.rstrip(".")
+            + "; from-scratch pretraining without it: Muon at 8e-3 (--optim)"
+        )
         _HF_SPECS = {k: v for k, v in specs.items() if k not in _HF_HIDDEN}
     return _HF_SPECS
 
