@@ -63,6 +63,7 @@ def keep_checkpoint_optimizer(cfg: Any, ckpt: str | None) -> None:
     run started with AdamW, before Muon became the default there, resumes with AdamW; its optimizer
     state would not load into Muon's groups)."""
     from lmforge.runs import read_run_args
+    from lmforge.tuners.optim import is_muon
 
     if not ckpt or cfg.explicit & {"optim", "learning_rate"}:
         return
@@ -70,7 +71,7 @@ def keep_checkpoint_optimizer(cfg: Any, ckpt: str | None) -> None:
     if not recorded or "learning_rate" not in recorded:
         return
     optim = recorded.get("optim") or cfg.specs["optim"].default
-    if (optim == "muon") == (cfg.get("optim") == "muon"):
+    if is_muon({"optim": optim}) == is_muon(cfg):
         return
     log.info(
         "resuming %s: with its own optimiser %s at learning rate %g (pass --optim to change it)",

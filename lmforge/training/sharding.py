@@ -52,6 +52,11 @@ def deepspeed_config_path(value: str) -> str:
     return str(path)
 
 
+def fsdp_on(value: Any) -> bool:
+    """Whether an `--fsdp` value asks for FSDP (a policy string, a list, or a true spelling)."""
+    return bool(value) and not (isinstance(value, str) and value.strip().lower() in _FALSE)
+
+
 def apply_sharding(kw: dict[str, Any], on_gpu: bool) -> None:
     """Check `--deepspeed` / `--fsdp` in the TrainingArguments fields `kw` and normalise them in place."""
     fsdp = kw.get("fsdp")

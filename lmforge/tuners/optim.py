@@ -82,20 +82,23 @@ SCRATCH_MUON_LEARNING_RATE = 8e-3
 
 
 def scratch_optimizer(stage: str, values: dict[str, Any], given: set[str] | frozenset = frozenset()) -> dict:
-    """From-scratch pretraining (no starting model) with neither `--optim` nor `--learning_rate`
-    given (`given`: the keys the user set) trains with Muon at SCRATCH_MUON_LEARNING_RATE, and so
-    does `--optim muon` there without a rate: the values to set, or {}. A learning rate the user gave is one for the optimiser every peer uses, so
-    it keeps AdamW; so does every set-up Muon cannot train (an adapter tuner, GaLore / APOLLO /
-    BAdam, DeepSpeed / FSDP, a torch without torch.optim.Muon)."""
+    """The optimiser values to set for from-scratch pretraining (no starting model), or {}: Muon at
+    SCRATCH_MUON_LEARNING_RATE when neither `--optim` nor `--learning_rate` is given (`given`: the
+    keys the user set), and that rate for `--optim muon` there without one. A learning rate the
+    user gave is one for the optimiser every peer uses, so it keeps AdamW; so does every set-up
+    Muon cannot train (an adapter tuner, GaLore / APOLLO / BAdam, DeepSpeed / FSDP, a torch
+    without torch.optim.Muon)."""
+    from lmforge.training.sharding import fsdp_on
+
     if stage != "pretrain" or values.get("model_name_or_path") or "learning_rate" in given:
         return {}
-    if "optim" in given and str(values.get("optim")).strip().lower() != "muon":
+    if "optim" in given and not is_muon(values):
         return {}
     if values.get("tuner", "full") != "full" or any(
         values.get(k) for k in ("use_galore", "use_apollo", "use_badam")
     ):
         return {}
-    if values.get("deepspeed") or _fsdp(values):
+    if values.get("deepspeed") or fsdp_on(values.get("fsdp")):
         return {}
     import torch
 
@@ -104,17 +107,11 @@ def scratch_optimizer(stage: str, values: dict[str, Any], given: set[str] | froz
     return {"optim": "muon", "learning_rate": SCRATCH_MUON_LEARNING_RATE}
 
 
-def apply_scratch_optimizer(stage: str, cfg) -> bool:
-    """`scratch_optimizer` on a resolved config; returns whether it applied."""
+def apply_scratch_optimizer(stage: str, cfg) -> None:
+    """`scratch_optimizer` on a resolved config."""
     chosen = scratch_optimizer(stage, cfg.values, cfg.explicit)
     cfg.values.update(chosen)
     cfg.layered |= set(chosen)
-    return bool(chosen)
-
-
-def _fsdp(values) -> bool:
-    fsdp = values.get("fsdp")
-    return bool(fsdp) and str(fsdp).strip().lower() not in ("false", "no", "0", "")
 
 
 def check_muon(cfg, tuner: str) -> None:
@@ -129,7 +126,9 @@ def check_muon(cfg, tuner: str) -> None:
             f"--optim muon orthogonalises the updates of whole weight matrices; --tuner {tuner} trains "
             "adapters instead: use --tuner full (or freeze / llama_pro)"
         )
-    sharded = "--fsdp" if _fsdp(cfg) else "--deepspeed" if cfg.get("deepspeed") else None
+    from lmforge.training.sharding import fsdp_on
+
+    sharded = "--fsdp" if fsdp_on(cfg.get("fsdp")) else "--deepspeed" if cfg.get("deepspeed") else None
     if sharded:
         raise LmforgeError(
             f"--optim muon needs each weight matrix whole on every rank (its Newton-Schulz step works on "
